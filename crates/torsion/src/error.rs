@@ -1,0 +1,220 @@
+//! Every error torsion reports, in one place (Twisted's `twisted.internet.error` and the
+//! error classes of `twisted.internet.defer`).
+//!
+//! Each type implements [`std::error::Error`] with a message a user can act on, so any of
+//! them converts into a [`Failure`](crate::Failure) with `?` and can be recognised again with
+//! [`Failure::check`](crate::Failure::check).
+
+use std::fmt;
+
+macro_rules! simple_error {
+    ($(#[$doc:meta])* $name:ident, $msg:expr) => {
+        $(#[$doc])*
+        #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+        pub struct $name;
+
+        impl fmt::Display for $name {
+            fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+                f.write_str($msg)
+            }
+        }
+
+        impl std::error::Error for $name {}
+    };
+}
+
+simple_error!(
+    /// A `Deferred` or delayed call was fired or cancelled after it had
+    /// already run (Twisted's `AlreadyCalledError` / `error.AlreadyCalled`).
+    AlreadyCalled,
+    "already called: a Deferred fires once, and a DelayedCall that ran cannot be changed"
+);
+
+simple_error!(
+    /// A delayed call was cancelled, reset or delayed after it had been cancelled
+    /// (Twisted's `error.AlreadyCancelled`).
+    AlreadyCancelled,
+    "already cancelled: this DelayedCall was cancelled before"
+);
+
+simple_error!(
+    /// The operation was cancelled before it completed (Twisted's `defer.CancelledError`).
+    Cancelled,
+    "cancelled"
+);
+
+simple_error!(
+    /// A deadline passed before the operation completed (Twisted's `defer.TimeoutError` and
+    /// `error.TimeoutError`).
+    TimeoutError,
+    "timed out: the operation did not complete before its deadline"
+);
+
+simple_error!(
+    /// `stop()` was called on a reactor that is not running (Twisted's
+    /// `error.ReactorNotRunning`).
+    ReactorNotRunning,
+    "the reactor is not running: stop() can only be called on a running reactor"
+);
+
+simple_error!(
+    /// `run()` was called on a reactor that has already run and stopped (Twisted's
+    /// `error.ReactorNotRestartable`). Build a new reactor instead.
+    ReactorNotRestartable,
+    "the reactor cannot be restarted: build a new Reactor to run again"
+);
+
+simple_error!(
+    /// `run()` was called on a reactor that is already running (Twisted's
+    /// `error.ReactorAlreadyRunning`).
+    ReactorAlreadyRunning,
+    "the reactor is already running"
+);
+
+simple_error!(
+    /// A `DeferredQueue` already holds as many items as its
+    /// size allows (Twisted's `defer.QueueOverflow`).
+    QueueOverflow,
+    "queue overflow: the DeferredQueue is full"
+);
+
+simple_error!(
+    /// A `DeferredQueue` already has as many waiting getters as
+    /// its backlog allows (Twisted's `defer.QueueUnderflow`).
+    QueueUnderflow,
+    "queue underflow: too many pending gets on the DeferredQueue"
+);
+
+simple_error!(
+    /// A cooperative task was stopped before it finished (Twisted's `task.TaskStopped`).
+    TaskStopped,
+    "the cooperative task was stopped"
+);
+
+simple_error!(
+    /// A cooperative task was already finished when asked to change (Twisted's
+    /// `task.TaskDone`).
+    TaskDone,
+    "the cooperative task has already finished"
+);
+
+simple_error!(
+    /// A task was given to a `Cooperator` that has been stopped
+    /// (Twisted's `task.SchedulerStopped`).
+    SchedulerStopped,
+    "the Cooperator has been stopped and accepts no new tasks"
+);
+
+simple_error!(
+    /// The reactor shut down before the operation could complete, for example a
+    /// `blocking_call_from_thread` whose reactor stopped first.
+    ReactorShutDown,
+    "the reactor shut down before the call could complete"
+);
+
+/// An argument was outside what the operation accepts, for example a negative interval or a
+/// semaphore of size 0 (Twisted raises `ValueError` for these).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct InvalidArgument(pub String);
+
+impl fmt::Display for InvalidArgument {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "invalid argument: {}", self.0)
+    }
+}
+
+impl std::error::Error for InvalidArgument {}
+
+/// User code panicked inside a callback, a delayed call, a spawned future or a pooled
+/// thread; the panic was caught and turned into a [`Failure`](crate::Failure) carrying this
+/// error. The reactor keeps running.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Panicked {
+    /// The panic's message, when it was a string.
+    pub message: String,
+}
+
+impl Panicked {
+    /// Builds a `Panicked` from the payload `std::panic::catch_unwind` returned.
+    pub fn from_payload(payload: &(dyn std::any::Any + Send)) -> Self {
+        let message = if let Some(s) = payload.downcast_ref::<&'static str>() {
+            (*s).to_string()
+        } else if let Some(s) = payload.downcast_ref::<String>() {
+            s.clone()
+        } else {
+            "a panic with a non-string payload".to_string()
+        };
+        Panicked { message }
+    }
+}
+
+impl fmt::Display for Panicked {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "panicked: {}", self.message)
+    }
+}
+
+impl std::error::Error for Panicked {}
+
+/// The first failure among the Deferreds of a `DeferredList`
+/// with `fire_on_one_errback`, or of `gather_results`
+/// (Twisted's `defer.FirstError`).
+#[derive(Debug, Clone)]
+pub struct FirstError {
+    /// The failure of the input that failed first.
+    pub failure: crate::Failure,
+    /// Its position in the input list.
+    pub index: usize,
+}
+
+impl fmt::Display for FirstError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "Deferred #{} failed first: {}", self.index, self.failure)
+    }
+}
+
+impl std::error::Error for FirstError {
+    fn source(&self) -> Option<&(dyn std::error::Error + 'static)> {
+        Some(self.failure.as_error())
+    }
+}
+
+/// Every input of `race` failed (Twisted's `FailureGroup`).
+#[derive(Debug, Clone)]
+pub struct FailureGroup {
+    /// The failures, in input order.
+    pub failures: Vec<crate::Failure>,
+}
+
+impl fmt::Display for FailureGroup {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "all {} raced Deferreds failed", self.failures.len())?;
+        for (i, failure) in self.failures.iter().enumerate() {
+            write!(f, "; #{i}: {failure}")?;
+        }
+        Ok(())
+    }
+}
+
+impl std::error::Error for FailureGroup {}
+
+/// Why a `DelayedCall` could not be cancelled, reset or delayed (Twisted raises
+/// `error.AlreadyCalled` or `error.AlreadyCancelled`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum DelayedCallError {
+    /// The call has already run (or is running now).
+    AlreadyCalled,
+    /// The call was cancelled before.
+    AlreadyCancelled,
+}
+
+impl fmt::Display for DelayedCallError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            DelayedCallError::AlreadyCalled => fmt::Display::fmt(&AlreadyCalled, f),
+            DelayedCallError::AlreadyCancelled => fmt::Display::fmt(&AlreadyCancelled, f),
+        }
+    }
+}
+
+impl std::error::Error for DelayedCallError {}

@@ -1,0 +1,13 @@
+//! torsion: an event-driven networking engine, Twisted's model in idiomatic Rust.
+//!
+//! The pieces, and the Twisted modules they stand for:
+//!
+//! - `Deferred` and [`Failure`] (`twisted.internet.defer`, `twisted.python.failure`):
+//!   results that arrive later, with callback and errback chains.
+//! - [`error`] (`twisted.internet.error`): every error torsion reports.
+#![warn(missing_docs)]
+
+pub mod defer;
+pub mod error;
+
+pub use defer::Failure;
