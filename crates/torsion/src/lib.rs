@@ -2,12 +2,17 @@
 //!
 //! The pieces, and the Twisted modules they stand for:
 //!
-//! - `Deferred` and [`Failure`] (`twisted.internet.defer`, `twisted.python.failure`):
+//! - [`Deferred`] and [`Failure`] (`twisted.internet.defer`, `twisted.python.failure`):
 //!   results that arrive later, with callback and errback chains.
+//! - [`spawn`] (`inlineCallbacks`, `ensureDeferred`): `async` code over Deferreds.
 //! - [`error`] (`twisted.internet.error`): every error torsion reports.
 #![warn(missing_docs)]
 
 pub mod defer;
 pub mod error;
+#[allow(dead_code)] // the reactor-facing half lands with the reactor
+mod executor;
+pub mod testing;
 
-pub use defer::Failure;
+pub use defer::{Deferred, Failure, Resolver};
+pub use executor::spawn;

@@ -1,5 +1,14 @@
 //! Deferreds: results that arrive later (Twisted's `twisted.internet.defer`).
+//!
+//! [`Deferred`] and [`Resolver`] are the two ends of one result; [`Failure`] is the error
+//! side. Callbacks run in a single loop with no recursion, whatever the chain's length or
+//! nesting.
 
+pub(crate) mod chain;
+mod deferred;
 mod failure;
 
+pub use deferred::{
+    Deferred, DeferredHandle, IntoOutcome, Resolved, Resolver, fail, maybe_deferred, succeed,
+};
 pub use failure::{Failure, FailureError};

@@ -1,0 +1,445 @@
+//! The type-erased engine behind every [`Deferred`](super::Deferred): one callback chain, run
+//! in a single loop (a port of Twisted's `Deferred._runCallbacks`), so chains of any length
+//! and any depth of nesting never recurse.
+//!
+//! Invariant: no `RefCell` borrow of a chain is held while user code runs (a step, a
+//! canceller, a waker, a drop of user values). Take what is needed out, release, call, put
+//! back.
+
+use std::any::Any;
+use std::cell::{Cell, RefCell};
+use std::collections::VecDeque;
+use std::panic::{AssertUnwindSafe, Location, catch_unwind};
+use std::rc::{Rc, Weak};
+use std::task::Waker;
+
+use super::Failure;
+
+/// Storage for a typed value behind the erased chain: `value()` returns `&mut Option<T>`.
+pub(crate) trait Slot: 'static {
+    fn value(&mut self) -> &mut dyn Any;
+}
+
+impl<T: 'static> Slot for Option<T> {
+    fn value(&mut self) -> &mut dyn Any {
+        self
+    }
+}
+
+/// The current result of a chain: a typed value in a slot, or a failure.
+pub(crate) enum Outcome {
+    Ok(Box<dyn Slot>),
+    Err(Failure),
+}
+
+impl Outcome {
+    /// Takes the value out as a `T`. A mismatch cannot happen through the typed API; it is
+    /// reported as a failure rather than a panic all the same.
+    pub(crate) fn into_result<T: 'static>(self) -> Result<T, Failure> {
+        match self {
+            Outcome::Ok(mut slot) => take_value(&mut *slot),
+            Outcome::Err(f) => Err(f),
+        }
+    }
+}
+
+pub(crate) fn take_value<T: 'static>(slot: &mut dyn Slot) -> Result<T, Failure> {
+    slot.value()
+        .downcast_mut::<Option<T>>()
+        .and_then(Option::take)
+        .ok_or_else(|| Failure::msg("internal error: Deferred result of an unexpected type"))
+}
+
+/// What a step asks the loop to do next.
+pub(crate) enum Next {
+    /// Carry on with this result.
+    Done(Outcome),
+    /// The step returned a Deferred that has no result yet: wait for it.
+    Wait(Rc<Chain>),
+}
+
+/// One link of the chain: a callback, an errback, or both.
+pub(crate) trait Step: 'static {
+    fn run(self: Box<Self>, input: Outcome) -> Next;
+}
+
+enum Entry {
+    User(Box<dyn Step>),
+    /// Hands this chain's result on to a chain that waits for it (Twisted's `_CONTINUE`).
+    Continue(Rc<Chain>),
+}
+
+/// What cancelling does before the Deferred is fired.
+pub(crate) enum Canceller {
+    /// A user canceller: run once; if it does not fire the Deferred, `Cancelled` follows.
+    Once(Box<dyn FnOnce()>),
+    /// An internal canceller that may leave the result to be decided later (a spawned
+    /// future decides its own result after what it awaits is cancelled). It returns whether
+    /// `Cancelled` should follow when the Deferred is still unfired.
+    Reusable(Rc<dyn Fn() -> bool>),
+}
+
+/// One chain's state. Shared (`Rc`) between the consuming handle, resolvers, and chains
+/// waiting on it.
+pub(crate) struct Chain {
+    state: RefCell<State>,
+    /// Where the Deferred was created, for reports.
+    pub(crate) origin: &'static Location<'static>,
+}
+
+struct State {
+    result: Option<Outcome>,
+    fired: bool,
+    cancelled: bool,
+    running: bool,
+    paused: u32,
+    steps: VecDeque<Entry>,
+    canceller: Option<Canceller>,
+    chained_to: Option<Weak<Chain>>,
+    waker: Option<Waker>,
+}
+
+/// Why firing failed.
+pub(crate) enum FireError {
+    AlreadyCalled,
+}
+
+impl Chain {
+    pub(crate) fn new(origin: &'static Location<'static>) -> Rc<Chain> {
+        Rc::new(Chain {
+            state: RefCell::new(State {
+                result: None,
+                fired: false,
+                cancelled: false,
+                running: false,
+                paused: 0,
+                steps: VecDeque::new(),
+                canceller: None,
+                chained_to: None,
+                waker: None,
+            }),
+            origin,
+        })
+    }
+
+    /// A chain already fired with `outcome`.
+    pub(crate) fn fired(origin: &'static Location<'static>, outcome: Outcome) -> Rc<Chain> {
+        let chain = Chain::new(origin);
+        {
+            let mut s = chain.state.borrow_mut();
+            s.result = Some(outcome);
+            s.fired = true;
+        }
+        chain
+    }
+
+    pub(crate) fn set_canceller(&self, canceller: Canceller) {
+        self.state.borrow_mut().canceller = Some(canceller);
+    }
+
+    pub(crate) fn is_fired(&self) -> bool {
+        self.state.borrow().fired
+    }
+
+    pub(crate) fn is_paused(&self) -> bool {
+        self.state.borrow().paused > 0
+    }
+
+    /// Whether the chain holds a failure right now.
+    pub(crate) fn has_failure(&self) -> bool {
+        matches!(self.state.borrow().result, Some(Outcome::Err(_)))
+    }
+
+    /// Fires the chain. A fire after a cancel is silently dropped.
+    pub(crate) fn fire(self: &Rc<Self>, outcome: Outcome) -> Result<(), FireError> {
+        {
+            let mut s = self.state.borrow_mut();
+            if s.fired {
+                let cancelled = s.cancelled;
+                drop(s);
+                // The outcome (user data) is dropped here, outside the borrow.
+                drop(outcome);
+                return if cancelled {
+                    Ok(())
+                } else {
+                    Err(FireError::AlreadyCalled)
+                };
+            }
+            s.fired = true;
+            s.result = Some(outcome);
+            let canceller = s.canceller.take();
+            drop(s);
+            drop(canceller);
+        }
+        run(self.clone());
+        Ok(())
+    }
+
+    /// Appends a step and runs it at once if the chain has fired.
+    pub(crate) fn push(self: &Rc<Self>, step: Box<dyn Step>) {
+        let fired = {
+            let mut s = self.state.borrow_mut();
+            s.steps.push_back(Entry::User(step));
+            s.fired
+        };
+        if fired {
+            run(self.clone());
+        }
+    }
+
+    pub(crate) fn pause(&self) {
+        self.state.borrow_mut().paused += 1;
+    }
+
+    pub(crate) fn unpause(self: &Rc<Self>) {
+        let go = {
+            let mut s = self.state.borrow_mut();
+            s.paused = s.paused.saturating_sub(1);
+            s.paused == 0 && s.fired
+        };
+        if go {
+            run(self.clone());
+        }
+    }
+
+    /// Takes the final result if the chain has one that nothing else will consume; otherwise
+    /// registers `waker` to be woken when it does.
+    pub(crate) fn poll_result(&self, waker: &Waker) -> Option<Outcome> {
+        let mut s = self.state.borrow_mut();
+        if s.paused == 0
+            && !s.running
+            && s.steps.is_empty()
+            && let Some(outcome) = s.result.take()
+        {
+            return Some(outcome);
+        }
+        match &s.waker {
+            Some(w) if w.will_wake(waker) => {}
+            _ => {
+                let old = s.waker.replace(waker.clone());
+                drop(s);
+                drop(old);
+            }
+        }
+        None
+    }
+
+    /// Steals the result when it can be taken now (fired, not paused, not running, nothing
+    /// pending); used when a step returns this Deferred.
+    pub(crate) fn try_steal(&self) -> Option<Outcome> {
+        let mut s = self.state.borrow_mut();
+        if s.paused == 0 && !s.running && s.steps.is_empty() {
+            s.result.take()
+        } else {
+            None
+        }
+    }
+
+    /// Cancels the chain (Twisted's `Deferred.cancel`): an unfired chain runs its canceller
+    /// and, unless that fired it, fails with `Cancelled`; a chain waiting on another forwards
+    /// the cancel to the innermost one; a fired chain ignores it.
+    #[track_caller]
+    pub(crate) fn cancel(self: &Rc<Self>) {
+        let location = Location::caller();
+        let mut current = self.clone();
+        loop {
+            let next = {
+                let s = current.state.borrow();
+                if !s.fired {
+                    break;
+                }
+                match s.chained_to.as_ref().and_then(Weak::upgrade) {
+                    Some(inner) => inner,
+                    None => return,
+                }
+            };
+            current = next;
+        }
+        let canceller = {
+            let mut s = current.state.borrow_mut();
+            match &s.canceller {
+                Some(Canceller::Reusable(f)) => Some(Canceller::Reusable(f.clone())),
+                _ => s.canceller.take(),
+            }
+        };
+        let errback = match canceller {
+            None => true,
+            Some(Canceller::Once(f)) => {
+                call_guarded(f);
+                true
+            }
+            Some(Canceller::Reusable(f)) => match catch_unwind(AssertUnwindSafe(|| f())) {
+                Ok(errback) => errback,
+                Err(payload) => {
+                    tracing::error!(
+                        target: "torsion::defer",
+                        "a Deferred canceller panicked: {}",
+                        Failure::from_panic(&*payload)
+                    );
+                    true
+                }
+            },
+        };
+        if errback && !current.is_fired() {
+            current.state.borrow_mut().cancelled = true;
+            let failure = Failure::new(crate::error::Cancelled);
+            let failure = Failure::passed_through(failure, location);
+            // The Deferred is not fired, so this cannot fail.
+            let _ = current.fire(Outcome::Err(failure));
+        }
+    }
+}
+
+fn call_guarded(f: Box<dyn FnOnce()>) {
+    if let Err(payload) = catch_unwind(AssertUnwindSafe(f)) {
+        tracing::error!(
+            target: "torsion::defer",
+            "a Deferred canceller panicked: {}",
+            Failure::from_panic(&*payload)
+        );
+    }
+}
+
+/// Runs the chain's pending steps, and those of every chain waiting on it, in one loop.
+fn run(start: Rc<Chain>) {
+    if start.state.borrow().running {
+        // The loop already running this chain picks new steps up.
+        return;
+    }
+    let mut stack: Vec<Rc<Chain>> = Vec::new();
+    let mut current = start;
+    loop {
+        let mut finished = true;
+        loop {
+            let mut s = current.state.borrow_mut();
+            if s.paused > 0 || s.running {
+                return;
+            }
+            s.chained_to = None;
+            if s.result.is_none() {
+                break;
+            }
+            let Some(entry) = s.steps.pop_front() else {
+                break;
+            };
+            match entry {
+                Entry::Continue(waiter) => {
+                    let result = s.result.take();
+                    drop(s);
+                    {
+                        let mut w = waiter.state.borrow_mut();
+                        w.result = result;
+                        w.paused = w.paused.saturating_sub(1);
+                    }
+                    stack.push(std::mem::replace(&mut current, waiter));
+                    finished = false;
+                    break;
+                }
+                Entry::User(step) => {
+                    let Some(input) = s.result.take() else {
+                        break;
+                    };
+                    s.running = true;
+                    drop(s);
+                    let next = match catch_unwind(AssertUnwindSafe(|| step.run(input))) {
+                        Ok(next) => next,
+                        Err(payload) => Next::Done(Outcome::Err(Failure::from_panic(&*payload))),
+                    };
+                    let mut s = current.state.borrow_mut();
+                    s.running = false;
+                    match next {
+                        Next::Done(outcome) => s.result = Some(outcome),
+                        Next::Wait(inner) => {
+                            s.paused += 1;
+                            s.chained_to = Some(Rc::downgrade(&inner));
+                            drop(s);
+                            inner
+                                .state
+                                .borrow_mut()
+                                .steps
+                                .push_back(Entry::Continue(current.clone()));
+                            break;
+                        }
+                    }
+                }
+            }
+        }
+        if finished {
+            wake_waiter(&current);
+            match stack.pop() {
+                Some(parent) => current = parent,
+                None => return,
+            }
+        }
+    }
+}
+
+/// Wakes a future awaiting this chain once it holds a final result.
+fn wake_waiter(chain: &Chain) {
+    let waker = {
+        let mut s = chain.state.borrow_mut();
+        if s.result.is_some() && s.steps.is_empty() && s.paused == 0 {
+            s.waker.take()
+        } else {
+            None
+        }
+    };
+    if let Some(waker) = waker {
+        crate::executor::wake_inline(waker);
+    }
+}
+
+thread_local! {
+    /// Steps of dropped chains, emptied in a loop so that dropping a deep nest of waiting
+    /// chains never recurses.
+    static GRAVEYARD: RefCell<Vec<VecDeque<Entry>>> = const { RefCell::new(Vec::new()) };
+    static DRAINING: Cell<bool> = const { Cell::new(false) };
+    /// When set (by the test harness), unhandled failures are collected here too.
+    static CAPTURE: RefCell<Option<Vec<Failure>>> = const { RefCell::new(None) };
+}
+
+impl Drop for State {
+    fn drop(&mut self) {
+        if let Some(Outcome::Err(failure)) = self.result.take() {
+            report_unhandled(failure);
+        }
+        let steps = std::mem::take(&mut self.steps);
+        if steps.is_empty() {
+            return;
+        }
+        let queued = GRAVEYARD.try_with(|g| g.borrow_mut().push(steps)).is_ok();
+        if !queued || DRAINING.with(|d| d.replace(true)) {
+            return;
+        }
+        loop {
+            let next = GRAVEYARD.with(|g| g.borrow_mut().pop());
+            match next {
+                Some(steps) => drop(steps),
+                None => break,
+            }
+        }
+        DRAINING.with(|d| d.set(false));
+    }
+}
+
+/// Logs a failure nobody handled (Twisted's "Unhandled error in Deferred").
+pub(crate) fn report_unhandled(failure: Failure) {
+    tracing::error!(target: "torsion::defer", "Unhandled error in Deferred: {failure}");
+    let _ = CAPTURE.try_with(|c| {
+        if let Some(list) = c.borrow_mut().as_mut() {
+            list.push(failure);
+        }
+    });
+}
+
+/// Starts collecting unhandled failures on this thread (for the test harness).
+pub(crate) fn start_capture() {
+    CAPTURE.with(|c| {
+        c.borrow_mut().get_or_insert_with(Vec::new);
+    });
+}
+
+/// Stops collecting and returns what was collected.
+pub(crate) fn stop_capture() -> Vec<Failure> {
+    CAPTURE.with(|c| c.borrow_mut().take()).unwrap_or_default()
+}
