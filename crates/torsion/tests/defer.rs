@@ -216,7 +216,7 @@ fn firing_twice_in_any_combination_is_already_called() {
     r.errback(Boom);
     assert_eq!(r.try_errback(Boom), Err(AlreadyCalled));
     assert_eq!(r.try_callback(1), Err(AlreadyCalled));
-    let _ = d.add_errback(|_| Ok(0));
+    drop(d.add_errback(|_| Ok(0)));
 }
 
 #[test]
@@ -343,7 +343,7 @@ fn maybe_deferred_normalises_values_errors_deferreds_and_panics() {
 fn chain_deferred_fires_the_other_with_this_result() {
     let (r2, d2) = Deferred::<u32>::new();
     let (r1, d1) = Deferred::<u32>::new();
-    let _ = d1.chain_deferred(&r2);
+    drop(d1.chain_deferred(&r2));
     r1.callback(11);
     assert_eq!(result_of(d2).unwrap(), 11);
 }

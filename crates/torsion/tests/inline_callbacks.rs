@@ -138,7 +138,10 @@ fn failure_through_nested_spawns_names_each_level() {
     let inner_line = line!() + 1;
     let inner = spawn(async { Err::<u32, _>(Failure::new(Boom)) });
     let outer_line = line!() + 1;
-    let mut outer = spawn(async move { inner.await });
+    let mut outer = spawn(async move {
+        let v = inner.await?;
+        Ok(v)
+    });
     let f = outer.take_result().unwrap().unwrap_err();
     assert!(f.check::<Boom>());
     let lines: Vec<u32> = f.path().iter().map(|l| l.line()).collect();
