@@ -218,3 +218,10 @@ impl fmt::Display for DelayedCallError {
 }
 
 impl std::error::Error for DelayedCallError {}
+
+simple_error!(
+    /// Work was given to a [`ThreadPool`](crate::threads::ThreadPool) after
+    /// [`stop`](crate::threads::ThreadPool::stop) (Twisted's thread pool drops it silently).
+    PoolStopped,
+    "the thread pool has been stopped"
+);

@@ -6,6 +6,8 @@
 //!   results that arrive later, with callback and errback chains.
 //! - [`spawn`] (`inlineCallbacks`, `ensureDeferred`): `async` code over Deferreds.
 //! - [`error`] (`twisted.internet.error`): every error torsion reports.
+//! - [`threads`] (`twisted.internet.threads`, `twisted.python.threadpool`): the thread pool
+//!   for blocking work.
 #![warn(missing_docs)]
 
 pub mod defer;
@@ -13,6 +15,7 @@ pub mod error;
 #[allow(dead_code)] // the reactor-facing half lands with the reactor
 mod executor;
 pub mod testing;
+pub mod threads;
 
 pub use defer::{Deferred, Failure, Resolver};
 pub use executor::spawn;
