@@ -225,3 +225,20 @@ simple_error!(
     PoolStopped,
     "the thread pool has been stopped"
 );
+/// The name given for a reactor backend (in `TORSION_REACTOR`, or parsed as a
+/// [`BackendKind`](crate::reactor::backend::BackendKind)) is not one torsion knows (Twisted's
+/// `twisted.application.reactors.NoSuchReactor`).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct UnknownBackend(pub String);
+
+impl fmt::Display for UnknownBackend {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(
+            f,
+            "unknown reactor backend `{}`: expected epoll or poll",
+            self.0
+        )
+    }
+}
+
+impl std::error::Error for UnknownBackend {}

@@ -8,12 +8,15 @@
 //! - [`error`] (`twisted.internet.error`): every error torsion reports.
 //! - [`threads`] (`twisted.internet.threads`, `twisted.python.threadpool`): the thread pool
 //!   for blocking work.
+//! - [`reactor`] (`twisted.internet.reactor`): the event loop; for now its readiness
+//!   backends, [`reactor::backend`] (`epollreactor`, `pollreactor`).
 #![warn(missing_docs)]
 
 pub mod defer;
 pub mod error;
 #[allow(dead_code)] // the reactor-facing half lands with the reactor
 mod executor;
+pub mod reactor;
 pub mod testing;
 pub mod threads;
 
