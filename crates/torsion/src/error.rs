@@ -242,3 +242,16 @@ impl fmt::Display for UnknownBackend {
 }
 
 impl std::error::Error for UnknownBackend {}
+
+simple_error!(
+    /// The connection was closed cleanly (Twisted's `error.ConnectionDone`).
+    ConnectionDone,
+    "connection was closed cleanly"
+);
+
+simple_error!(
+    /// The connection was lost in a non-clean fashion: reset, broken pipe, or the reactor
+    /// shutting down (Twisted's `error.ConnectionLost`).
+    ConnectionLost,
+    "connection to the other side was lost in a non-clean fashion"
+);

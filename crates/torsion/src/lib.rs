@@ -14,11 +14,12 @@
 
 pub mod defer;
 pub mod error;
-#[allow(dead_code)] // the reactor-facing half lands with the reactor
 mod executor;
 pub mod reactor;
 pub mod testing;
 pub mod threads;
+pub mod time;
 
 pub use defer::{Deferred, Failure, Resolver};
 pub use executor::spawn;
+pub use reactor::{Reactor, ReactorHandle};

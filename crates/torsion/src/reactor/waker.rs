@@ -40,6 +40,12 @@ impl Waker {
         self.fd.as_fd()
     }
 
+    /// Wakes from a signal handler: only async-signal-safe work (one `write(2)`), errors
+    /// ignored.
+    pub(crate) fn wake_from_signal(&self) {
+        let _ = rustix::io::write(&self.fd, &1u64.to_ne_bytes());
+    }
+
     /// Makes the poller's wait return (now, or at once next time if it is not waiting).
     ///
     /// Callable from any thread. A full counter (`EAGAIN`) means a wake is already pending,
