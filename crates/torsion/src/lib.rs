@@ -23,3 +23,4 @@ pub mod time;
 pub use defer::{Deferred, Failure, Resolver};
 pub use executor::spawn;
 pub use reactor::{Reactor, ReactorHandle};
+pub use torsion_macros::{main, test};

@@ -389,3 +389,47 @@ fn unhandled_failure_is_logged_once_when_the_last_handle_goes_and_chained_ones_n
     let ((), unhandled) = collect_unhandled_failures(|| drop(d));
     assert_eq!(unhandled.len(), 1);
 }
+
+#[test]
+fn add_timeout_then_advancing_past_it_gives_timeout_error() {
+    use torsion::error::TimeoutError;
+    use torsion::time::{Clock, ReactorTime};
+    let clock = Clock::new();
+    let (_r, d) = Deferred::<u32>::new();
+    let mut d = d.add_timeout(10.0, &clock);
+    clock.advance(9.0);
+    assert!(d.take_result().is_none());
+    clock.advance(6.0);
+    assert!(
+        d.take_result()
+            .unwrap()
+            .unwrap_err()
+            .check::<TimeoutError>()
+    );
+    assert!(clock.delayed_calls().is_empty());
+}
+
+#[test]
+fn deferred_fired_before_the_deadline_is_never_cancelled_later() {
+    use torsion::time::{Clock, ReactorTime};
+    let clock = Clock::new();
+    let (r, d) = Deferred::<u32>::new();
+    let mut d = d.add_timeout(10.0, &clock);
+    clock.advance(5.0);
+    r.callback(4);
+    assert!(clock.delayed_calls().is_empty(), "the timer was cancelled");
+    clock.advance(10.0);
+    assert_eq!(d.take_result().unwrap().unwrap(), 4);
+}
+
+#[test]
+fn manual_cancel_before_the_deadline_stays_cancelled() {
+    use torsion::time::Clock;
+    let clock = Clock::new();
+    let (_r, d) = Deferred::<u32>::new();
+    let mut d = d.add_timeout(10.0, &clock);
+    clock.advance(2.0);
+    d.cancel();
+    clock.advance(20.0);
+    assert!(d.take_result().unwrap().unwrap_err().check::<Cancelled>());
+}

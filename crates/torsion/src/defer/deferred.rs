@@ -440,6 +440,48 @@ impl<T: 'static> Deferred<T> {
         self.chain.origin
     }
 
+    /// Cancels the Deferred if it has not fired `timeout` from now on `clock`, turning the
+    /// resulting [`Cancelled`](crate::error::Cancelled) into a
+    /// [`TimeoutError`](crate::error::TimeoutError) (Twisted's `addTimeout`). A Deferred
+    /// that fires in time cancels the timer; a cancel by hand before the deadline stays
+    /// `Cancelled`; a canceller that fires the Deferred with a value decides the result.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// use torsion::Deferred;
+    /// use torsion::error::TimeoutError;
+    /// use torsion::time::Clock;
+    ///
+    /// let clock = Clock::new();
+    /// let (_resolver, d) = Deferred::<u32>::new();
+    /// let mut d = d.add_timeout(10.0, &clock);
+    /// clock.advance(15.0);
+    /// assert!(d.take_result().unwrap().unwrap_err().check::<TimeoutError>());
+    /// ```
+    pub fn add_timeout<C: crate::time::ReactorTime>(
+        self,
+        timeout: impl crate::time::IntoDelay,
+        clock: &C,
+    ) -> Deferred<T> {
+        let timed_out = Rc::new(std::cell::Cell::new(false));
+        let handle = self.handle();
+        let flag = timed_out.clone();
+        let call = clock.call_later(timeout, move || {
+            flag.set(true);
+            handle.cancel();
+        });
+        self.add_both(move |result: Result<T, Failure>| {
+            let _ = call.cancel();
+            match result {
+                Err(f) if timed_out.get() && f.check::<crate::error::Cancelled>() => {
+                    Err(Failure::new(crate::error::TimeoutError))
+                }
+                other => other,
+            }
+        })
+    }
+
     /// Turns a returned Deferred into the loop's next step.
     fn into_next(self) -> Next {
         match self.chain.try_steal() {
