@@ -12,6 +12,10 @@
 //!   backends, [`reactor::backend`] (`epollreactor`, `pollreactor`).
 #![warn(missing_docs)]
 
+#[doc = include_str!("../../../README.md")]
+#[cfg(doctest)]
+pub struct ReadmeDoctests;
+
 pub mod defer;
 pub mod error;
 mod executor;
