@@ -8,8 +8,10 @@
 //! - [`error`] (`twisted.internet.error`): every error torsion reports.
 //! - [`threads`] (`twisted.internet.threads`, `twisted.python.threadpool`): the thread pool
 //!   for blocking work.
-//! - [`reactor`] (`twisted.internet.reactor`): the event loop; for now its readiness
+//! - [`reactor`] (`twisted.internet.reactor`): the event loop and its readiness
 //!   backends, [`reactor::backend`] (`epollreactor`, `pollreactor`).
+//! - [`time`] (`IReactorTime`, `DelayedCall`, `task.Clock`): delayed calls, and a clock for
+//!   tests.
 #![warn(missing_docs)]
 
 #[doc = include_str!("../../../README.md")]
