@@ -2,13 +2,18 @@
 //!
 //! [`Deferred`] and [`Resolver`] are the two ends of one result; [`Failure`] is the error
 //! side. Callbacks run in a single loop with no recursion, whatever the chain's length or
-//! nesting.
+//! nesting. [`DeferredList`], [`gather_results`] and [`race`] combine several Deferreds;
+//! [`DeferredLock`], [`DeferredSemaphore`] and [`DeferredQueue`] coordinate chains.
 
 pub(crate) mod chain;
 mod deferred;
 mod failure;
+mod list;
+mod sync;
 
 pub use deferred::{
     Deferred, DeferredHandle, IntoOutcome, Resolved, Resolver, fail, maybe_deferred, succeed,
 };
 pub use failure::{Failure, FailureError};
+pub use list::{DeferredList, gather_results, race};
+pub use sync::{DeferredLock, DeferredQueue, DeferredSemaphore};
