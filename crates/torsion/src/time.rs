@@ -514,7 +514,6 @@ impl TimerQueue {
     /// For the reactor's shutdown: a callback that owns a [`DelayedCall`] of its own queue
     /// keeps the queue alive through an `Rc` cycle until it runs, so a reactor that is dropped
     /// with calls pending clears them to free them.
-    #[allow(dead_code, reason = "for the reactor's shutdown")]
     pub(crate) fn clear(&self) -> usize {
         let mut guard = self.shared.inner.borrow_mut();
         let inner = &mut *guard;

@@ -33,7 +33,7 @@ use std::time::{Duration, Instant};
 
 use slab::Slab;
 
-use crate::defer::{Deferred, Failure};
+use crate::defer::{Deferred, DeferredList, Failure};
 use crate::error::{
     ConnectionDone, ConnectionLost, ReactorAlreadyRunning, ReactorNotRestartable, ReactorNotRunning,
 };
@@ -43,7 +43,7 @@ use crate::time::{DelayedCall, DelayedCallInfo, ReactorTime, Time, TimerQueue};
 use backend::{BackendKind, Event, Interest, Poller};
 use descriptors::Registration;
 pub use descriptors::{FileDescriptor, ReadDescriptor, WriteDescriptor};
-use triggers::{EventTriggers, Trigger, run_trigger, wait_all};
+use triggers::{EventTriggers, Trigger, run_trigger};
 pub use triggers::{Phase, SystemEvent, TriggerId, TriggerOutput};
 use waker::Waker;
 
@@ -86,7 +86,6 @@ enum RunState {
 }
 
 struct Inner {
-    kind: BackendKind,
     poller: RefCell<Poller>,
     shared: Arc<Shared>,
     timers: TimerQueue,
@@ -216,7 +215,6 @@ impl Builder {
         let epoch = Instant::now();
         let timers = TimerQueue::new(Rc::new(move || Time::from_duration(epoch.elapsed())));
         let inner = Inner {
-            kind,
             poller: RefCell::new(poller),
             shared: Arc::new(Shared {
                 owner: std::thread::current().id(),
@@ -272,7 +270,7 @@ impl Reactor {
 
     /// The backend this reactor runs on.
     pub fn backend(&self) -> BackendKind {
-        self.inner.kind
+        self.inner.poller.borrow().kind()
     }
 
     /// The `Send + Sync` handle for other threads.
@@ -424,7 +422,7 @@ impl Reactor {
                 }
             })
         };
-        drop(wait_all(waits).map(move |()| {
+        drop(DeferredList::new(waits).into_deferred().map(move |_| {
             let _ = on_timeout.cancel();
             if !continued.replace(true) {
                 this.continue_event(event);
@@ -823,6 +821,18 @@ impl Reactor {
         out
     }
 
+    /// Drops what a finished reactor still holds (pending delayed calls, descriptors,
+    /// triggers, thread-call completions), breaking reference cycles between the reactor
+    /// and the callbacks that hold it.
+    pub(crate) fn release_leftovers(&self) {
+        self.inner.timers.clear();
+        drop(self.remove_all());
+        drop(std::mem::take(&mut *self.inner.startup.borrow_mut()));
+        drop(std::mem::take(&mut *self.inner.shutdown.borrow_mut()));
+        let results = std::mem::take(&mut *self.inner.thread_results.borrow_mut());
+        drop(results);
+    }
+
     pub(crate) fn thread_pool(&self) -> Arc<ThreadPool> {
         let mut pool = self.inner.pool.borrow_mut();
         pool.get_or_insert_with(|| {
@@ -884,7 +894,7 @@ impl ReactorTime for Reactor {
 impl fmt::Debug for Reactor {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("Reactor")
-            .field("backend", &self.inner.kind)
+            .field("backend", &self.backend())
             .field("state", &self.inner.state.get())
             .field("running", &self.inner.running.get())
             .finish()

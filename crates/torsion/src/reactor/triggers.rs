@@ -109,22 +109,3 @@ pub(crate) fn run_trigger(trigger: Trigger) -> Option<Deferred<()>> {
         }
     }
 }
-
-/// A Deferred that fires once every one of `waits` has fired (they never fail: see
-/// [`run_trigger`]).
-pub(crate) fn wait_all(waits: Vec<Deferred<()>>) -> Deferred<()> {
-    let (resolver, all) = Deferred::new();
-    let left = std::rc::Rc::new(std::cell::Cell::new(waits.len()));
-    for d in waits {
-        let left = left.clone();
-        let resolver = resolver.clone();
-        drop(d.add_both(move |_| {
-            left.set(left.get() - 1);
-            if left.get() == 0 {
-                resolver.callback(());
-            }
-            Ok(())
-        }));
-    }
-    all
-}

@@ -22,8 +22,6 @@ pub(crate) struct Waker {
     fd: OwnedFd,
 }
 
-// The reactor that uses this is not written yet; the tests exercise all of it.
-#[allow(dead_code)]
 impl Waker {
     /// Creates the eventfd, counter at zero.
     ///

@@ -128,6 +128,7 @@ where
         }
     });
     let leftovers = reactor.leftovers();
+    reactor.release_leftovers();
     crate::executor::drop_all_tasks();
     let mut problems = Vec::new();
     match outcome.borrow_mut().take() {

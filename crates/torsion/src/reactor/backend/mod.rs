@@ -185,8 +185,6 @@ pub struct Event {
 /// Single-threaded: every method takes `&mut self`. Other threads interrupt a wait through the
 /// reactor's `Waker`, registered here like any descriptor.
 #[derive(Debug)]
-// The reactor that uses this is not written yet; the tests exercise all of it.
-#[allow(dead_code)]
 pub(crate) enum Poller {
     /// epoll(7).
     Epoll(epoll::EpollPoller),
@@ -194,7 +192,6 @@ pub(crate) enum Poller {
     Poll(poll::PollPoller),
 }
 
-#[allow(dead_code)]
 impl Poller {
     /// Creates a poller of the given kind.
     ///
