@@ -255,3 +255,109 @@ simple_error!(
     ConnectionLost,
     "connection to the other side was lost in a non-clean fashion"
 );
+
+simple_error!(
+    /// The connection was aborted by `abort_connection` (Twisted's
+    /// `error.ConnectionAborted`, a kind of `ConnectionLost`).
+    ConnectionAborted,
+    "connection was aborted locally with abort_connection"
+);
+
+simple_error!(
+    /// A producer is already registered on this transport (Twisted raises `RuntimeError`).
+    ProducerAlreadyRegistered,
+    "a producer is already registered: unregister it before registering another"
+);
+
+/// The connection attempt was refused: nothing listens there (Twisted's
+/// `error.ConnectionRefusedError`).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ConnectionRefused {
+    /// Where we tried to connect.
+    pub address: String,
+}
+
+impl fmt::Display for ConnectionRefused {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(
+            f,
+            "connection refused by {}: nothing is listening there",
+            self.address
+        )
+    }
+}
+
+impl std::error::Error for ConnectionRefused {}
+
+/// The connection attempt did not complete in time (Twisted's `error.TimeoutError` from a
+/// connector).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ConnectTimeout {
+    /// Where we tried to connect.
+    pub address: String,
+    /// The timeout that expired.
+    pub timeout: std::time::Duration,
+}
+
+impl fmt::Display for ConnectTimeout {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(
+            f,
+            "connecting to {} timed out after {:?}",
+            self.address, self.timeout
+        )
+    }
+}
+
+impl std::error::Error for ConnectTimeout {}
+
+/// A host name did not resolve (Twisted's `error.DNSLookupError`).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct DnsLookupError {
+    /// The name.
+    pub host: String,
+    /// What the resolver said.
+    pub reason: String,
+}
+
+impl fmt::Display for DnsLookupError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "cannot resolve {}: {}", self.host, self.reason)
+    }
+}
+
+impl std::error::Error for DnsLookupError {}
+
+/// A port could not be opened for listening (Twisted's `error.CannotListenError`), naming
+/// the address and why (typically `EADDRINUSE`).
+#[derive(Debug)]
+pub struct CannotListen {
+    /// The address we tried to listen on.
+    pub address: String,
+    /// Why it failed.
+    pub source: std::io::Error,
+}
+
+impl fmt::Display for CannotListen {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "cannot listen on {}: {}", self.address, self.source)
+    }
+}
+
+impl std::error::Error for CannotListen {
+    fn source(&self) -> Option<&(dyn std::error::Error + 'static)> {
+        Some(&self.source)
+    }
+}
+
+/// The connection attempt was cancelled by `stop_connecting` (Twisted's `UserError`).
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
+pub struct ConnectCancelled;
+
+impl fmt::Display for ConnectCancelled {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("the connection attempt was stopped by stop_connecting")
+    }
+}
+
+impl std::error::Error for ConnectCancelled {}

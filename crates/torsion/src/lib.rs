@@ -21,6 +21,8 @@ pub struct ReadmeDoctests;
 pub mod defer;
 pub mod error;
 mod executor;
+pub mod net;
+pub mod protocol;
 pub mod reactor;
 pub mod testing;
 pub mod threads;

@@ -111,6 +111,21 @@ struct Inner {
     pool_max: Cell<usize>,
     thread_results: RefCell<Slab<ThreadResult>>,
     install_signals: bool,
+    /// The one buffer every connection reads into (taken out while a read is delivered).
+    read_buffer: RefCell<Option<Box<[u8]>>>,
+    /// Transports with output to send before the next wait.
+    flushes: RefCell<Vec<Rc<dyn Flush>>>,
+    /// How many ports and connectors use each factory (by address), for
+    /// `start_factory` / `stop_factory`.
+    factory_users: RefCell<HashMap<usize, usize>>,
+}
+
+/// Size of the shared read buffer: one `recv` reads at most this much (Twisted's 64 KiB).
+pub(crate) const READ_BUFFER_SIZE: usize = 64 * 1024;
+
+/// Something with buffered output to send when the loop gets to it.
+pub(crate) trait Flush {
+    fn flush(&self);
 }
 
 /// The event loop (Twisted's reactor). A cheap handle: clones share one reactor.
@@ -245,6 +260,9 @@ impl Builder {
             pool_max: Cell::new(10),
             thread_results: RefCell::new(Slab::new()),
             install_signals: self.install_signals,
+            read_buffer: RefCell::new(None),
+            flushes: RefCell::new(Vec::new()),
+            factory_users: RefCell::new(HashMap::new()),
         };
         Ok(Reactor {
             inner: Rc::new(inner),
@@ -466,11 +484,80 @@ impl Reactor {
             self.inner.shutting_down.set(true);
             self.fire_event(SystemEvent::Shutdown);
         }
+        self.flush_pending();
         if !self.inner.looping.get() {
             return;
         }
         let timeout = self.timeout();
         self.poll_once(timeout);
+    }
+
+    /// Sends what transports buffered during this iteration.
+    fn flush_pending(&self) {
+        loop {
+            let batch = std::mem::take(&mut *self.inner.flushes.borrow_mut());
+            if batch.is_empty() {
+                return;
+            }
+            for transport in batch {
+                transport.flush();
+            }
+        }
+    }
+
+    /// Queues `transport` to send its buffered output before the next wait.
+    pub(crate) fn schedule_flush(&self, transport: Rc<dyn Flush>) {
+        self.inner.flushes.borrow_mut().push(transport);
+    }
+
+    /// Takes the shared read buffer (or a fresh one if it is out already).
+    pub(crate) fn take_read_buffer(&self) -> Box<[u8]> {
+        self.inner
+            .read_buffer
+            .borrow_mut()
+            .take()
+            .unwrap_or_else(|| vec![0u8; READ_BUFFER_SIZE].into_boxed_slice())
+    }
+
+    /// Gives the shared read buffer back.
+    pub(crate) fn return_read_buffer(&self, buffer: Box<[u8]>) {
+        *self.inner.read_buffer.borrow_mut() = Some(buffer);
+    }
+
+    /// Counts one more user of `factory` (a port or a connector); the first calls its
+    /// `start_factory` (Twisted's `Factory.doStart`).
+    pub(crate) fn factory_started(&self, key: usize, start: impl FnOnce()) {
+        let first = {
+            let mut users = self.inner.factory_users.borrow_mut();
+            let n = users.entry(key).or_insert(0);
+            *n += 1;
+            *n == 1
+        };
+        if first {
+            start();
+        }
+    }
+
+    /// Counts one user of `factory` less; the last calls its `stop_factory` (Twisted's
+    /// `Factory.doStop`).
+    pub(crate) fn factory_stopped(&self, key: usize, stop: impl FnOnce()) {
+        let last = {
+            let mut users = self.inner.factory_users.borrow_mut();
+            match users.get_mut(&key) {
+                Some(n) if *n > 1 => {
+                    *n -= 1;
+                    false
+                }
+                Some(_) => {
+                    users.remove(&key);
+                    true
+                }
+                None => false,
+            }
+        };
+        if last {
+            stop();
+        }
     }
 
     /// How long the next wait may block.

@@ -1,0 +1,167 @@
+//! Connections: transports, addresses, producers and consumers (Twisted's `ITransport`,
+//! `IAddress`, `IProducer`/`IConsumer`), and the TCP implementation in [`tcp`].
+//!
+//! A [`Transport`] is a cheap shared handle (`Rc<dyn TransportOps>`): the reactor's TCP
+//! connections, test transports and (later) TLS and process pipes all implement
+//! [`TransportOps`], so a protocol runs unchanged over any of them.
+//!
+//! Invariant: transport methods never call back into the protocol synchronously; writes are
+//! buffered and sent after the current callback returns, and `connection_lost` is delivered
+//! from the loop.
+
+pub mod tcp;
+
+use std::fmt;
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::rc::Rc;
+
+use crate::defer::Failure;
+
+/// The address of one end of a connection (Twisted's `IPv4Address`, `IPv6Address`,
+/// `UNIXAddress`).
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+pub enum Address {
+    /// A TCP endpoint.
+    Tcp(SocketAddr),
+    /// A UDP endpoint.
+    Udp(SocketAddr),
+    /// A UNIX socket path (`None` for an unnamed socket).
+    Unix(Option<PathBuf>),
+}
+
+impl Address {
+    /// The socket address, for TCP and UDP.
+    pub fn socket_addr(&self) -> Option<SocketAddr> {
+        match self {
+            Address::Tcp(a) | Address::Udp(a) => Some(*a),
+            Address::Unix(_) => None,
+        }
+    }
+
+    /// The port, for TCP and UDP.
+    pub fn port(&self) -> Option<u16> {
+        self.socket_addr().map(|a| a.port())
+    }
+}
+
+impl fmt::Display for Address {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Address::Tcp(a) => write!(f, "tcp:{a}"),
+            Address::Udp(a) => write!(f, "udp:{a}"),
+            Address::Unix(Some(p)) => write!(f, "unix:{}", p.display()),
+            Address::Unix(None) => f.write_str("unix:<unnamed>"),
+        }
+    }
+}
+
+/// The shared handle to a connection's transport, as protocols keep it (Twisted's
+/// `self.transport`).
+pub type Transport = Rc<dyn TransportOps>;
+
+/// What a transport offers a protocol (Twisted's `ITransport`, `ITCPTransport`,
+/// `IConsumer` and, for flow control, `IPushProducer`).
+pub trait TransportOps {
+    /// Queues `data` to be sent, in order, without blocking (Twisted's `write`). A write
+    /// after the connection closed (or after `lose_write_connection`) is dropped.
+    fn write(&self, data: &[u8]);
+
+    /// Queues several buffers, sent as one vectored write where possible (Twisted's
+    /// `writeSequence`).
+    fn write_sequence(&self, data: &[&[u8]]) {
+        for chunk in data {
+            self.write(chunk);
+        }
+    }
+
+    /// Closes the connection once the queued data is sent and any registered producer has
+    /// unregistered (Twisted's `loseConnection`). Reading stops at once.
+    fn lose_connection(&self);
+
+    /// Closes the connection now, dropping unsent data, with a reset (Twisted's
+    /// `abortConnection`); `connection_lost` gets
+    /// [`ConnectionAborted`](crate::error::ConnectionAborted) on the next turn of the loop.
+    fn abort_connection(&self);
+
+    /// Closes the sending side once the queued data is sent (Twisted's
+    /// `loseWriteConnection`); the peer sees end of input, and we can still read.
+    fn lose_write_connection(&self);
+
+    /// The other end's address (Twisted's `getPeer`).
+    fn peer(&self) -> Address;
+
+    /// Our end's address (Twisted's `getHost`).
+    fn host(&self) -> Address;
+
+    /// Stops reading from the connection until `resume_producing` (Twisted's
+    /// `pauseProducing` on a transport): the peer is slowed down by TCP flow control.
+    fn pause_producing(&self);
+
+    /// Starts reading again (Twisted's `resumeProducing`).
+    fn resume_producing(&self);
+
+    /// Closes the connection, as a producer asked to stop (Twisted's `stopProducing`).
+    fn stop_producing(&self) {
+        self.lose_connection();
+    }
+
+    /// Registers the producer that writes to this transport (Twisted's
+    /// `registerProducer`). A streaming (push) producer is paused when the send buffer goes
+    /// over the high-water mark and resumed once it drains below the low-water mark; a
+    /// pull producer is asked for more (resumed) each time the buffer empties, and once at
+    /// once.
+    ///
+    /// # Errors
+    ///
+    /// [`ProducerAlreadyRegistered`](crate::error::ProducerAlreadyRegistered) if one is
+    /// registered. On a closed transport the producer is stopped at once and `Ok` returned.
+    fn register_producer(&self, producer: Rc<dyn Producer>, streaming: bool)
+    -> Result<(), Failure>;
+
+    /// Unregisters the producer (Twisted's `unregisterProducer`); a pending
+    /// `lose_connection` then proceeds.
+    fn unregister_producer(&self);
+
+    /// How many bytes are queued and not yet sent.
+    fn buffered(&self) -> usize;
+
+    /// Whether the connection is open (not yet lost).
+    fn is_connected(&self) -> bool;
+
+    /// Turns Nagle's algorithm off (`true`) or on (Twisted's `setTcpNoDelay`). Off by
+    /// default, as in Twisted.
+    ///
+    /// # Errors
+    ///
+    /// The socket refused, or the transport is not TCP (`Unsupported`).
+    fn set_tcp_nodelay(&self, enabled: bool) -> std::io::Result<()> {
+        let _ = enabled;
+        Err(std::io::ErrorKind::Unsupported.into())
+    }
+
+    /// Turns TCP keep-alive on or off (Twisted's `setTcpKeepAlive`).
+    ///
+    /// # Errors
+    ///
+    /// As for [`set_tcp_nodelay`](TransportOps::set_tcp_nodelay).
+    fn set_tcp_keepalive(&self, enabled: bool) -> std::io::Result<()> {
+        let _ = enabled;
+        Err(std::io::ErrorKind::Unsupported.into())
+    }
+}
+
+/// Something that writes to a consumer (a transport) and can be told to slow down (Twisted's
+/// `IPushProducer` and `IPullProducer`).
+pub trait Producer {
+    /// Produce more: a paused push producer restarts; a pull producer writes its next
+    /// chunk (Twisted's `resumeProducing`).
+    fn resume_producing(&self);
+
+    /// Stop producing for now: the consumer's buffer is full (Twisted's `pauseProducing`;
+    /// push producers only).
+    fn pause_producing(&self) {}
+
+    /// Stop for good: the consumer is going away (Twisted's `stopProducing`).
+    fn stop_producing(&self);
+}

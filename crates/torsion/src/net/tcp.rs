@@ -1,0 +1,1312 @@
+//! TCP: connections, listening ports and connectors (Twisted's `twisted.internet.tcp`).
+//!
+//! A connection reads with one `recv` into the reactor's shared buffer per readiness event
+//! (level-triggered, as Twisted's `doRead`), so an idle connection holds no read buffer.
+//! Writes are buffered and sent when the loop flushes, right after the callback that wrote
+//! returns; only when the kernel's buffer is full does the connection wait for
+//! writability.
+//!
+//! Invariant: `connection_lost` is delivered exactly once, from the loop, never from inside
+//! a call the protocol made; the protocol is dropped right after it, which breaks the
+//! protocol → transport → connection cycle.
+
+use std::cell::{Cell, RefCell};
+use std::fmt;
+use std::io;
+use std::net::{IpAddr, SocketAddr, ToSocketAddrs};
+use std::os::fd::{AsFd, AsRawFd, OwnedFd, RawFd};
+use std::rc::{Rc, Weak};
+use std::time::Duration;
+
+use rustix::io::Errno;
+use rustix::net::{RecvFlags, SendFlags, SocketFlags};
+use socket2::{Domain, Protocol as SockProtocol, SockAddr, Socket, Type};
+
+use crate::defer::{Deferred, Failure};
+use crate::error::{
+    CannotListen, ConnectCancelled, ConnectTimeout, ConnectionAborted, ConnectionDone,
+    ConnectionLost, ConnectionRefused, DnsLookupError, ProducerAlreadyRegistered,
+};
+use crate::net::{Address, Producer, Transport, TransportOps};
+use crate::protocol::{ClientFactory, Factory, Protocol};
+use crate::reactor::{FileDescriptor, Flush, Reactor, ReadDescriptor, WriteDescriptor};
+use crate::time::{DelayedCall, ReactorTime};
+
+/// A streaming producer is paused when this much output is buffered (Twisted's
+/// `bufferSize`, 64 KiB).
+pub const HIGH_WATER_MARK: usize = 64 * 1024;
+/// A paused streaming producer is resumed when the buffer drains below this.
+pub const LOW_WATER_MARK: usize = 16 * 1024;
+/// The default listen backlog (Twisted's 50).
+pub const DEFAULT_BACKLOG: i32 = 50;
+/// The default connect timeout (Twisted's 30 s).
+pub const DEFAULT_CONNECT_TIMEOUT: Duration = Duration::from_secs(30);
+/// An idle connection keeps at most this much write-buffer capacity.
+const KEEP_CAPACITY: usize = 16 * 1024;
+
+// ===== connections =====
+
+/// One TCP connection: the transport its protocol writes to.
+pub(crate) struct Connection {
+    me: Weak<Connection>,
+    socket: RefCell<Option<Socket>>,
+    fd: RawFd,
+    reactor: Reactor,
+    protocol: RefCell<Option<Box<dyn Protocol>>>,
+    state: RefCell<State>,
+    peer: SocketAddr,
+    host: SocketAddr,
+    connector: Option<Connector>,
+}
+
+#[derive(Default)]
+struct State {
+    /// Reading is wanted (not paused, not stopped by lose_connection or EOF).
+    reading: bool,
+    /// `pause_producing` was called.
+    paused: bool,
+    disconnecting: bool,
+    aborting: bool,
+    /// `connection_lost` has been delivered or is being delivered.
+    lost: bool,
+    write_shut_pending: bool,
+    write_shut: bool,
+    out: Vec<u8>,
+    sent: usize,
+    writer_registered: bool,
+    flush_scheduled: bool,
+    producer: Option<Rc<dyn Producer>>,
+    streaming: bool,
+    producer_paused: bool,
+}
+
+impl State {
+    fn buffered(&self) -> usize {
+        self.out.len() - self.sent
+    }
+}
+
+impl Connection {
+    fn new(
+        reactor: &Reactor,
+        socket: Socket,
+        peer: SocketAddr,
+        host: SocketAddr,
+        connector: Option<Connector>,
+    ) -> Rc<Connection> {
+        let fd = socket.as_raw_fd();
+        Rc::new_cyclic(|me| Connection {
+            me: me.clone(),
+            socket: RefCell::new(Some(socket)),
+            fd,
+            reactor: reactor.clone(),
+            protocol: RefCell::new(None),
+            state: RefCell::new(State::default()),
+            peer,
+            host,
+            connector,
+        })
+    }
+
+    fn rc(&self) -> Option<Rc<Connection>> {
+        self.me.upgrade()
+    }
+
+    /// Starts the connection: reads, then tells the protocol it is connected.
+    fn start(self: &Rc<Self>, protocol: Box<dyn Protocol>) {
+        *self.protocol.borrow_mut() = Some(protocol);
+        self.state.borrow_mut().reading = true;
+        if let Err(err) = self.reactor.add_reader(self.clone()) {
+            tracing::error!(target: "torsion::tcp", "cannot watch {}: {err}", self.peer);
+            self.schedule_loss(Failure::new(err));
+            return;
+        }
+        let transport: Transport = self.clone();
+        self.with_protocol(|p| p.connection_made(transport));
+    }
+
+    /// Runs `f` on the protocol; a panic is logged and closes the connection (as an
+    /// exception in Twisted's `dataReceived` does).
+    fn with_protocol(&self, f: impl FnOnce(&mut dyn Protocol)) {
+        let Ok(mut slot) = self.protocol.try_borrow_mut() else {
+            tracing::error!(target: "torsion::tcp", "protocol re-entered; event dropped");
+            return;
+        };
+        let Some(protocol) = slot.as_mut() else {
+            return;
+        };
+        let outcome = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| f(&mut **protocol)));
+        drop(slot);
+        if let Err(payload) = outcome {
+            let failure = Failure::from_panic(&*payload);
+            tracing::error!(target: "torsion::tcp", "protocol for {} panicked: {failure}", self.peer);
+            self.schedule_loss(failure);
+        }
+    }
+
+    fn schedule_flush(&self) {
+        let mut st = self.state.borrow_mut();
+        if st.flush_scheduled || st.lost {
+            return;
+        }
+        st.flush_scheduled = true;
+        drop(st);
+        if let Some(me) = self.rc() {
+            self.reactor.schedule_flush(me);
+        }
+    }
+
+    /// Closes the connection with `reason` on the loop's next turn.
+    fn schedule_loss(&self, reason: Failure) {
+        if let Some(me) = self.rc() {
+            self.reactor
+                .call_later(Duration::ZERO, move || me.finish(reason));
+        }
+    }
+
+    fn set_reading(&self, on: bool) {
+        let me = match self.rc() {
+            Some(me) => me,
+            None => return,
+        };
+        if on {
+            if let Err(err) = self.reactor.add_reader(me) {
+                tracing::error!(target: "torsion::tcp", "cannot watch {}: {err}", self.peer);
+            }
+        } else {
+            self.reactor.remove_reader(self.fd);
+        }
+    }
+
+    fn eof(&self) -> Result<(), Failure> {
+        let half_close = self
+            .protocol
+            .try_borrow()
+            .ok()
+            .and_then(|p| p.as_ref().map(|p| p.supports_half_close()))
+            .unwrap_or(false);
+        if !half_close {
+            return Err(ConnectionDone.into());
+        }
+        self.state.borrow_mut().reading = false;
+        self.set_reading(false);
+        self.with_protocol(|p| p.read_connection_lost());
+        Ok(())
+    }
+
+    /// Sends buffered output; after draining, resumes a producer, completes a close, or
+    /// shuts the write side, in Twisted's order.
+    fn send_buffered(&self) {
+        let result = {
+            let mut st = self.state.borrow_mut();
+            st.flush_scheduled = false;
+            if st.lost {
+                return;
+            }
+            let sock = self.socket.borrow();
+            let Some(sock) = sock.as_ref() else { return };
+            let mut error = None;
+            while st.sent < st.out.len() {
+                match rustix::net::send(sock.as_fd(), &st.out[st.sent..], SendFlags::NOSIGNAL) {
+                    Ok(n) => st.sent += n,
+                    Err(Errno::INTR) => continue,
+                    Err(Errno::AGAIN) => break,
+                    Err(err) => {
+                        error = Some(err);
+                        break;
+                    }
+                }
+            }
+            match error {
+                Some(err) => Err(err),
+                None => Ok(st.sent == st.out.len()),
+            }
+        };
+        let drained = match result {
+            Ok(drained) => drained,
+            Err(err) => {
+                tracing::debug!(target: "torsion::tcp", "send to {} failed: {err}", self.peer);
+                self.finish(ConnectionLost.into());
+                return;
+            }
+        };
+        if !drained {
+            let (register, resume) = {
+                let mut st = self.state.borrow_mut();
+                let register = !st.writer_registered;
+                st.writer_registered = true;
+                let resume = st.producer_paused
+                    && st.streaming
+                    && st.buffered() < LOW_WATER_MARK
+                    && st.producer.is_some();
+                if resume {
+                    st.producer_paused = false;
+                }
+                (register, resume.then(|| st.producer.clone()).flatten())
+            };
+            if register
+                && let Some(me) = self.rc()
+                && let Err(err) = self.reactor.add_writer(me)
+            {
+                tracing::error!(target: "torsion::tcp", "cannot watch {} for writing: {err}", self.peer);
+            }
+            if let Some(producer) = resume {
+                producer.resume_producing();
+            }
+            return;
+        }
+        let (unregister, next) = {
+            let mut st = self.state.borrow_mut();
+            st.out.clear();
+            st.sent = 0;
+            if st.out.capacity() > KEEP_CAPACITY {
+                st.out.shrink_to(KEEP_CAPACITY);
+            }
+            let unregister = std::mem::replace(&mut st.writer_registered, false);
+            let next = if st.producer.is_some() && (!st.streaming || st.producer_paused) {
+                st.producer_paused = false;
+                AfterDrain::Resume(st.producer.clone())
+            } else if st.disconnecting {
+                AfterDrain::Close
+            } else if st.write_shut_pending && !st.write_shut {
+                st.write_shut = true;
+                AfterDrain::ShutWrite
+            } else {
+                AfterDrain::Nothing
+            };
+            (unregister, next)
+        };
+        if unregister {
+            self.reactor.remove_writer(self.fd);
+        }
+        match next {
+            AfterDrain::Resume(Some(producer)) => producer.resume_producing(),
+            AfterDrain::Resume(None) | AfterDrain::Nothing => {}
+            AfterDrain::Close => self.finish(ConnectionDone.into()),
+            AfterDrain::ShutWrite => {
+                if let Some(sock) = self.socket.borrow().as_ref() {
+                    let _ = sock.shutdown(std::net::Shutdown::Write);
+                }
+                self.with_protocol(|p| p.write_connection_lost());
+            }
+        }
+    }
+
+    /// Closes the connection and tells the protocol (and the connector's factory), once.
+    fn finish(&self, reason: Failure) {
+        let (producer, aborting) = {
+            let mut st = self.state.borrow_mut();
+            if st.lost {
+                return;
+            }
+            st.lost = true;
+            st.reading = false;
+            st.flush_scheduled = false;
+            st.out = Vec::new();
+            st.sent = 0;
+            (st.producer.take(), st.aborting)
+        };
+        self.reactor.remove_reader(self.fd);
+        self.reactor.remove_writer(self.fd);
+        if let Some(sock) = self.socket.borrow_mut().take() {
+            if !aborting {
+                let _ = sock.shutdown(std::net::Shutdown::Both);
+            }
+            drop(sock);
+        }
+        if let Some(producer) = producer {
+            producer.stop_producing();
+        }
+        let protocol = self.protocol.borrow_mut().take();
+        if let Some(mut protocol) = protocol {
+            let r = reason.clone();
+            let outcome = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+                protocol.connection_lost(r)
+            }));
+            if let Err(payload) = outcome {
+                tracing::error!(
+                    target: "torsion::tcp",
+                    "connection_lost of the protocol for {} panicked: {}",
+                    self.peer,
+                    Failure::from_panic(&*payload)
+                );
+            }
+            drop(protocol);
+        }
+        if let Some(connector) = &self.connector {
+            connector.connection_lost(reason);
+        }
+    }
+}
+
+enum AfterDrain {
+    Resume(Option<Rc<dyn Producer>>),
+    Close,
+    ShutWrite,
+    Nothing,
+}
+
+impl Flush for Connection {
+    fn flush(&self) {
+        self.send_buffered();
+    }
+}
+
+impl FileDescriptor for Connection {
+    fn fileno(&self) -> RawFd {
+        self.fd
+    }
+
+    fn connection_lost(&self, reason: Failure) {
+        self.finish(reason);
+    }
+
+    fn log_prefix(&self) -> String {
+        format!("tcp {}", self.peer)
+    }
+}
+
+impl ReadDescriptor for Connection {
+    fn do_read(&self) -> Result<(), Failure> {
+        if !self.state.borrow().reading {
+            return Ok(());
+        }
+        let mut buffer = self.reactor.take_read_buffer();
+        let received = {
+            let sock = self.socket.borrow();
+            match sock.as_ref() {
+                Some(sock) => loop {
+                    match rustix::net::recv(sock.as_fd(), &mut buffer[..], RecvFlags::empty())
+                        .map(|(n, _)| n)
+                    {
+                        Err(Errno::INTR) => continue,
+                        other => break other,
+                    }
+                },
+                None => Ok(0),
+            }
+        };
+        let result = match received {
+            Ok(0) => self.eof(),
+            Ok(n) => {
+                self.with_protocol(|p| p.data_received(&buffer[..n]));
+                Ok(())
+            }
+            Err(Errno::AGAIN) => Ok(()),
+            Err(err) => {
+                tracing::debug!(target: "torsion::tcp", "recv from {} failed: {err}", self.peer);
+                Err(ConnectionLost.into())
+            }
+        };
+        self.reactor.return_read_buffer(buffer);
+        result
+    }
+}
+
+impl WriteDescriptor for Connection {
+    fn do_write(&self) -> Result<(), Failure> {
+        self.send_buffered();
+        Ok(())
+    }
+}
+
+impl TransportOps for Connection {
+    fn write(&self, data: &[u8]) {
+        if data.is_empty() {
+            return;
+        }
+        let pause = {
+            let mut st = self.state.borrow_mut();
+            if st.lost || st.write_shut || st.write_shut_pending {
+                return;
+            }
+            st.out.extend_from_slice(data);
+            let pause = st.streaming
+                && !st.producer_paused
+                && st.buffered() > HIGH_WATER_MARK
+                && st.producer.is_some();
+            if pause {
+                st.producer_paused = true;
+            }
+            pause.then(|| st.producer.clone()).flatten()
+        };
+        self.schedule_flush();
+        if let Some(producer) = pause {
+            producer.pause_producing();
+        }
+    }
+
+    fn lose_connection(&self) {
+        {
+            let mut st = self.state.borrow_mut();
+            if st.lost || st.disconnecting {
+                return;
+            }
+            st.disconnecting = true;
+            st.reading = false;
+        }
+        self.set_reading(false);
+        self.schedule_flush();
+    }
+
+    fn abort_connection(&self) {
+        {
+            let mut st = self.state.borrow_mut();
+            if st.lost || st.aborting {
+                return;
+            }
+            st.aborting = true;
+            st.reading = false;
+            st.out.clear();
+            st.sent = 0;
+        }
+        if let Some(sock) = self.socket.borrow().as_ref() {
+            let _ = sock.set_linger(Some(Duration::ZERO));
+        }
+        self.reactor.remove_reader(self.fd);
+        self.reactor.remove_writer(self.fd);
+        self.schedule_loss(ConnectionAborted.into());
+    }
+
+    fn lose_write_connection(&self) {
+        {
+            let mut st = self.state.borrow_mut();
+            if st.lost || st.write_shut_pending {
+                return;
+            }
+            st.write_shut_pending = true;
+        }
+        self.schedule_flush();
+    }
+
+    fn peer(&self) -> Address {
+        Address::Tcp(self.peer)
+    }
+
+    fn host(&self) -> Address {
+        Address::Tcp(self.host)
+    }
+
+    fn pause_producing(&self) {
+        let change = {
+            let mut st = self.state.borrow_mut();
+            let was = st.reading && !st.paused;
+            st.paused = true;
+            was
+        };
+        if change {
+            self.set_reading(false);
+        }
+    }
+
+    fn resume_producing(&self) {
+        let change = {
+            let mut st = self.state.borrow_mut();
+            let change = st.paused && st.reading && !st.lost;
+            st.paused = false;
+            change
+        };
+        if change {
+            self.set_reading(true);
+        }
+    }
+
+    fn register_producer(
+        &self,
+        producer: Rc<dyn Producer>,
+        streaming: bool,
+    ) -> Result<(), Failure> {
+        {
+            let mut st = self.state.borrow_mut();
+            if st.producer.is_some() {
+                return Err(ProducerAlreadyRegistered.into());
+            }
+            if !st.lost {
+                st.producer = Some(producer.clone());
+                st.streaming = streaming;
+                st.producer_paused = false;
+            }
+        }
+        if self.state.borrow().lost {
+            producer.stop_producing();
+        } else if !streaming {
+            producer.resume_producing();
+        }
+        Ok(())
+    }
+
+    fn unregister_producer(&self) {
+        let disconnecting = {
+            let mut st = self.state.borrow_mut();
+            st.producer = None;
+            st.producer_paused = false;
+            st.disconnecting
+        };
+        if disconnecting {
+            self.schedule_flush();
+        }
+    }
+
+    fn buffered(&self) -> usize {
+        self.state.borrow().buffered()
+    }
+
+    fn is_connected(&self) -> bool {
+        !self.state.borrow().lost
+    }
+
+    fn set_tcp_nodelay(&self, enabled: bool) -> io::Result<()> {
+        match self.socket.borrow().as_ref() {
+            Some(sock) => sock.set_tcp_nodelay(enabled),
+            None => Err(io::ErrorKind::NotConnected.into()),
+        }
+    }
+
+    fn set_tcp_keepalive(&self, enabled: bool) -> io::Result<()> {
+        match self.socket.borrow().as_ref() {
+            Some(sock) => sock.set_keepalive(enabled),
+            None => Err(io::ErrorKind::NotConnected.into()),
+        }
+    }
+}
+
+impl fmt::Debug for Connection {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("TcpConnection")
+            .field("peer", &self.peer)
+            .field("host", &self.host)
+            .finish_non_exhaustive()
+    }
+}
+
+// ===== listening ports =====
+
+/// A listening TCP port (Twisted's `tcp.Port`, the `IListeningPort` `listen_tcp` returns).
+#[derive(Clone)]
+pub struct Port(Rc<PortInner>);
+
+struct PortInner {
+    me: Weak<PortInner>,
+    socket: RefCell<Option<Socket>>,
+    fd: RawFd,
+    reactor: Reactor,
+    factory: Rc<dyn Factory>,
+    factory_key: usize,
+    host: SocketAddr,
+    /// How many connections one readiness event may accept (Twisted's `numberAccepts`).
+    accepts: Cell<usize>,
+    /// A descriptor held in reserve, given up to accept-and-close when the process runs out
+    /// of descriptors (EMFILE), so the listening socket does not spin.
+    reserve: RefCell<Option<OwnedFd>>,
+    listening: Cell<bool>,
+}
+
+impl Port {
+    /// The address the port listens on; with port 0, the port the kernel chose (Twisted's
+    /// `getHost`).
+    pub fn host(&self) -> Address {
+        Address::Tcp(self.0.host)
+    }
+
+    /// Stops listening (Twisted's `stopListening`): no new connections are accepted; the
+    /// returned Deferred fires on the next turn of the loop, once the socket is closed and
+    /// the factory told (`stop_factory` if this was its last port). Established connections
+    /// are left alone.
+    pub fn stop_listening(&self) -> Deferred<()> {
+        let inner = self.0.clone();
+        if !inner.listening.replace(false) {
+            return Deferred::succeed(());
+        }
+        inner.reactor.remove_reader(inner.fd);
+        let (resolver, d) = Deferred::new();
+        let reactor = inner.reactor.clone();
+        reactor.call_later(Duration::ZERO, move || {
+            inner.close();
+            resolver.callback(());
+        });
+        d
+    }
+}
+
+impl PortInner {
+    fn close(&self) {
+        drop(self.socket.borrow_mut().take());
+        let factory = self.factory.clone();
+        self.reactor
+            .factory_stopped(self.factory_key, move || factory.stop_factory());
+    }
+
+    fn accept_one(&self) -> Result<Option<(Socket, SocketAddr)>, Errno> {
+        let sock = self.socket.borrow();
+        let Some(sock) = sock.as_ref() else {
+            return Ok(None);
+        };
+        loop {
+            match rustix::net::acceptfrom_with(
+                sock.as_fd(),
+                SocketFlags::NONBLOCK | SocketFlags::CLOEXEC,
+            ) {
+                Ok((fd, addr)) => {
+                    let peer = addr
+                        .and_then(|a| SocketAddr::try_from(a).ok())
+                        .unwrap_or_else(|| SocketAddr::from(([0, 0, 0, 0], 0)));
+                    return Ok(Some((Socket::from(fd), peer)));
+                }
+                Err(Errno::INTR) => continue,
+                Err(err) => return Err(err),
+            }
+        }
+    }
+
+    /// Out of descriptors: use the reserve to accept and close one pending client, and stop
+    /// accepting for a moment, so the level-triggered socket does not spin.
+    fn out_of_descriptors(&self, err: Errno) {
+        tracing::error!(
+            target: "torsion::tcp",
+            "accept on {} failed: {err}; refusing pending connections for 100 ms",
+            self.host
+        );
+        if let Some(reserve) = self.reserve.borrow_mut().take() {
+            drop(reserve);
+            if let Ok(Some((sock, _))) = self.accept_one() {
+                let _ = sock.set_linger(Some(Duration::ZERO));
+                drop(sock);
+            }
+            *self.reserve.borrow_mut() = open_reserve();
+        }
+        self.reactor.remove_reader(self.fd);
+        let me = self.me.clone();
+        self.reactor
+            .call_later(Duration::from_millis(100), move || {
+                if let Some(me) = me.upgrade()
+                    && me.listening.get()
+                    && let Err(err) = me.reactor.add_reader(me.clone())
+                {
+                    tracing::error!(target: "torsion::tcp", "cannot resume accepting: {err}");
+                }
+            });
+    }
+}
+
+fn open_reserve() -> Option<OwnedFd> {
+    std::fs::File::open("/dev/null").ok().map(OwnedFd::from)
+}
+
+impl FileDescriptor for PortInner {
+    fn fileno(&self) -> RawFd {
+        self.fd
+    }
+
+    fn connection_lost(&self, reason: Failure) {
+        if self.listening.replace(false) {
+            tracing::debug!(target: "torsion::tcp", "port {} closed: {reason}", self.host);
+            self.close();
+        }
+    }
+
+    fn log_prefix(&self) -> String {
+        format!("tcp port {}", self.host)
+    }
+}
+
+impl ReadDescriptor for PortInner {
+    fn do_read(&self) -> Result<(), Failure> {
+        let allowed = self.accepts.get();
+        let mut accepted = 0;
+        while accepted < allowed && self.listening.get() {
+            let (sock, peer) = match self.accept_one() {
+                Ok(Some(pair)) => pair,
+                Ok(None) | Err(Errno::AGAIN) => break,
+                Err(Errno::PERM) | Err(Errno::CONNABORTED) => continue,
+                Err(err @ (Errno::MFILE | Errno::NFILE | Errno::NOBUFS | Errno::NOMEM)) => {
+                    self.out_of_descriptors(err);
+                    break;
+                }
+                Err(err) => {
+                    tracing::error!(target: "torsion::tcp", "accept on {} failed: {err}", self.host);
+                    break;
+                }
+            };
+            accepted += 1;
+            let address = Address::Tcp(peer);
+            let factory = self.factory.clone();
+            let built = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+                factory.build_protocol(&address)
+            }));
+            let protocol = match built {
+                Ok(Some(protocol)) => protocol,
+                Ok(None) => continue,
+                Err(payload) => {
+                    tracing::error!(
+                        target: "torsion::tcp",
+                        "build_protocol for {peer} panicked: {}",
+                        Failure::from_panic(&*payload)
+                    );
+                    continue;
+                }
+            };
+            let host = sock
+                .local_addr()
+                .ok()
+                .and_then(|a| a.as_socket())
+                .unwrap_or(self.host);
+            let conn = Connection::new(&self.reactor, sock, peer, host, None);
+            conn.start(protocol);
+        }
+        self.accepts.set(if accepted == allowed {
+            (allowed + 20).min(1000)
+        } else {
+            accepted.max(1)
+        });
+        Ok(())
+    }
+}
+
+impl fmt::Debug for Port {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Port")
+            .field("host", &self.0.host)
+            .finish_non_exhaustive()
+    }
+}
+
+/// Options for [`Reactor::listen_tcp_with`]: backlog and interface (Twisted's
+/// `listenTCP(port, factory, backlog=50, interface='')`).
+#[derive(Debug, Clone)]
+pub struct ListenOptions {
+    /// The listen backlog (50 by default).
+    pub backlog: i32,
+    /// The address to bind: `0.0.0.0` by default; `::` for IPv6.
+    pub interface: IpAddr,
+    /// Set `SO_REUSEPORT`, so several reactors (one per core) can share the port.
+    pub reuse_port: bool,
+}
+
+impl Default for ListenOptions {
+    fn default() -> Self {
+        ListenOptions {
+            backlog: DEFAULT_BACKLOG,
+            interface: IpAddr::from([0, 0, 0, 0]),
+            reuse_port: false,
+        }
+    }
+}
+
+fn factory_key<F: ?Sized>(factory: &Rc<F>) -> usize {
+    Rc::as_ptr(factory) as *const () as usize
+}
+
+impl Reactor {
+    /// Listens for TCP connections on `port` of every IPv4 interface, building a protocol
+    /// for each with `factory` (Twisted's `listenTCP`). Port 0 picks a free port: see
+    /// [`Port::host`].
+    ///
+    /// # Errors
+    ///
+    /// [`CannotListen`] naming the address (for example when it is in use).
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// use std::rc::Rc;
+    /// use torsion::Reactor;
+    /// use torsion::net::Transport;
+    /// use torsion::protocol::Protocol;
+    ///
+    /// #[derive(Default)]
+    /// struct Echo(Option<Transport>);
+    ///
+    /// impl Protocol for Echo {
+    ///     fn connection_made(&mut self, transport: Transport) {
+    ///         self.0 = Some(transport);
+    ///     }
+    ///     fn data_received(&mut self, data: &[u8]) {
+    ///         if let Some(t) = &self.0 {
+    ///             t.write(data);
+    ///         }
+    ///     }
+    /// }
+    ///
+    /// let reactor = Reactor::new().unwrap();
+    /// let port = reactor.listen_tcp(0, Rc::new(Echo::default)).unwrap();
+    /// assert_ne!(port.host().port(), Some(0));
+    /// ```
+    pub fn listen_tcp<F: Factory>(&self, port: u16, factory: Rc<F>) -> Result<Port, Failure> {
+        self.listen_tcp_with(port, factory, ListenOptions::default())
+    }
+
+    /// [`listen_tcp`](Reactor::listen_tcp) with a backlog, an interface and `SO_REUSEPORT`.
+    ///
+    /// # Errors
+    ///
+    /// As for `listen_tcp`.
+    pub fn listen_tcp_with<F: Factory>(
+        &self,
+        port: u16,
+        factory: Rc<F>,
+        options: ListenOptions,
+    ) -> Result<Port, Failure> {
+        let address = SocketAddr::new(options.interface, port);
+        let cannot = |source: io::Error| CannotListen {
+            address: address.to_string(),
+            source,
+        };
+        let socket = Socket::new(
+            Domain::for_address(address),
+            Type::STREAM.nonblocking().cloexec(),
+            Some(SockProtocol::TCP),
+        )
+        .map_err(cannot)?;
+        socket.set_reuse_address(true).map_err(cannot)?;
+        if options.reuse_port {
+            socket.set_reuse_port(true).map_err(cannot)?;
+        }
+        if address.is_ipv6() {
+            socket.set_only_v6(true).map_err(cannot)?;
+        }
+        socket.bind(&SockAddr::from(address)).map_err(cannot)?;
+        socket.listen(options.backlog).map_err(cannot)?;
+        let host = socket
+            .local_addr()
+            .ok()
+            .and_then(|a| a.as_socket())
+            .unwrap_or(address);
+        let key = factory_key(&factory);
+        let factory: Rc<dyn Factory> = factory;
+        let f = factory.clone();
+        self.factory_started(key, move || f.start_factory());
+        let fd = socket.as_raw_fd();
+        let inner = Rc::new_cyclic(|me| PortInner {
+            me: me.clone(),
+            socket: RefCell::new(Some(socket)),
+            fd,
+            reactor: self.clone(),
+            factory,
+            factory_key: key,
+            host,
+            accepts: Cell::new(100),
+            reserve: RefCell::new(open_reserve()),
+            listening: Cell::new(true),
+        });
+        if let Err(err) = self.add_reader(inner.clone()) {
+            inner.listening.set(false);
+            inner.close();
+            return Err(cannot(err).into());
+        }
+        Ok(Port(inner))
+    }
+
+    /// Connects to `host:port` over TCP, building the protocol with `factory` once connected
+    /// (Twisted's `connectTCP`, with its 30 s timeout). Host names are resolved in the
+    /// thread pool, never blocking the loop. Failures always arrive asynchronously, through
+    /// [`ClientFactory::client_connection_failed`].
+    pub fn connect_tcp<F: ClientFactory>(
+        &self,
+        host: &str,
+        port: u16,
+        factory: Rc<F>,
+    ) -> Connector {
+        self.connect_tcp_with(host, port, factory, ConnectOptions::default())
+    }
+
+    /// [`connect_tcp`](Reactor::connect_tcp) with a timeout and a local address to bind.
+    pub fn connect_tcp_with<F: ClientFactory>(
+        &self,
+        host: &str,
+        port: u16,
+        factory: Rc<F>,
+        options: ConnectOptions,
+    ) -> Connector {
+        let key = factory_key(&factory);
+        let factory: Rc<dyn ClientFactory> = factory;
+        let connector = Connector(Rc::new(ConnectorInner {
+            reactor: self.clone(),
+            host: host.to_string(),
+            port,
+            factory,
+            factory_key: key,
+            options,
+            state: Cell::new(ConnectorState::Disconnected),
+            attempt: RefCell::new(None),
+            connection: RefCell::new(None),
+            factory_active: Cell::new(false),
+        }));
+        connector.connect();
+        connector
+    }
+}
+
+// ===== connectors =====
+
+/// Options for [`Reactor::connect_tcp_with`].
+#[derive(Debug, Clone)]
+pub struct ConnectOptions {
+    /// Give up after this long (30 s by default; `None` waits as long as the kernel does).
+    pub timeout: Option<Duration>,
+    /// Bind the local end to this address first.
+    pub bind_address: Option<SocketAddr>,
+}
+
+impl Default for ConnectOptions {
+    fn default() -> Self {
+        ConnectOptions {
+            timeout: Some(DEFAULT_CONNECT_TIMEOUT),
+            bind_address: None,
+        }
+    }
+}
+
+/// Where a [`Connector`] is in its life (Twisted's connector `state`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ConnectorState {
+    /// Not connected and not trying.
+    Disconnected,
+    /// Resolving or connecting.
+    Connecting,
+    /// Connected.
+    Connected,
+}
+
+/// An outgoing TCP connection, which can be stopped, dropped and made again (Twisted's
+/// `IConnector`, as `connectTCP` returns it).
+#[derive(Clone)]
+pub struct Connector(Rc<ConnectorInner>);
+
+struct ConnectorInner {
+    reactor: Reactor,
+    host: String,
+    port: u16,
+    factory: Rc<dyn ClientFactory>,
+    factory_key: usize,
+    options: ConnectOptions,
+    state: Cell<ConnectorState>,
+    attempt: RefCell<Option<Rc<Attempt>>>,
+    connection: RefCell<Option<Weak<Connection>>>,
+    factory_active: Cell<bool>,
+}
+
+/// One connection attempt in progress.
+struct Attempt {
+    /// Strong while the attempt runs (the caller may drop the `Connector`); the link back
+    /// from the connector is cleared when the attempt ends, breaking the cycle.
+    connector: Rc<ConnectorInner>,
+    socket: RefCell<Option<Socket>>,
+    fd: Cell<RawFd>,
+    address: Cell<Option<SocketAddr>>,
+    timeout: RefCell<Option<DelayedCall>>,
+    done: Cell<bool>,
+}
+
+impl Connector {
+    /// Starts connecting (again) (Twisted's `connect`): after a failure or a lost
+    /// connection, this is how to retry or reconnect.
+    ///
+    /// # Panics
+    ///
+    /// If the connector is already connecting or connected, as Twisted raises.
+    pub fn connect(&self) {
+        let inner = &self.0;
+        assert!(
+            inner.state.get() == ConnectorState::Disconnected,
+            "Connector::connect: already {:?}",
+            inner.state.get()
+        );
+        inner.state.set(ConnectorState::Connecting);
+        if !inner.factory_active.replace(true) {
+            let f = inner.factory.clone();
+            inner
+                .reactor
+                .factory_started(inner.factory_key, move || f.start_factory());
+        }
+        let attempt = Rc::new(Attempt {
+            connector: inner.clone(),
+            socket: RefCell::new(None),
+            fd: Cell::new(-1),
+            address: Cell::new(None),
+            timeout: RefCell::new(None),
+            done: Cell::new(false),
+        });
+        *inner.attempt.borrow_mut() = Some(attempt.clone());
+        if let Some(timeout) = inner.options.timeout {
+            let a = attempt.clone();
+            let address = format!("{}:{}", inner.host, inner.port);
+            let call = inner.reactor.call_later(timeout, move || {
+                a.fail(ConnectTimeout { address, timeout }.into());
+            });
+            *attempt.timeout.borrow_mut() = Some(call);
+        }
+        inner.factory.started_connecting(self);
+        match inner.host.parse::<IpAddr>() {
+            Ok(ip) => {
+                let a = attempt.clone();
+                let address = SocketAddr::new(ip, inner.port);
+                inner
+                    .reactor
+                    .call_later(Duration::ZERO, move || a.start(address));
+            }
+            Err(_) => {
+                let host = inner.host.clone();
+                let port = inner.port;
+                let a = attempt.clone();
+                let resolved = inner.reactor.defer_to_thread(move || {
+                    (host.as_str(), port)
+                        .to_socket_addrs()
+                        .map(|mut addrs| addrs.next())
+                        .map_err(|e| e.to_string())
+                });
+                let host = inner.host.clone();
+                drop(resolved.map(move |result| {
+                    match result {
+                        Ok(Some(address)) => a.start(address),
+                        Ok(None) => a.fail(
+                            DnsLookupError {
+                                host,
+                                reason: "no address".into(),
+                            }
+                            .into(),
+                        ),
+                        Err(reason) => a.fail(DnsLookupError { host, reason }.into()),
+                    }
+                }));
+            }
+        }
+    }
+
+    /// Stops a connection attempt in progress (Twisted's `stopConnecting`): the factory's
+    /// `client_connection_failed` gets [`ConnectCancelled`] on the next turn of the loop.
+    pub fn stop_connecting(&self) {
+        if self.0.state.get() != ConnectorState::Connecting {
+            return;
+        }
+        if let Some(attempt) = self.0.attempt.borrow().clone() {
+            self.0.reactor.call_later(Duration::ZERO, move || {
+                attempt.fail(ConnectCancelled.into())
+            });
+        }
+    }
+
+    /// Drops the connection, or stops the attempt (Twisted's `disconnect`).
+    pub fn disconnect(&self) {
+        match self.0.state.get() {
+            ConnectorState::Connecting => self.stop_connecting(),
+            ConnectorState::Connected => {
+                let conn = self.0.connection.borrow().as_ref().and_then(Weak::upgrade);
+                if let Some(conn) = conn {
+                    conn.lose_connection();
+                }
+            }
+            ConnectorState::Disconnected => {}
+        }
+    }
+
+    /// Where this connector connects to (Twisted's `getDestination`): the resolved address
+    /// once known, else the name.
+    pub fn destination(&self) -> String {
+        format!("{}:{}", self.0.host, self.0.port)
+    }
+
+    /// The connector's state.
+    pub fn state(&self) -> ConnectorState {
+        self.0.state.get()
+    }
+
+    /// The established connection's transport, while connected.
+    pub fn transport(&self) -> Option<Transport> {
+        let conn = self
+            .0
+            .connection
+            .borrow()
+            .as_ref()
+            .and_then(Weak::upgrade)?;
+        Some(conn)
+    }
+
+    fn from_inner(inner: &Rc<ConnectorInner>) -> Connector {
+        Connector(inner.clone())
+    }
+
+    /// The connection it made was lost: tell the factory, after the protocol.
+    fn connection_lost(&self, reason: Failure) {
+        let inner = &self.0;
+        inner.state.set(ConnectorState::Disconnected);
+        *inner.connection.borrow_mut() = None;
+        inner.factory.client_connection_lost(self, reason);
+        self.maybe_stop_factory();
+    }
+
+    fn maybe_stop_factory(&self) {
+        let inner = &self.0;
+        if inner.state.get() == ConnectorState::Disconnected && inner.factory_active.replace(false)
+        {
+            let f = inner.factory.clone();
+            inner
+                .reactor
+                .factory_stopped(inner.factory_key, move || f.stop_factory());
+        }
+    }
+}
+
+impl fmt::Debug for Connector {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Connector")
+            .field("destination", &self.destination())
+            .field("state", &self.0.state.get())
+            .finish()
+    }
+}
+
+impl Attempt {
+    fn start(self: Rc<Self>, address: SocketAddr) {
+        if self.done.get() {
+            return;
+        }
+        let connector = self.connector.clone();
+        self.address.set(Some(address));
+        let socket = match Socket::new(
+            Domain::for_address(address),
+            Type::STREAM.nonblocking().cloexec(),
+            Some(SockProtocol::TCP),
+        ) {
+            Ok(s) => s,
+            Err(err) => return self.fail(Failure::new(err)),
+        };
+        if let Some(bind) = connector.options.bind_address
+            && let Err(err) = socket.bind(&SockAddr::from(bind))
+        {
+            return self.fail(Failure::new(err));
+        }
+        match socket.connect(&SockAddr::from(address)) {
+            Ok(()) => {}
+            Err(err) if err.raw_os_error() == Some(libc::EINPROGRESS) => {}
+            Err(err) => return self.fail(connect_error(err, address)),
+        }
+        self.fd.set(socket.as_raw_fd());
+        *self.socket.borrow_mut() = Some(socket);
+        if let Err(err) = connector.reactor.add_writer(self.clone()) {
+            self.fail(Failure::new(err));
+        }
+    }
+
+    fn connected(self: &Rc<Self>) {
+        let inner = self.connector.clone();
+        let Some(socket) = self.socket.borrow_mut().take() else {
+            return;
+        };
+        self.done.set(true);
+        inner.reactor.remove_writer(self.fd.get());
+        if let Some(timeout) = self.timeout.borrow_mut().take() {
+            let _ = timeout.cancel();
+        }
+        *inner.attempt.borrow_mut() = None;
+        let peer = self
+            .address
+            .get()
+            .unwrap_or_else(|| SocketAddr::from(([0, 0, 0, 0], 0)));
+        let host = socket
+            .local_addr()
+            .ok()
+            .and_then(|a| a.as_socket())
+            .unwrap_or_else(|| SocketAddr::from(([0, 0, 0, 0], 0)));
+        let connector = Connector::from_inner(&inner);
+        let factory = inner.factory.clone();
+        let built = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+            factory.clone().build_protocol(&Address::Tcp(peer))
+        }));
+        let protocol = match built {
+            Ok(Some(p)) => p,
+            Ok(None) => {
+                drop(socket);
+                inner.state.set(ConnectorState::Disconnected);
+                factory.client_connection_lost(&connector, Failure::new(ConnectionDone));
+                connector.maybe_stop_factory();
+                return;
+            }
+            Err(payload) => {
+                drop(socket);
+                inner.state.set(ConnectorState::Disconnected);
+                factory.client_connection_failed(&connector, Failure::from_panic(&*payload));
+                connector.maybe_stop_factory();
+                return;
+            }
+        };
+        inner.state.set(ConnectorState::Connected);
+        let conn = Connection::new(&inner.reactor, socket, peer, host, Some(connector));
+        *inner.connection.borrow_mut() = Some(Rc::downgrade(&conn));
+        conn.start(protocol);
+    }
+
+    /// Ends the attempt with `reason`: close, tell the factory, stop it unless it
+    /// reconnected.
+    fn fail(&self, reason: Failure) {
+        if self.done.replace(true) {
+            return;
+        }
+        let inner = self.connector.clone();
+        if self.fd.get() >= 0 {
+            inner.reactor.remove_writer(self.fd.get());
+        }
+        drop(self.socket.borrow_mut().take());
+        if let Some(timeout) = self.timeout.borrow_mut().take() {
+            let _ = timeout.cancel();
+        }
+        *inner.attempt.borrow_mut() = None;
+        inner.state.set(ConnectorState::Disconnected);
+        let connector = Connector::from_inner(&inner);
+        inner.factory.client_connection_failed(&connector, reason);
+        connector.maybe_stop_factory();
+    }
+}
+
+fn connect_error(err: io::Error, address: SocketAddr) -> Failure {
+    if err.raw_os_error() == Some(libc::ECONNREFUSED) {
+        ConnectionRefused {
+            address: address.to_string(),
+        }
+        .into()
+    } else {
+        Failure::new(err)
+    }
+}
+
+impl FileDescriptor for Attempt {
+    fn fileno(&self) -> RawFd {
+        self.fd.get()
+    }
+
+    fn connection_lost(&self, reason: Failure) {
+        // An error or hang-up while connecting: the socket's pending error says why.
+        let error = self
+            .socket
+            .borrow()
+            .as_ref()
+            .and_then(|sock| sock.take_error().ok().flatten());
+        match (error, self.address.get()) {
+            (Some(err), Some(address)) => self.fail(connect_error(err, address)),
+            _ => self.fail(reason),
+        }
+    }
+}
+
+impl WriteDescriptor for Attempt {
+    fn do_write(&self) -> Result<(), Failure> {
+        let error = match self.socket.borrow().as_ref() {
+            Some(sock) => sock.take_error(),
+            None => return Ok(()),
+        };
+        let address = self
+            .address
+            .get()
+            .unwrap_or_else(|| SocketAddr::from(([0, 0, 0, 0], 0)));
+        match error {
+            Ok(None) => {
+                // `self` is registered as an `Rc`; find it again to hand on.
+                let me = self.connector.attempt.borrow().clone();
+                if let Some(me) = me {
+                    me.connected();
+                }
+            }
+            Ok(Some(err)) | Err(err) => self.fail(connect_error(err, address)),
+        }
+        Ok(())
+    }
+}
