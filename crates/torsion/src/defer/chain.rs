@@ -242,6 +242,7 @@ impl Chain {
     pub(crate) fn cancel(self: &Rc<Self>) {
         let location = Location::caller();
         let mut current = self.clone();
+        let mut visited: Vec<*const Chain> = Vec::new();
         loop {
             let next = {
                 let s = current.state.borrow();
@@ -253,6 +254,11 @@ impl Chain {
                     None => return,
                 }
             };
+            // Chains waiting on each other in a circle: nothing can be cancelled.
+            if visited.contains(&Rc::as_ptr(&next)) {
+                return;
+            }
+            visited.push(Rc::as_ptr(&current));
             current = next;
         }
         let canceller = {
@@ -349,6 +355,13 @@ fn run(start: Rc<Chain>) {
                     s.running = false;
                     match next {
                         Next::Done(outcome) => s.result = Some(outcome),
+                        Next::Wait(inner) if Rc::ptr_eq(&inner, &current) => {
+                            // Waiting on itself would hang forever (Twisted warns and
+                            // hangs); fail the chain instead.
+                            s.result = Some(Outcome::Err(Failure::msg(
+                                "a callback returned the Deferred it was added to",
+                            )));
+                        }
                         Next::Wait(inner) => {
                             s.paused += 1;
                             s.chained_to = Some(Rc::downgrade(&inner));
