@@ -158,7 +158,10 @@ impl<'a> LineEvent<'a> {
 /// until it returns `None`. Each call takes a single event, so whoever handles an event can
 /// switch modes ([`set_raw_mode`](LineParser::set_raw_mode),
 /// [`set_line_mode`](LineParser::set_line_mode)) or stop asking (Twisted's
-/// `pauseProducing`) and the change applies from the next byte on.
+/// `pauseProducing`) and the change applies from the next byte on. The event borrows the
+/// parser, so a wrapper whose handler switches modes either copies the bytes first or lets
+/// the handler record the switch and applies it once the handler returns (the same thing,
+/// since nothing is parsed in between).
 ///
 /// A line longer than the maximum (Twisted's `MAX_LENGTH`, 16384 bytes by default) is an
 /// error, reported as soon as the buffered bytes prove it, without waiting for its
