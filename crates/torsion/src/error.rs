@@ -361,3 +361,122 @@ impl fmt::Display for ConnectCancelled {
 }
 
 impl std::error::Error for ConnectCancelled {}
+
+/// A line grew longer than the parser's maximum line length (Twisted's
+/// `LineReceiver.lineLengthExceeded`, whose default disconnects).
+///
+/// Reported by [`LineParser`](crate::protocols::framing::LineParser) and
+/// [`LineOnlyParser`](crate::protocols::framing::LineOnlyParser) as soon as the buffered bytes
+/// prove the line too long, before its delimiter has necessarily arrived.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct LineTooLong {
+    /// The length of the line when its delimiter had arrived; otherwise how many bytes of it
+    /// had arrived (a lower bound). Always more than `max`.
+    pub length: usize,
+    /// The maximum line length in force (Twisted's `MAX_LENGTH`).
+    pub max: usize,
+}
+
+impl fmt::Display for LineTooLong {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(
+            f,
+            "line too long: {} bytes or more before the delimiter, but a line may have at most {}",
+            self.length, self.max
+        )
+    }
+}
+
+impl std::error::Error for LineTooLong {}
+
+/// Why a stream of netstrings (`len:data,`) could not be parsed (Twisted's
+/// `NetstringParseError`, after which `NetstringReceiver` disconnects and sets `brokenPeer`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum NetstringError {
+    /// The length prefix is not a decimal number followed by `:`: empty (`:aaa,`), starting
+    /// or continuing with a byte that is not a digit (`aaa,`, `3aaa,`), or with a leading zero
+    /// (`01:a,`).
+    BadLength,
+    /// The declared length is larger than the maximum. Detected while reading the prefix,
+    /// before any of the body arrives.
+    TooLong {
+        /// The length read so far when it passed `max` (the prefix may go on with more
+        /// digits).
+        declared: usize,
+        /// The maximum length in force (Twisted's `MAX_LENGTH`).
+        max: usize,
+    },
+    /// The byte after the declared number of data bytes is not the terminating `,`.
+    MissingComma,
+    /// The length prefix does not fit in a `usize` (Twisted's "cannot be represented"
+    /// overflow); only reachable with a maximum close to `usize::MAX`.
+    LengthTooLongToParse,
+}
+
+impl fmt::Display for NetstringError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            NetstringError::BadLength => f.write_str(
+                "bad netstring: it does not start with a length (digits without leading zeros, \
+                 then `:`)",
+            ),
+            NetstringError::TooLong { declared, max } => write!(
+                f,
+                "netstring too long: its length is at least {declared} bytes, but at most {max} \
+                 are allowed"
+            ),
+            NetstringError::MissingComma => {
+                f.write_str("bad netstring: its data is not terminated by a comma")
+            }
+            NetstringError::LengthTooLongToParse => {
+                f.write_str("bad netstring: its length does not fit in a machine integer")
+            }
+        }
+    }
+}
+
+impl std::error::Error for NetstringError {}
+
+/// A length prefix announced a string longer than the maximum (Twisted's
+/// `IntNStringReceiver.lengthLimitExceeded`, whose default disconnects).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct LengthLimitExceeded {
+    /// The length the prefix announced.
+    pub length: usize,
+    /// The maximum length in force (Twisted's `MAX_LENGTH`).
+    pub max: usize,
+}
+
+impl fmt::Display for LengthLimitExceeded {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(
+            f,
+            "length limit exceeded: the prefix announces {} bytes, but at most {} are allowed",
+            self.length, self.max
+        )
+    }
+}
+
+impl std::error::Error for LengthLimitExceeded {}
+
+/// A string is too long for the length prefix it would be sent with (Twisted's
+/// `StringTooLongError`). Nothing was written.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct StringTooLong {
+    /// The length of the string.
+    pub length: usize,
+    /// The longest string the prefix can announce.
+    pub max: usize,
+}
+
+impl fmt::Display for StringTooLong {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(
+            f,
+            "string too long: {} bytes, but the length prefix can announce at most {}",
+            self.length, self.max
+        )
+    }
+}
+
+impl std::error::Error for StringTooLong {}

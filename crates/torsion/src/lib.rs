@@ -12,6 +12,8 @@
 //!   backends, [`reactor::backend`] (`epollreactor`, `pollreactor`).
 //! - [`time`] (`IReactorTime`, `DelayedCall`, `task.Clock`): delayed calls, and a clock for
 //!   tests.
+//! - [`protocols`] (`twisted.protocols`): protocols over transports; so far the framers of
+//!   `twisted.protocols.basic` (lines, netstrings, length-prefixed strings).
 #![warn(missing_docs)]
 
 #[doc = include_str!("../../../README.md")]
@@ -23,6 +25,7 @@ pub mod error;
 mod executor;
 pub mod net;
 pub mod protocol;
+pub mod protocols;
 pub mod reactor;
 pub mod testing;
 pub mod threads;

@@ -1,0 +1,282 @@
+//! Checks shared by the fuzz targets: each parses a stream fed whole and fed cut at
+//! fuzzer-chosen points, and asserts the two give the same frames, that the frames obey the
+//! format, and that nothing panics.
+//!
+//! A fuzz input is one configuration byte (delimiter, maximum length, prefix width, mode),
+//! one byte giving the number of cuts (mod 16), two bytes for each cut (big-endian, taken
+//! modulo the stream's length + 1), then the stream.
+
+use torsion::error::{LengthLimitExceeded, NetstringError};
+use torsion::protocols::framing::{
+    LineEvent, LineOnlyParser, LineParser, NetstringParser, PrefixWidth, PrefixedParser,
+    encode_prefixed, netstring_encode,
+};
+
+/// A decoded fuzz input.
+struct Input<'a> {
+    config: u8,
+    cuts: Vec<usize>,
+    stream: &'a [u8],
+}
+
+impl<'a> Input<'a> {
+    fn parse(data: &'a [u8]) -> Option<Self> {
+        let (&config, rest) = data.split_first()?;
+        let (&cuts, rest) = rest.split_first()?;
+        let cuts = usize::from(cuts % 16).min(rest.len() / 2);
+        let (cut_bytes, stream) = rest.split_at(cuts * 2);
+        let mut cuts: Vec<usize> = cut_bytes
+            .chunks_exact(2)
+            .map(|c| usize::from(u16::from_be_bytes([c[0], c[1]])) % (stream.len() + 1))
+            .collect();
+        cuts.sort_unstable();
+        Some(Input {
+            config,
+            cuts,
+            stream,
+        })
+    }
+
+    /// The stream whole, as one packet.
+    fn whole(&self) -> Vec<&'a [u8]> {
+        vec![self.stream]
+    }
+
+    /// The stream cut at the fuzzer's points (empty packets included).
+    fn packets(&self) -> Vec<&'a [u8]> {
+        let mut packets = Vec::with_capacity(self.cuts.len() + 1);
+        let mut from = 0;
+        for &at in self.cuts.iter().chain([&self.stream.len()]) {
+            packets.push(&self.stream[from..at]);
+            from = at;
+        }
+        packets
+    }
+}
+
+/// What a line protocol saw. Errors keep their length apart: it says how much of the
+/// over-long line had arrived, which depends on the packets.
+#[derive(Debug, Clone, PartialEq, Eq)]
+enum Seen {
+    Line(Vec<u8>),
+    Body(Vec<u8>),
+    TooLong,
+}
+
+const DELIMITERS: [&[u8]; 4] = [b"\r\n", b"\n", b"aab", b"\r\n\r\n"];
+
+/// A protocol over [`LineParser`]: `RAW n` announces n bytes of raw data (read in raw mode,
+/// the rest handed back with `set_line_mode`); `PUSH` clears the buffer and hands it back
+/// (which must change nothing). Stops at the first error, as a protocol that disconnects.
+struct RawBodies {
+    parser: LineParser,
+    max: usize,
+    seen: Vec<Seen>,
+    error_lengths: Vec<usize>,
+    body: Option<(usize, Vec<u8>)>,
+    failed: bool,
+}
+
+impl RawBodies {
+    fn data_received(&mut self, data: &[u8]) {
+        if self.failed {
+            return;
+        }
+        self.parser.feed(data);
+        while let Some(event) = self.parser.next_event() {
+            match event {
+                Err(e) => {
+                    assert!(e.length > e.max, "{e:?}");
+                    self.seen.push(Seen::TooLong);
+                    self.error_lengths.push(e.length);
+                    self.failed = true;
+                    return;
+                }
+                Ok(LineEvent::Line(line)) => {
+                    assert!(line.len() <= self.max);
+                    self.seen.push(Seen::Line(line.to_vec()));
+                    let announced = line
+                        .strip_prefix(b"RAW ")
+                        .filter(|n| n.len() <= 4)
+                        .and_then(|n| std::str::from_utf8(n).ok()?.parse::<usize>().ok());
+                    if line == b"PUSH" {
+                        let buffered = self.parser.clear_line_buffer();
+                        assert!(self.parser.buffered().is_empty());
+                        self.parser.set_line_mode(&buffered);
+                        assert_eq!(self.parser.buffered(), &buffered[..]);
+                    } else if let Some(n) = announced {
+                        if n == 0 {
+                            self.seen.push(Seen::Body(Vec::new()));
+                        } else {
+                            self.body = Some((n, Vec::new()));
+                            self.parser.set_raw_mode();
+                        }
+                    }
+                }
+                Ok(LineEvent::Raw(data)) => {
+                    assert!(!data.is_empty());
+                    let (remaining, collected) = self.body.as_mut().expect("raw mode");
+                    let used = (*remaining).min(data.len());
+                    collected.extend_from_slice(&data[..used]);
+                    *remaining -= used;
+                    if *remaining == 0 {
+                        let rest = data[used..].to_vec();
+                        let (_, collected) = self.body.take().unwrap();
+                        self.seen.push(Seen::Body(collected));
+                        self.parser.set_line_mode(&rest);
+                    }
+                }
+            }
+        }
+    }
+}
+
+fn raw_bodies(delimiter: &[u8], max: usize, packets: &[&[u8]]) -> Vec<Seen> {
+    let mut protocol = RawBodies {
+        parser: LineParser::new()
+            .with_delimiter(delimiter)
+            .with_max_length(max),
+        max,
+        seen: Vec::new(),
+        error_lengths: Vec::new(),
+        body: None,
+        failed: false,
+    };
+    for packet in packets {
+        protocol.data_received(packet);
+    }
+    protocol.seen
+}
+
+fn line_only(delimiter: &[u8], max: usize, packets: &[&[u8]]) -> Vec<Seen> {
+    let mut parser = LineOnlyParser::new()
+        .with_delimiter(delimiter)
+        .with_max_length(max);
+    let mut seen = Vec::new();
+    for packet in packets {
+        parser.feed(packet);
+        while let Some(event) = parser.next_line() {
+            match event {
+                Ok(line) => seen.push(Seen::Line(line.to_vec())),
+                Err(e) => {
+                    assert!(e.length > e.max, "{e:?}");
+                    seen.push(Seen::TooLong);
+                    return seen;
+                }
+            }
+        }
+    }
+    seen
+}
+
+/// Lines and raw mode: the same events however the stream is cut; lines hold no
+/// delimiter; a plain line stream is the lines and their delimiters, in order.
+pub fn check_lines(data: &[u8]) {
+    let Some(input) = Input::parse(data) else {
+        return;
+    };
+    let delimiter = DELIMITERS[usize::from(input.config & 3)];
+    let max = usize::from((input.config >> 2) & 0x1f);
+
+    if input.config & 0x80 != 0 {
+        let whole = raw_bodies(delimiter, max, &input.whole());
+        assert_eq!(whole, raw_bodies(delimiter, max, &input.packets()));
+        return;
+    }
+
+    let whole = line_only(delimiter, max, &input.whole());
+    assert_eq!(whole, line_only(delimiter, max, &input.packets()));
+    let mut rebuilt = Vec::new();
+    for seen in &whole {
+        if let Seen::Line(line) = seen {
+            let at = rebuilt.len();
+            rebuilt.extend_from_slice(line);
+            rebuilt.extend_from_slice(delimiter);
+            // The delimiter ending this line is the first one in it.
+            let first = rebuilt[at..]
+                .windows(delimiter.len())
+                .position(|w| w == delimiter);
+            assert_eq!(first, Some(line.len()), "{line:?} holds its delimiter");
+        }
+    }
+    assert!(input.stream.starts_with(&rebuilt));
+}
+
+fn netstrings(max: usize, packets: &[&[u8]]) -> Vec<Result<Vec<u8>, NetstringError>> {
+    let mut parser = NetstringParser::new().with_max_length(max);
+    let mut got = Vec::new();
+    for packet in packets {
+        parser.feed(packet);
+        got.extend(std::iter::from_fn(|| parser.next_frame()));
+    }
+    assert_eq!(parser.error(), got.last().and_then(|r| r.clone().err()));
+    got
+}
+
+/// Netstrings: the same frames and error however the stream is cut; nothing after an error;
+/// the frames re-encode to the start of the stream.
+pub fn check_netstrings(data: &[u8]) {
+    let Some(input) = Input::parse(data) else {
+        return;
+    };
+    let max = usize::from(input.config) * 4;
+    let whole = netstrings(max, &input.whole());
+    assert_eq!(whole, netstrings(max, &input.packets()));
+    let mut rebuilt = Vec::new();
+    for (i, result) in whole.iter().enumerate() {
+        match result {
+            Ok(frame) => {
+                assert!(frame.len() <= max);
+                netstring_encode(frame, &mut rebuilt);
+            }
+            Err(NetstringError::TooLong { declared, max: m }) => {
+                assert!(*declared > max && *m == max);
+                assert_eq!(i, whole.len() - 1);
+            }
+            Err(_) => assert_eq!(i, whole.len() - 1, "an error is the last output"),
+        }
+    }
+    assert!(input.stream.starts_with(&rebuilt));
+}
+
+fn prefixed(
+    width: PrefixWidth,
+    max: usize,
+    packets: &[&[u8]],
+) -> Vec<Result<Vec<u8>, LengthLimitExceeded>> {
+    let mut parser = PrefixedParser::new(width).with_max_length(max);
+    let mut got = Vec::new();
+    for packet in packets {
+        parser.feed(packet);
+        got.extend(std::iter::from_fn(|| parser.next_frame()));
+    }
+    got
+}
+
+/// Length-prefixed strings: the same frames and error however the stream is cut; nothing
+/// after an error; the frames re-encode to the start of the stream.
+pub fn check_prefixed(data: &[u8]) {
+    let Some(input) = Input::parse(data) else {
+        return;
+    };
+    let width = [
+        PrefixWidth::U8,
+        PrefixWidth::U16,
+        PrefixWidth::U32,
+        PrefixWidth::U16,
+    ][usize::from(input.config & 3)];
+    let max = usize::from(input.config >> 2) * 8;
+    let whole = prefixed(width, max, &input.whole());
+    assert_eq!(whole, prefixed(width, max, &input.packets()));
+    let mut rebuilt = Vec::new();
+    for (i, result) in whole.iter().enumerate() {
+        match result {
+            Ok(frame) => encode_prefixed(width, frame, &mut rebuilt).unwrap(),
+            Err(e) => {
+                assert!(e.length > max && e.max == max);
+                assert_eq!(i, whole.len() - 1, "an error is the last output");
+            }
+        }
+    }
+    assert!(input.stream.starts_with(&rebuilt));
+}
