@@ -9,6 +9,7 @@
 //! buffered and sent after the current callback returns, and `connection_lost` is delivered
 //! from the loop.
 
+mod connection;
 pub mod tcp;
 
 use std::fmt;

@@ -9,7 +9,7 @@
 //! One iteration of the loop: the calls queued from other threads (those present when the
 //! iteration starts), due timers, queued tasks of the local executor (within a budget), the
 //! shutdown if `stop` was called, then one wait for I/O readiness in the
-//! [backend](backend), with timeout 0 if work remains and otherwise until the next timer.
+//! [`backend`], with timeout 0 if work remains and otherwise until the next timer.
 //!
 //! Invariant: no borrow of the reactor's state is held while user code runs; everything
 //! user code calls from inside a callback (`stop`, `call_later`, `add_reader`, …) works.

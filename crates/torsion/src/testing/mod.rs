@@ -2,7 +2,7 @@
 //! `twisted.internet.testing`): deterministic time, and the checks `#[torsion::test]` runs
 //! after a test.
 
-/// Runs `f` and returns what it returned together with every [`Failure`](crate::Failure)
+/// Runs `f` and returns what it returned together with every [`Failure`]
 /// that was dropped unhandled on this thread meanwhile ("Unhandled error in Deferred").
 /// They are still logged.
 ///

@@ -1,0 +1,590 @@
+//! Stream connections over a socket, TCP or UNIX (Twisted's `abstract.FileDescriptor` and
+//! `tcp.Connection`): the transport a protocol writes to.
+//!
+//! A connection reads with one `recv` into the reactor's shared buffer per readiness event
+//! (level-triggered, as Twisted's `doRead`), so an idle connection holds no read buffer.
+//! Writes are buffered and sent when the loop flushes, right after the callback that wrote
+//! returns; only when the kernel's buffer is full does the connection wait for
+//! writability.
+//!
+//! Invariant: `connection_lost` is delivered exactly once, from the loop, never from inside
+//! a call the protocol made; the protocol is dropped right after it, which breaks the
+//! protocol → transport → connection cycle.
+
+use std::cell::RefCell;
+use std::fmt;
+use std::io;
+use std::os::fd::{AsFd, AsRawFd, RawFd};
+use std::rc::{Rc, Weak};
+use std::time::Duration;
+
+use rustix::io::Errno;
+use rustix::net::{RecvFlags, SendFlags};
+use socket2::Socket;
+
+use crate::defer::Failure;
+use crate::error::{ConnectionAborted, ConnectionDone, ConnectionLost, ProducerAlreadyRegistered};
+use crate::net::{Address, Producer, Transport, TransportOps};
+use crate::protocol::Protocol;
+use crate::reactor::{FileDescriptor, Flush, Reactor, ReadDescriptor, WriteDescriptor};
+use crate::time::ReactorTime;
+
+/// A streaming producer is paused when this much output is buffered (Twisted's
+/// `bufferSize`, 64 KiB).
+pub const HIGH_WATER_MARK: usize = 64 * 1024;
+/// A paused streaming producer is resumed when the buffer drains below this.
+pub const LOW_WATER_MARK: usize = 16 * 1024;
+/// An idle connection keeps at most this much write-buffer capacity.
+const KEEP_CAPACITY: usize = 16 * 1024;
+
+/// Told when a client connection ends, after its protocol (the connector, which then tells
+/// its factory's `client_connection_lost`).
+pub(crate) trait ConnectionEnded {
+    fn connection_ended(&self, reason: Failure);
+}
+
+/// One stream connection: the transport its protocol writes to.
+pub(crate) struct Connection {
+    me: Weak<Connection>,
+    socket: RefCell<Option<Socket>>,
+    fd: RawFd,
+    reactor: Reactor,
+    protocol: RefCell<Option<Box<dyn Protocol>>>,
+    state: RefCell<State>,
+    peer: Address,
+    host: Address,
+    ended: Option<Rc<dyn ConnectionEnded>>,
+    /// For log lines: "tcp" or "unix".
+    kind: &'static str,
+}
+
+#[derive(Default)]
+struct State {
+    /// Reading is wanted (not paused, not stopped by lose_connection or EOF).
+    reading: bool,
+    /// `pause_producing` was called.
+    paused: bool,
+    disconnecting: bool,
+    aborting: bool,
+    /// `connection_lost` has been delivered or is being delivered.
+    lost: bool,
+    write_shut_pending: bool,
+    write_shut: bool,
+    out: Vec<u8>,
+    sent: usize,
+    writer_registered: bool,
+    flush_scheduled: bool,
+    producer: Option<Rc<dyn Producer>>,
+    streaming: bool,
+    producer_paused: bool,
+}
+
+impl State {
+    fn buffered(&self) -> usize {
+        self.out.len() - self.sent
+    }
+}
+
+impl Connection {
+    pub(crate) fn new(
+        reactor: &Reactor,
+        socket: Socket,
+        peer: Address,
+        host: Address,
+        ended: Option<Rc<dyn ConnectionEnded>>,
+    ) -> Rc<Connection> {
+        let kind = match peer {
+            Address::Unix(_) => "unix",
+            _ => "tcp",
+        };
+        let fd = socket.as_raw_fd();
+        Rc::new_cyclic(|me| Connection {
+            me: me.clone(),
+            socket: RefCell::new(Some(socket)),
+            fd,
+            reactor: reactor.clone(),
+            protocol: RefCell::new(None),
+            state: RefCell::new(State::default()),
+            peer,
+            host,
+            ended,
+            kind,
+        })
+    }
+
+    fn rc(&self) -> Option<Rc<Connection>> {
+        self.me.upgrade()
+    }
+
+    /// Starts the connection: reads, then tells the protocol it is connected.
+    pub(crate) fn start(self: &Rc<Self>, protocol: Box<dyn Protocol>) {
+        *self.protocol.borrow_mut() = Some(protocol);
+        self.state.borrow_mut().reading = true;
+        if let Err(err) = self.reactor.add_reader(self.clone()) {
+            tracing::error!(target: "torsion::net", "cannot watch {}: {err}", self.peer);
+            self.schedule_loss(Failure::new(err));
+            return;
+        }
+        let transport: Transport = self.clone();
+        self.with_protocol(|p| p.connection_made(transport));
+    }
+
+    /// Runs `f` on the protocol; a panic is logged and closes the connection (as an
+    /// exception in Twisted's `dataReceived` does).
+    fn with_protocol(&self, f: impl FnOnce(&mut dyn Protocol)) {
+        let Ok(mut slot) = self.protocol.try_borrow_mut() else {
+            tracing::error!(target: "torsion::net", "protocol re-entered; event dropped");
+            return;
+        };
+        let Some(protocol) = slot.as_mut() else {
+            return;
+        };
+        let outcome = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| f(&mut **protocol)));
+        drop(slot);
+        if let Err(payload) = outcome {
+            let failure = Failure::from_panic(&*payload);
+            tracing::error!(target: "torsion::net", "protocol for {} panicked: {failure}", self.peer);
+            self.schedule_loss(failure);
+        }
+    }
+
+    fn schedule_flush(&self) {
+        let mut st = self.state.borrow_mut();
+        if st.flush_scheduled || st.lost {
+            return;
+        }
+        st.flush_scheduled = true;
+        drop(st);
+        if let Some(me) = self.rc() {
+            self.reactor.schedule_flush(me);
+        }
+    }
+
+    /// Closes the connection with `reason` on the loop's next turn.
+    fn schedule_loss(&self, reason: Failure) {
+        if let Some(me) = self.rc() {
+            self.reactor
+                .call_later(Duration::ZERO, move || me.finish(reason));
+        }
+    }
+
+    fn set_reading(&self, on: bool) {
+        let me = match self.rc() {
+            Some(me) => me,
+            None => return,
+        };
+        if on {
+            if let Err(err) = self.reactor.add_reader(me) {
+                tracing::error!(target: "torsion::net", "cannot watch {}: {err}", self.peer);
+            }
+        } else {
+            self.reactor.remove_reader(self.fd);
+        }
+    }
+
+    fn eof(&self) -> Result<(), Failure> {
+        let half_close = self
+            .protocol
+            .try_borrow()
+            .ok()
+            .and_then(|p| p.as_ref().map(|p| p.supports_half_close()))
+            .unwrap_or(false);
+        if !half_close {
+            return Err(ConnectionDone.into());
+        }
+        self.state.borrow_mut().reading = false;
+        self.set_reading(false);
+        self.with_protocol(|p| p.read_connection_lost());
+        Ok(())
+    }
+
+    /// Sends buffered output; after draining, resumes a producer, completes a close, or
+    /// shuts the write side, in Twisted's order.
+    fn send_buffered(&self) {
+        let result = {
+            let mut st = self.state.borrow_mut();
+            st.flush_scheduled = false;
+            if st.lost {
+                return;
+            }
+            let sock = self.socket.borrow();
+            let Some(sock) = sock.as_ref() else { return };
+            let mut error = None;
+            while st.sent < st.out.len() {
+                match rustix::net::send(sock.as_fd(), &st.out[st.sent..], SendFlags::NOSIGNAL) {
+                    Ok(n) => st.sent += n,
+                    Err(Errno::INTR) => continue,
+                    Err(Errno::AGAIN) => break,
+                    Err(err) => {
+                        error = Some(err);
+                        break;
+                    }
+                }
+            }
+            match error {
+                Some(err) => Err(err),
+                None => Ok(st.sent == st.out.len()),
+            }
+        };
+        let drained = match result {
+            Ok(drained) => drained,
+            Err(err) => {
+                tracing::debug!(target: "torsion::net", "send to {} failed: {err}", self.peer);
+                self.finish(ConnectionLost.into());
+                return;
+            }
+        };
+        if !drained {
+            let (register, resume) = {
+                let mut st = self.state.borrow_mut();
+                let register = !st.writer_registered;
+                st.writer_registered = true;
+                let resume = st.producer_paused
+                    && st.streaming
+                    && st.buffered() < LOW_WATER_MARK
+                    && st.producer.is_some();
+                if resume {
+                    st.producer_paused = false;
+                }
+                (register, resume.then(|| st.producer.clone()).flatten())
+            };
+            if register
+                && let Some(me) = self.rc()
+                && let Err(err) = self.reactor.add_writer(me)
+            {
+                tracing::error!(target: "torsion::net", "cannot watch {} for writing: {err}", self.peer);
+            }
+            if let Some(producer) = resume {
+                producer.resume_producing();
+            }
+            return;
+        }
+        let (unregister, next) = {
+            let mut st = self.state.borrow_mut();
+            st.out.clear();
+            st.sent = 0;
+            if st.out.capacity() > KEEP_CAPACITY {
+                st.out.shrink_to(KEEP_CAPACITY);
+            }
+            let unregister = std::mem::replace(&mut st.writer_registered, false);
+            let next = if st.producer.is_some() && (!st.streaming || st.producer_paused) {
+                st.producer_paused = false;
+                AfterDrain::Resume(st.producer.clone())
+            } else if st.disconnecting {
+                AfterDrain::Close
+            } else if st.write_shut_pending && !st.write_shut {
+                st.write_shut = true;
+                AfterDrain::ShutWrite
+            } else {
+                AfterDrain::Nothing
+            };
+            (unregister, next)
+        };
+        if unregister {
+            self.reactor.remove_writer(self.fd);
+        }
+        match next {
+            AfterDrain::Resume(Some(producer)) => producer.resume_producing(),
+            AfterDrain::Resume(None) | AfterDrain::Nothing => {}
+            AfterDrain::Close => self.finish(ConnectionDone.into()),
+            AfterDrain::ShutWrite => {
+                if let Some(sock) = self.socket.borrow().as_ref() {
+                    let _ = sock.shutdown(std::net::Shutdown::Write);
+                }
+                self.with_protocol(|p| p.write_connection_lost());
+            }
+        }
+    }
+
+    /// Closes the connection and tells the protocol (and the connector's factory), once.
+    fn finish(&self, reason: Failure) {
+        let (producer, aborting) = {
+            let mut st = self.state.borrow_mut();
+            if st.lost {
+                return;
+            }
+            st.lost = true;
+            st.reading = false;
+            st.flush_scheduled = false;
+            st.out = Vec::new();
+            st.sent = 0;
+            (st.producer.take(), st.aborting)
+        };
+        self.reactor.remove_reader(self.fd);
+        self.reactor.remove_writer(self.fd);
+        if let Some(sock) = self.socket.borrow_mut().take() {
+            if !aborting {
+                let _ = sock.shutdown(std::net::Shutdown::Both);
+            }
+            drop(sock);
+        }
+        if let Some(producer) = producer {
+            producer.stop_producing();
+        }
+        let protocol = self.protocol.borrow_mut().take();
+        if let Some(mut protocol) = protocol {
+            let r = reason.clone();
+            let outcome = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+                protocol.connection_lost(r)
+            }));
+            if let Err(payload) = outcome {
+                tracing::error!(
+                    target: "torsion::net",
+                    "connection_lost of the protocol for {} panicked: {}",
+                    self.peer,
+                    Failure::from_panic(&*payload)
+                );
+            }
+            drop(protocol);
+        }
+        if let Some(ended) = &self.ended {
+            ended.connection_ended(reason);
+        }
+    }
+}
+
+enum AfterDrain {
+    Resume(Option<Rc<dyn Producer>>),
+    Close,
+    ShutWrite,
+    Nothing,
+}
+
+impl Flush for Connection {
+    fn flush(&self) {
+        self.send_buffered();
+    }
+}
+
+impl FileDescriptor for Connection {
+    fn fileno(&self) -> RawFd {
+        self.fd
+    }
+
+    fn connection_lost(&self, reason: Failure) {
+        self.finish(reason);
+    }
+
+    fn log_prefix(&self) -> String {
+        format!("{} {}", self.kind, self.peer)
+    }
+}
+
+impl ReadDescriptor for Connection {
+    fn do_read(&self) -> Result<(), Failure> {
+        if !self.state.borrow().reading {
+            return Ok(());
+        }
+        let mut buffer = self.reactor.take_read_buffer();
+        let received = {
+            let sock = self.socket.borrow();
+            match sock.as_ref() {
+                Some(sock) => loop {
+                    match rustix::net::recv(sock.as_fd(), &mut buffer[..], RecvFlags::empty())
+                        .map(|(n, _)| n)
+                    {
+                        Err(Errno::INTR) => continue,
+                        other => break other,
+                    }
+                },
+                None => Ok(0),
+            }
+        };
+        let result = match received {
+            Ok(0) => self.eof(),
+            Ok(n) => {
+                self.with_protocol(|p| p.data_received(&buffer[..n]));
+                Ok(())
+            }
+            Err(Errno::AGAIN) => Ok(()),
+            Err(err) => {
+                tracing::debug!(target: "torsion::net", "recv from {} failed: {err}", self.peer);
+                Err(ConnectionLost.into())
+            }
+        };
+        self.reactor.return_read_buffer(buffer);
+        result
+    }
+}
+
+impl WriteDescriptor for Connection {
+    fn do_write(&self) -> Result<(), Failure> {
+        self.send_buffered();
+        Ok(())
+    }
+}
+
+impl TransportOps for Connection {
+    fn write(&self, data: &[u8]) {
+        if data.is_empty() {
+            return;
+        }
+        let pause = {
+            let mut st = self.state.borrow_mut();
+            if st.lost || st.write_shut || st.write_shut_pending {
+                return;
+            }
+            st.out.extend_from_slice(data);
+            let pause = st.streaming
+                && !st.producer_paused
+                && st.buffered() > HIGH_WATER_MARK
+                && st.producer.is_some();
+            if pause {
+                st.producer_paused = true;
+            }
+            pause.then(|| st.producer.clone()).flatten()
+        };
+        self.schedule_flush();
+        if let Some(producer) = pause {
+            producer.pause_producing();
+        }
+    }
+
+    fn lose_connection(&self) {
+        {
+            let mut st = self.state.borrow_mut();
+            if st.lost || st.disconnecting {
+                return;
+            }
+            st.disconnecting = true;
+            st.reading = false;
+        }
+        self.set_reading(false);
+        self.schedule_flush();
+    }
+
+    fn abort_connection(&self) {
+        {
+            let mut st = self.state.borrow_mut();
+            if st.lost || st.aborting {
+                return;
+            }
+            st.aborting = true;
+            st.reading = false;
+            st.out.clear();
+            st.sent = 0;
+        }
+        if let Some(sock) = self.socket.borrow().as_ref() {
+            let _ = sock.set_linger(Some(Duration::ZERO));
+        }
+        self.reactor.remove_reader(self.fd);
+        self.reactor.remove_writer(self.fd);
+        self.schedule_loss(ConnectionAborted.into());
+    }
+
+    fn lose_write_connection(&self) {
+        {
+            let mut st = self.state.borrow_mut();
+            if st.lost || st.write_shut_pending {
+                return;
+            }
+            st.write_shut_pending = true;
+        }
+        self.schedule_flush();
+    }
+
+    fn peer(&self) -> Address {
+        self.peer.clone()
+    }
+
+    fn host(&self) -> Address {
+        self.host.clone()
+    }
+
+    fn pause_producing(&self) {
+        let change = {
+            let mut st = self.state.borrow_mut();
+            let was = st.reading && !st.paused;
+            st.paused = true;
+            was
+        };
+        if change {
+            self.set_reading(false);
+        }
+    }
+
+    fn resume_producing(&self) {
+        let change = {
+            let mut st = self.state.borrow_mut();
+            let change = st.paused && st.reading && !st.lost;
+            st.paused = false;
+            change
+        };
+        if change {
+            self.set_reading(true);
+        }
+    }
+
+    fn register_producer(
+        &self,
+        producer: Rc<dyn Producer>,
+        streaming: bool,
+    ) -> Result<(), Failure> {
+        {
+            let mut st = self.state.borrow_mut();
+            if st.producer.is_some() {
+                return Err(ProducerAlreadyRegistered.into());
+            }
+            if !st.lost {
+                st.producer = Some(producer.clone());
+                st.streaming = streaming;
+                st.producer_paused = false;
+            }
+        }
+        if self.state.borrow().lost {
+            producer.stop_producing();
+        } else if !streaming {
+            producer.resume_producing();
+        }
+        Ok(())
+    }
+
+    fn unregister_producer(&self) {
+        let disconnecting = {
+            let mut st = self.state.borrow_mut();
+            st.producer = None;
+            st.producer_paused = false;
+            st.disconnecting
+        };
+        if disconnecting {
+            self.schedule_flush();
+        }
+    }
+
+    fn buffered(&self) -> usize {
+        self.state.borrow().buffered()
+    }
+
+    fn is_connected(&self) -> bool {
+        !self.state.borrow().lost
+    }
+
+    fn set_tcp_nodelay(&self, enabled: bool) -> io::Result<()> {
+        if self.kind != "tcp" {
+            return Err(io::ErrorKind::Unsupported.into());
+        }
+        match self.socket.borrow().as_ref() {
+            Some(sock) => sock.set_tcp_nodelay(enabled),
+            None => Err(io::ErrorKind::NotConnected.into()),
+        }
+    }
+
+    fn set_tcp_keepalive(&self, enabled: bool) -> io::Result<()> {
+        if self.kind != "tcp" {
+            return Err(io::ErrorKind::Unsupported.into());
+        }
+        match self.socket.borrow().as_ref() {
+            Some(sock) => sock.set_keepalive(enabled),
+            None => Err(io::ErrorKind::NotConnected.into()),
+        }
+    }
+}
+
+impl fmt::Debug for Connection {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Connection")
+            .field("peer", &self.peer)
+            .field("host", &self.host)
+            .finish_non_exhaustive()
+    }
+}
