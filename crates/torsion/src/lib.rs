@@ -14,6 +14,9 @@
 //!   tests.
 //! - [`protocols`] (`twisted.protocols`): protocols over transports; so far the framers of
 //!   `twisted.protocols.basic` (lines, netstrings, length-prefixed strings).
+//! - [`testing`] (`twisted.internet.testing`, `twisted.test.iosim`, trial): StringTransport,
+//!   AccumulatingProtocol, an in-memory pump between two protocols, MemoryReactor, and the
+//!   test runner behind `#[torsion::test]`.
 #![warn(missing_docs)]
 
 #[doc = include_str!("../../../README.md")]

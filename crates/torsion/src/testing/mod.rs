@@ -1,6 +1,34 @@
 //! Test support in the spirit of Twisted's trial (`twisted.trial` and
 //! `twisted.internet.testing`): deterministic time, and the checks `#[torsion::test]` runs
 //! after a test.
+//!
+//! - [`StringTransport`] and [`StringTransportWithDisconnection`]
+//!   (`twisted.internet.testing.StringTransport`): a transport that records what a protocol
+//!   writes.
+//! - [`AccumulatingProtocol`] (`twisted.internet.testing.AccumulatingProtocol`): a protocol
+//!   that records what it receives.
+//! - [`Pump`] and [`loopback`] (`twisted.test.iosim`, `twisted.test.loopback`): two protocols
+//!   connected in memory.
+//! - [`MemoryReactor`] (`twisted.internet.testing.MemoryReactorClock`): records listens and
+//!   connects, with a [`Clock`](crate::time::Clock) for time.
+//! - [`run_test`] and [`collect_unhandled_failures`]: what `#[torsion::test]` runs.
+
+mod accumulating;
+mod memory_reactor;
+mod pump;
+mod string_transport;
+
+pub use accumulating::{AccumulatingProtocol, AccumulatorState};
+pub use memory_reactor::{
+    ConnectorRecord, DEFAULT_MAX_PACKET_SIZE, DEFAULT_UNIX_MODE, ListeningPortRecord,
+    MemoryReactor, TcpClientRecord, TcpServerRecord, UdpServerRecord, UnixClientRecord,
+    UnixServerRecord,
+};
+pub use pump::{FakeTransport, MAX_FLUSH_ROUNDS, Pump, loopback};
+pub use string_transport::{
+    ProducerState, StringTransport, StringTransportWithDisconnection, default_host_address,
+    default_peer_address,
+};
 
 /// Runs `f` and returns what it returned together with every [`Failure`]
 /// that was dropped unhandled on this thread meanwhile ("Unhandled error in Deferred").
