@@ -1,5 +1,5 @@
 //! TCP: listening ports and connectors (Twisted's `twisted.internet.tcp`); the connections
-//! themselves are [`connection`](super::connection)'s stream connections.
+//! themselves are the stream connections shared with UNIX sockets (`net/connection.rs`).
 //!
 //! Accepting follows Twisted's `Port.doRead`: up to a growing number of accepts per
 //! readiness event, a protocol built for each, and a descriptor held in reserve so that
