@@ -480,3 +480,51 @@ impl fmt::Display for StringTooLong {
 }
 
 impl std::error::Error for StringTooLong {}
+
+/// A datagram was too long to send (`EMSGSIZE`; Twisted's `error.MessageLengthError`).
+/// Nothing was sent.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct MessageLengthError {
+    /// The length of the datagram that was refused.
+    pub length: usize,
+}
+
+impl fmt::Display for MessageLengthError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(
+            f,
+            "message too long: a {}-byte datagram does not fit the socket's maximum",
+            self.length
+        )
+    }
+}
+
+impl std::error::Error for MessageLengthError {}
+
+/// Joining a multicast group failed (Twisted's `error.MulticastJoinError`), naming the
+/// group, the interface and why (for example `ENODEV` when the interface has no address).
+#[derive(Debug)]
+pub struct MulticastJoinError {
+    /// The group we tried to join.
+    pub group: std::net::IpAddr,
+    /// The interface, as given: an IPv4 address, or an IPv6 interface index.
+    pub interface: String,
+    /// Why it failed.
+    pub source: std::io::Error,
+}
+
+impl fmt::Display for MulticastJoinError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(
+            f,
+            "cannot join multicast group {} on interface {}: {}",
+            self.group, self.interface, self.source
+        )
+    }
+}
+
+impl std::error::Error for MulticastJoinError {
+    fn source(&self) -> Option<&(dyn std::error::Error + 'static)> {
+        Some(&self.source)
+    }
+}

@@ -40,6 +40,7 @@
 //! Invariant: the reactor never calls into a protocol while that protocol is running; what
 //! a protocol causes from inside a callback (`lose_connection`, …) is delivered afterwards.
 
+use std::net::SocketAddr;
 use std::rc::Rc;
 
 use crate::defer::Failure;
@@ -141,4 +142,63 @@ where
     F: Fn() -> P + 'static,
     P: Protocol,
 {
+}
+
+/// What a UDP port does with its datagrams (Twisted's `DatagramProtocol` with
+/// `ConnectedDatagramProtocol`'s `connectionRefused`).
+///
+/// Unlike a stream [`Protocol`], one datagram protocol serves one port for its whole life:
+/// [`Reactor::listen_udp`](crate::Reactor::listen_udp) takes the protocol itself, not a
+/// factory. Every method has a default that does nothing.
+///
+/// # Examples
+///
+/// ```
+/// use std::net::SocketAddr;
+/// use torsion::net::udp::DatagramTransport;
+/// use torsion::protocol::DatagramProtocol;
+///
+/// /// Sends every datagram back where it came from.
+/// #[derive(Default)]
+/// struct Echo(Option<DatagramTransport>);
+///
+/// impl DatagramProtocol for Echo {
+///     fn start_protocol(&mut self, transport: DatagramTransport) {
+///         self.0 = Some(transport);
+///     }
+///     fn datagram_received(&mut self, data: &[u8], addr: SocketAddr) {
+///         if let Some(t) = &self.0 {
+///             let _ = t.write(data, addr);
+///         }
+///     }
+/// }
+///
+/// let reactor = torsion::Reactor::new().unwrap();
+/// let port = reactor.listen_udp(0, Box::new(Echo::default())).unwrap();
+/// assert_ne!(port.host().port(), Some(0));
+/// ```
+pub trait DatagramProtocol: 'static {
+    /// The port is bound; keep `transport` to send (Twisted's `makeConnection` followed by
+    /// `startProtocol`). Called once, from inside `listen_udp` (or `adopt_datagram_port`),
+    /// before it returns, as in Twisted, so a protocol may send at once.
+    fn start_protocol(&mut self, transport: crate::net::udp::DatagramTransport) {
+        let _ = transport;
+    }
+
+    /// The port stopped listening (Twisted's `stopProtocol`): after
+    /// [`stop_listening`](crate::net::udp::UdpPort::stop_listening), or at reactor
+    /// shutdown. Called once; the protocol is dropped right after.
+    fn stop_protocol(&mut self) {}
+
+    /// A datagram arrived from `addr` (Twisted's `datagramReceived`). A datagram longer than
+    /// the port's `max_packet_size` arrives truncated to that size, as in Twisted.
+    fn datagram_received(&mut self, data: &[u8], addr: SocketAddr) {
+        let _ = (data, addr);
+    }
+
+    /// A datagram sent on a connected port (see
+    /// [`connect`](crate::net::udp::UdpPort::connect)) was refused: nothing listens at the
+    /// other end (an ICMP port unreachable; Twisted's `connectionRefused`). Delivered from
+    /// the loop, never from inside `write`.
+    fn connection_refused(&mut self) {}
 }

@@ -578,6 +578,13 @@ impl TransportOps for Connection {
             None => Err(io::ErrorKind::NotConnected.into()),
         }
     }
+    fn peer_credentials(&self) -> Option<super::unix::PeerCredentials> {
+        if self.kind != "unix" {
+            return None;
+        }
+        let sock = self.socket.borrow();
+        super::unix::peer_credentials(sock.as_ref()?.as_fd())
+    }
 }
 
 impl fmt::Debug for Connection {

@@ -1,5 +1,6 @@
 //! Connections: transports, addresses, producers and consumers (Twisted's `ITransport`,
-//! `IAddress`, `IProducer`/`IConsumer`), and the TCP implementation in [`tcp`].
+//! `IAddress`, `IProducer`/`IConsumer`), and their implementations: [`tcp`], [`unix`],
+//! [`udp`], adopted descriptors (`Reactor::adopt_*`) and [`systemd`] socket activation.
 //!
 //! A [`Transport`] is a cheap shared handle (`Rc<dyn TransportOps>`): the reactor's TCP
 //! connections, test transports and (later) TLS and process pipes all implement
@@ -9,8 +10,12 @@
 //! buffered and sent after the current callback returns, and `connection_lost` is delivered
 //! from the loop.
 
+mod adopt;
 mod connection;
+pub mod systemd;
 pub mod tcp;
+pub mod udp;
+pub mod unix;
 
 use std::fmt;
 use std::net::SocketAddr;
@@ -149,6 +154,12 @@ pub trait TransportOps {
     fn set_tcp_keepalive(&self, enabled: bool) -> std::io::Result<()> {
         let _ = enabled;
         Err(std::io::ErrorKind::Unsupported.into())
+    }
+
+    /// The pid, uid and gid of the process at the other end of a UNIX socket
+    /// (`SO_PEERCRED`); `None` for other transports.
+    fn peer_credentials(&self) -> Option<unix::PeerCredentials> {
+        None
     }
 }
 

@@ -4,6 +4,11 @@
 //! Accepting follows Twisted's `Port.doRead`: up to a growing number of accepts per
 //! readiness event, a protocol built for each, and a descriptor held in reserve so that
 //! running out of descriptors (EMFILE) refuses pending clients instead of spinning.
+//!
+//! [`Port`] and [`Connector`] are not TCP-specific inside: a port accepts on any listening
+//! stream socket and a connector connects to a TCP host or a UNIX socket path, so
+//! [`unix`](super::unix) and [`Reactor::adopt_stream_port`] reuse them (Twisted's
+//! `unix.Port` and `unix.Connector` subclass the TCP ones the same way).
 
 use std::cell::{Cell, RefCell};
 use std::fmt;
@@ -37,7 +42,8 @@ pub const DEFAULT_CONNECT_TIMEOUT: Duration = Duration::from_secs(30);
 
 // ===== listening ports =====
 
-/// A listening TCP port (Twisted's `tcp.Port`, the `IListeningPort` `listen_tcp` returns).
+/// A listening stream port, TCP or UNIX (Twisted's `tcp.Port` and `unix.Port`, the
+/// `IListeningPort` that `listen_tcp`, `listen_unix` and `adopt_stream_port` return).
 #[derive(Clone)]
 pub struct Port(Rc<PortInner>);
 
@@ -48,20 +54,22 @@ struct PortInner {
     reactor: Reactor,
     factory: Rc<dyn Factory>,
     factory_key: usize,
-    host: SocketAddr,
+    host: Address,
     /// How many connections one readiness event may accept (Twisted's `numberAccepts`).
     accepts: Cell<usize>,
     /// A descriptor held in reserve, given up to accept-and-close when the process runs out
     /// of descriptors (EMFILE), so the listening socket does not spin.
     reserve: RefCell<Option<OwnedFd>>,
     listening: Cell<bool>,
+    /// Runs once when the port closes (a UNIX port removes its socket file and lock file).
+    on_close: RefCell<Option<Box<dyn FnOnce()>>>,
 }
 
 impl Port {
     /// The address the port listens on; with port 0, the port the kernel chose (Twisted's
     /// `getHost`).
     pub fn host(&self) -> Address {
-        Address::Tcp(self.0.host)
+        self.0.host.clone()
     }
 
     /// Stops listening (Twisted's `stopListening`): no new connections are accepted; the
@@ -82,17 +90,69 @@ impl Port {
         });
         d
     }
+
+    /// Starts accepting on `socket`, which is bound and listening (or adopted), with
+    /// `on_close` to run when the port closes.
+    pub(crate) fn start<F: Factory>(
+        reactor: &Reactor,
+        socket: Socket,
+        host: Address,
+        factory: Rc<F>,
+        on_close: Option<Box<dyn FnOnce()>>,
+    ) -> Result<Port, Failure> {
+        let key = factory_key(&factory);
+        let factory: Rc<dyn Factory> = factory;
+        let f = factory.clone();
+        reactor.factory_started(key, move || f.start_factory());
+        let fd = socket.as_raw_fd();
+        let inner = Rc::new_cyclic(|me| PortInner {
+            me: me.clone(),
+            socket: RefCell::new(Some(socket)),
+            fd,
+            reactor: reactor.clone(),
+            factory,
+            factory_key: key,
+            host,
+            accepts: Cell::new(100),
+            reserve: RefCell::new(open_reserve()),
+            listening: Cell::new(true),
+            on_close: RefCell::new(on_close),
+        });
+        if let Err(source) = reactor.add_reader(inner.clone()) {
+            inner.listening.set(false);
+            inner.close();
+            return Err(CannotListen {
+                address: address_label(&inner.host),
+                source,
+            }
+            .into());
+        }
+        Ok(Port(inner))
+    }
+}
+
+/// An address as error messages name it: `127.0.0.1:80`, `/run/app.sock`.
+pub(crate) fn address_label(address: &Address) -> String {
+    match address {
+        Address::Tcp(a) | Address::Udp(a) => a.to_string(),
+        Address::Unix(Some(path)) => path.display().to_string(),
+        Address::Unix(None) => "<unnamed>".to_string(),
+    }
 }
 
 impl PortInner {
     fn close(&self) {
         drop(self.socket.borrow_mut().take());
+        let on_close = self.on_close.borrow_mut().take();
+        if let Some(on_close) = on_close {
+            on_close();
+        }
         let factory = self.factory.clone();
         self.reactor
             .factory_stopped(self.factory_key, move || factory.stop_factory());
     }
 
-    fn accept_one(&self) -> Result<Option<(Socket, SocketAddr)>, Errno> {
+    fn accept_one(&self) -> Result<Option<(Socket, Address)>, Errno> {
         let sock = self.socket.borrow();
         let Some(sock) = sock.as_ref() else {
             return Ok(None);
@@ -103,9 +163,13 @@ impl PortInner {
                 SocketFlags::NONBLOCK | SocketFlags::CLOEXEC,
             ) {
                 Ok((fd, addr)) => {
-                    let peer = addr
-                        .and_then(|a| SocketAddr::try_from(a).ok())
-                        .unwrap_or_else(|| SocketAddr::from(([0, 0, 0, 0], 0)));
+                    let peer = match self.host {
+                        Address::Unix(_) => super::unix::unix_address_of_any(addr),
+                        _ => Address::Tcp(
+                            addr.and_then(|a| SocketAddr::try_from(a).ok())
+                                .unwrap_or_else(|| SocketAddr::from(([0, 0, 0, 0], 0))),
+                        ),
+                    };
                     return Ok(Some((Socket::from(fd), peer)));
                 }
                 Err(Errno::INTR) => continue,
@@ -161,7 +225,7 @@ impl FileDescriptor for PortInner {
     }
 
     fn log_prefix(&self) -> String {
-        format!("tcp port {}", self.host)
+        format!("port {}", self.host)
     }
 }
 
@@ -184,10 +248,9 @@ impl ReadDescriptor for PortInner {
                 }
             };
             accepted += 1;
-            let address = Address::Tcp(peer);
             let factory = self.factory.clone();
             let built = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
-                factory.build_protocol(&address)
+                factory.build_protocol(&peer)
             }));
             let protocol = match built {
                 Ok(Some(protocol)) => protocol,
@@ -201,18 +264,18 @@ impl ReadDescriptor for PortInner {
                     continue;
                 }
             };
-            let host = sock
-                .local_addr()
-                .ok()
-                .and_then(|a| a.as_socket())
-                .unwrap_or(self.host);
-            let conn = Connection::new(
-                &self.reactor,
-                sock,
-                Address::Tcp(peer),
-                Address::Tcp(host),
-                None,
-            );
+            let host = match &self.host {
+                // A listening socket on a wildcard address: the connection's own address
+                // says which interface it arrived on.
+                Address::Tcp(listening) => Address::Tcp(
+                    sock.local_addr()
+                        .ok()
+                        .and_then(|a| a.as_socket())
+                        .unwrap_or(*listening),
+                ),
+                other => other.clone(),
+            };
+            let conn = Connection::new(&self.reactor, sock, peer, host, None);
             conn.start(protocol);
         }
         self.accepts.set(if accepted == allowed {
@@ -333,29 +396,7 @@ impl Reactor {
             .ok()
             .and_then(|a| a.as_socket())
             .unwrap_or(address);
-        let key = factory_key(&factory);
-        let factory: Rc<dyn Factory> = factory;
-        let f = factory.clone();
-        self.factory_started(key, move || f.start_factory());
-        let fd = socket.as_raw_fd();
-        let inner = Rc::new_cyclic(|me| PortInner {
-            me: me.clone(),
-            socket: RefCell::new(Some(socket)),
-            fd,
-            reactor: self.clone(),
-            factory,
-            factory_key: key,
-            host,
-            accepts: Cell::new(100),
-            reserve: RefCell::new(open_reserve()),
-            listening: Cell::new(true),
-        });
-        if let Err(err) = self.add_reader(inner.clone()) {
-            inner.listening.set(false);
-            inner.close();
-            return Err(cannot(err).into());
-        }
-        Ok(Port(inner))
+        Port::start(self, socket, Address::Tcp(host), factory, None)
     }
 
     /// Connects to `host:port` over TCP, building the protocol with `factory` once connected
@@ -379,22 +420,11 @@ impl Reactor {
         factory: Rc<F>,
         options: ConnectOptions,
     ) -> Connector {
-        let key = factory_key(&factory);
-        let factory: Rc<dyn ClientFactory> = factory;
-        let connector = Connector(Rc::new(ConnectorInner {
-            reactor: self.clone(),
+        let destination = Destination::Tcp {
             host: host.to_string(),
             port,
-            factory,
-            factory_key: key,
-            options,
-            state: Cell::new(ConnectorState::Disconnected),
-            attempt: RefCell::new(None),
-            connection: RefCell::new(None),
-            factory_active: Cell::new(false),
-        }));
-        connector.connect();
-        connector
+        };
+        Connector::start(self, destination, factory, options)
     }
 }
 
@@ -429,15 +459,22 @@ pub enum ConnectorState {
     Connected,
 }
 
-/// An outgoing TCP connection, which can be stopped, dropped and made again (Twisted's
-/// `IConnector`, as `connectTCP` returns it).
+/// An outgoing stream connection, TCP or UNIX, which can be stopped, dropped and made
+/// again (Twisted's `IConnector`, as `connectTCP` and `connectUNIX` return it).
 #[derive(Clone)]
 pub struct Connector(Rc<ConnectorInner>);
 
+/// Where a connector connects to.
+pub(crate) enum Destination {
+    /// A host name or IP literal, and a port.
+    Tcp { host: String, port: u16 },
+    /// A UNIX socket path, as given (a leading `@` or NUL names an abstract socket).
+    Unix(std::path::PathBuf),
+}
+
 struct ConnectorInner {
     reactor: Reactor,
-    host: String,
-    port: u16,
+    destination: Destination,
     factory: Rc<dyn ClientFactory>,
     factory_key: usize,
     options: ConnectOptions,
@@ -454,12 +491,40 @@ struct Attempt {
     connector: Rc<ConnectorInner>,
     socket: RefCell<Option<Socket>>,
     fd: Cell<RawFd>,
-    address: Cell<Option<SocketAddr>>,
+    /// The address being connected to, once resolved.
+    peer: RefCell<Option<Address>>,
     timeout: RefCell<Option<DelayedCall>>,
     done: Cell<bool>,
 }
 
+/// How long to wait before trying again when a UNIX socket's backlog is full (`EAGAIN`).
+const UNIX_RETRY: Duration = Duration::from_millis(10);
+
 impl Connector {
+    /// Makes a connector for `destination` and starts connecting.
+    pub(crate) fn start<F: ClientFactory>(
+        reactor: &Reactor,
+        destination: Destination,
+        factory: Rc<F>,
+        options: ConnectOptions,
+    ) -> Connector {
+        let key = factory_key(&factory);
+        let factory: Rc<dyn ClientFactory> = factory;
+        let connector = Connector(Rc::new(ConnectorInner {
+            reactor: reactor.clone(),
+            destination,
+            factory,
+            factory_key: key,
+            options,
+            state: Cell::new(ConnectorState::Disconnected),
+            attempt: RefCell::new(None),
+            connection: RefCell::new(None),
+            factory_active: Cell::new(false),
+        }));
+        connector.connect();
+        connector
+    }
+
     /// Starts connecting (again) (Twisted's `connect`): after a failure or a lost
     /// connection, this is how to retry or reconnect.
     ///
@@ -484,42 +549,57 @@ impl Connector {
             connector: inner.clone(),
             socket: RefCell::new(None),
             fd: Cell::new(-1),
-            address: Cell::new(None),
+            peer: RefCell::new(None),
             timeout: RefCell::new(None),
             done: Cell::new(false),
         });
         *inner.attempt.borrow_mut() = Some(attempt.clone());
         if let Some(timeout) = inner.options.timeout {
             let a = attempt.clone();
-            let address = format!("{}:{}", inner.host, inner.port);
+            let address = self.destination();
             let call = inner.reactor.call_later(timeout, move || {
                 a.fail(ConnectTimeout { address, timeout }.into());
             });
             *attempt.timeout.borrow_mut() = Some(call);
         }
         inner.factory.started_connecting(self);
-        match inner.host.parse::<IpAddr>() {
+        let (host, port) = match &inner.destination {
+            Destination::Tcp { host, port } => (host.clone(), *port),
+            Destination::Unix(path) => {
+                let a = attempt.clone();
+                let path = path.clone();
+                inner.reactor.call_later(
+                    Duration::ZERO,
+                    move || match super::unix::unix_sock_addr(&path) {
+                        Ok((target, name)) => a.start(target, Address::Unix(Some(name))),
+                        Err(err) => a.fail(Failure::new(err)),
+                    },
+                );
+                return;
+            }
+        };
+        match host.parse::<IpAddr>() {
             Ok(ip) => {
                 let a = attempt.clone();
-                let address = SocketAddr::new(ip, inner.port);
-                inner
-                    .reactor
-                    .call_later(Duration::ZERO, move || a.start(address));
+                let address = SocketAddr::new(ip, port);
+                inner.reactor.call_later(Duration::ZERO, move || {
+                    a.start(SockAddr::from(address), Address::Tcp(address))
+                });
             }
             Err(_) => {
-                let host = inner.host.clone();
-                let port = inner.port;
                 let a = attempt.clone();
+                let name = host.clone();
                 let resolved = inner.reactor.defer_to_thread(move || {
-                    (host.as_str(), port)
+                    (name.as_str(), port)
                         .to_socket_addrs()
                         .map(|mut addrs| addrs.next())
                         .map_err(|e| e.to_string())
                 });
-                let host = inner.host.clone();
                 drop(resolved.map(move |result| {
                     match result {
-                        Ok(Some(address)) => a.start(address),
+                        Ok(Some(address)) => {
+                            a.start(SockAddr::from(address), Address::Tcp(address))
+                        }
                         Ok(None) => a.fail(
                             DnsLookupError {
                                 host,
@@ -561,10 +641,13 @@ impl Connector {
         }
     }
 
-    /// Where this connector connects to (Twisted's `getDestination`): the resolved address
-    /// once known, else the name.
+    /// Where this connector connects to (Twisted's `getDestination`): `host:port` as given
+    /// for TCP, the socket path for UNIX.
     pub fn destination(&self) -> String {
-        format!("{}:{}", self.0.host, self.0.port)
+        match &self.0.destination {
+            Destination::Tcp { host, port } => format!("{host}:{port}"),
+            Destination::Unix(path) => path.display().to_string(),
+        }
     }
 
     /// The connector's state.
@@ -624,29 +707,40 @@ impl fmt::Debug for Connector {
 }
 
 impl Attempt {
-    fn start(self: Rc<Self>, address: SocketAddr) {
+    /// Connects a new socket to `target`, whose address is `peer`.
+    fn start(self: Rc<Self>, target: SockAddr, peer: Address) {
         if self.done.get() {
             return;
         }
         let connector = self.connector.clone();
-        self.address.set(Some(address));
+        *self.peer.borrow_mut() = Some(peer.clone());
+        let unix = matches!(peer, Address::Unix(_));
         let socket = match Socket::new(
-            Domain::for_address(address),
+            Domain::from(i32::from(target.family())),
             Type::STREAM.nonblocking().cloexec(),
-            Some(SockProtocol::TCP),
+            (!unix).then_some(SockProtocol::TCP),
         ) {
             Ok(s) => s,
             Err(err) => return self.fail(Failure::new(err)),
         };
         if let Some(bind) = connector.options.bind_address
+            && !unix
             && let Err(err) = socket.bind(&SockAddr::from(bind))
         {
             return self.fail(Failure::new(err));
         }
-        match socket.connect(&SockAddr::from(address)) {
+        match socket.connect(&target) {
             Ok(()) => {}
             Err(err) if err.raw_os_error() == Some(libc::EINPROGRESS) => {}
-            Err(err) => return self.fail(connect_error(err, address)),
+            Err(err) if unix && err.raw_os_error() == Some(libc::EAGAIN) => {
+                // The listener's backlog is full: a UNIX connect does not wait in the
+                // kernel as TCP's does, so try again shortly (the timeout still applies).
+                drop(socket);
+                let reactor = connector.reactor.clone();
+                reactor.call_later(UNIX_RETRY, move || self.start(target, peer));
+                return;
+            }
+            Err(err) => return self.fail(connect_error(err, &peer)),
         }
         self.fd.set(socket.as_raw_fd());
         *self.socket.borrow_mut() = Some(socket);
@@ -667,18 +761,27 @@ impl Attempt {
         }
         *inner.attempt.borrow_mut() = None;
         let peer = self
-            .address
-            .get()
-            .unwrap_or_else(|| SocketAddr::from(([0, 0, 0, 0], 0)));
-        let host = socket
-            .local_addr()
-            .ok()
-            .and_then(|a| a.as_socket())
-            .unwrap_or_else(|| SocketAddr::from(([0, 0, 0, 0], 0)));
+            .peer
+            .borrow_mut()
+            .take()
+            .unwrap_or_else(|| Address::Tcp(SocketAddr::from(([0, 0, 0, 0], 0))));
+        let host = match &peer {
+            Address::Unix(_) => socket
+                .local_addr()
+                .map(|a| super::unix::unix_address_of(&a))
+                .unwrap_or(Address::Unix(None)),
+            _ => Address::Tcp(
+                socket
+                    .local_addr()
+                    .ok()
+                    .and_then(|a| a.as_socket())
+                    .unwrap_or_else(|| SocketAddr::from(([0, 0, 0, 0], 0))),
+            ),
+        };
         let connector = Connector::from_inner(&inner);
         let factory = inner.factory.clone();
         let built = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
-            factory.clone().build_protocol(&Address::Tcp(peer))
+            factory.clone().build_protocol(&peer)
         }));
         let protocol = match built {
             Ok(Some(p)) => p,
@@ -699,13 +802,7 @@ impl Attempt {
         };
         inner.state.set(ConnectorState::Connected);
         let ended: Rc<dyn ConnectionEnded> = Rc::new(connector);
-        let conn = Connection::new(
-            &inner.reactor,
-            socket,
-            Address::Tcp(peer),
-            Address::Tcp(host),
-            Some(ended),
-        );
+        let conn = Connection::new(&inner.reactor, socket, peer, host, Some(ended));
         *inner.connection.borrow_mut() = Some(Rc::downgrade(&conn));
         conn.start(protocol);
     }
@@ -732,10 +829,10 @@ impl Attempt {
     }
 }
 
-fn connect_error(err: io::Error, address: SocketAddr) -> Failure {
+fn connect_error(err: io::Error, address: &Address) -> Failure {
     if err.raw_os_error() == Some(libc::ECONNREFUSED) {
         ConnectionRefused {
-            address: address.to_string(),
+            address: address_label(address),
         }
         .into()
     } else {
@@ -755,8 +852,9 @@ impl FileDescriptor for Attempt {
             .borrow()
             .as_ref()
             .and_then(|sock| sock.take_error().ok().flatten());
-        match (error, self.address.get()) {
-            (Some(err), Some(address)) => self.fail(connect_error(err, address)),
+        let peer = self.peer.borrow().clone();
+        match (error, peer) {
+            (Some(err), Some(peer)) => self.fail(connect_error(err, &peer)),
             _ => self.fail(reason),
         }
     }
@@ -768,10 +866,11 @@ impl WriteDescriptor for Attempt {
             Some(sock) => sock.take_error(),
             None => return Ok(()),
         };
-        let address = self
-            .address
-            .get()
-            .unwrap_or_else(|| SocketAddr::from(([0, 0, 0, 0], 0)));
+        let peer = self
+            .peer
+            .borrow()
+            .clone()
+            .unwrap_or_else(|| Address::Tcp(SocketAddr::from(([0, 0, 0, 0], 0))));
         match error {
             Ok(None) => {
                 // `self` is registered as an `Rc`; find it again to hand on.
@@ -780,7 +879,7 @@ impl WriteDescriptor for Attempt {
                     me.connected();
                 }
             }
-            Ok(Some(err)) | Err(err) => self.fail(connect_error(err, address)),
+            Ok(Some(err)) | Err(err) => self.fail(connect_error(err, &peer)),
         }
         Ok(())
     }
