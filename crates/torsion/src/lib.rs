@@ -10,12 +10,16 @@
 //!   for blocking work.
 //! - [`reactor`] (`twisted.internet.reactor`): the event loop; for now its readiness
 //!   backends, [`reactor::backend`] (`epollreactor`, `pollreactor`).
+//! - [`task`] (`twisted.internet.task`): [`LoopingCall`](task::LoopingCall),
+//!   [`defer_later`](task::defer_later), [`Cooperator`](task::Cooperator) and
+//!   [`react`](task::react).
 #![warn(missing_docs)]
 
 pub mod defer;
 pub mod error;
 mod executor;
 pub mod reactor;
+pub mod task;
 pub mod testing;
 pub mod threads;
 pub mod time;
