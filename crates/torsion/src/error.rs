@@ -99,6 +99,13 @@ simple_error!(
 );
 
 simple_error!(
+    /// `resume` was called on a cooperative task that is not paused (Twisted's
+    /// `task.TaskNotPaused`).
+    TaskNotPaused,
+    "the cooperative task is not paused: resume() must match an earlier pause()"
+);
+
+simple_error!(
     /// A task was given to a `Cooperator` that has been stopped
     /// (Twisted's `task.SchedulerStopped`).
     SchedulerStopped,

@@ -17,6 +17,11 @@
 //! - [`testing`] (`twisted.internet.testing`, `twisted.test.iosim`, trial): StringTransport,
 //!   AccumulatingProtocol, an in-memory pump between two protocols, MemoryReactor, and the
 //!   test runner behind `#[torsion::test]`.
+//! - [`protocol`] and [`net`] (`twisted.internet.protocol`, `tcp`, `udp`, `unix`): protocols,
+//!   factories, transports and the TCP, UDP and UNIX socket implementations.
+//! - [`task`] (`twisted.internet.task`): [`LoopingCall`](task::LoopingCall),
+//!   [`defer_later`](task::defer_later), [`Cooperator`](task::Cooperator) and
+//!   [`react`](task::react).
 #![warn(missing_docs)]
 
 #[doc = include_str!("../../../README.md")]
@@ -30,6 +35,7 @@ pub mod net;
 pub mod protocol;
 pub mod protocols;
 pub mod reactor;
+pub mod task;
 pub mod testing;
 pub mod threads;
 pub mod time;
