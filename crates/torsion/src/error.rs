@@ -480,3 +480,12 @@ impl fmt::Display for StringTooLong {
 }
 
 impl std::error::Error for StringTooLong {}
+
+simple_error!(
+    /// A consumer asked a producer to stop before it had finished, typically because the
+    /// connection closed during a transfer (Twisted's `FileSender` fails with "Consumer
+    /// asked us to stop producing").
+    ProducerStopped,
+    "the consumer asked the producer to stop producing: the connection closed before the \
+     transfer finished"
+);
