@@ -535,3 +535,11 @@ impl std::error::Error for MulticastJoinError {
         Some(&self.source)
     }
 }
+simple_error!(
+    /// A consumer asked a producer to stop before it had finished, typically because the
+    /// connection closed during a transfer (Twisted's `FileSender` fails with "Consumer
+    /// asked us to stop producing").
+    ProducerStopped,
+    "the consumer asked the producer to stop producing: the connection closed before the \
+     transfer finished"
+);

@@ -12,8 +12,9 @@
 //!   backends, [`reactor::backend`] (`epollreactor`, `pollreactor`).
 //! - [`time`] (`IReactorTime`, `DelayedCall`, `task.Clock`): delayed calls, and a clock for
 //!   tests.
-//! - [`protocols`] (`twisted.protocols`): protocols over transports; so far the framers of
-//!   `twisted.protocols.basic` (lines, netstrings, length-prefixed strings).
+//! - [`protocols`] (`twisted.protocols`): protocols over transports; so far
+//!   `twisted.protocols.basic` (line, netstring and length-prefixed receivers, `FileSender`)
+//!   and its sans-I/O framers.
 //! - [`testing`] (`twisted.internet.testing`, `twisted.test.iosim`, trial): StringTransport,
 //!   AccumulatingProtocol, an in-memory pump between two protocols, MemoryReactor, and the
 //!   test runner behind `#[torsion::test]`.
