@@ -12,6 +12,10 @@
 //!   backends, [`reactor::backend`] (`epollreactor`, `pollreactor`).
 //! - [`time`] (`IReactorTime`, `DelayedCall`, `task.Clock`): delayed calls, and a clock for
 //!   tests.
+//! - [`protocol`] (`twisted.internet.protocol`): protocols, factories, client factories
+//!   and the reconnecting client factory.
+//! - [`endpoints`] (`twisted.internet.endpoints`): where to listen and connect, as values
+//!   and as `"tcp:8080"`-style strings; Happy Eyeballs connections to host names.
 //! - [`protocols`] (`twisted.protocols`): protocols over transports; so far the framers of
 //!   `twisted.protocols.basic` (lines, netstrings, length-prefixed strings).
 #![warn(missing_docs)]
@@ -21,6 +25,7 @@
 pub struct ReadmeDoctests;
 
 pub mod defer;
+pub mod endpoints;
 pub mod error;
 mod executor;
 pub mod net;
