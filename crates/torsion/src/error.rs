@@ -543,3 +543,164 @@ simple_error!(
     "the consumer asked the producer to stop producing: the connection closed before the \
      transfer finished"
 );
+simple_error!(
+    /// A connection was made but the factory built no protocol for it, so the connection
+    /// was closed (Twisted's `error.NoProtocol`).
+    NoProtocol,
+    "the factory built no protocol for the connection (build_protocol returned None)"
+);
+
+/// An endpoint description string (`"tcp:8080:interface=127.0.0.1"`) could not be parsed
+/// (Twisted's `serverFromString` and `clientFromString` raise `ValueError`). It names the
+/// description and the [problem](EndpointSyntaxProblem).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct EndpointSyntaxError {
+    /// The description as given.
+    pub description: String,
+    /// What is wrong with it.
+    pub problem: EndpointSyntaxProblem,
+}
+
+impl fmt::Display for EndpointSyntaxError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(
+            f,
+            "invalid endpoint description {:?}: {}",
+            self.description, self.problem
+        )
+    }
+}
+
+impl std::error::Error for EndpointSyntaxError {}
+
+/// What is wrong with an endpoint description; see [`EndpointSyntaxError`]. `endpoint` is
+/// the endpoint type as written (`tcp`, `unix`, …).
+#[derive(Debug, Clone, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum EndpointSyntaxProblem {
+    /// The description is empty: it names no endpoint type.
+    Empty,
+    /// A backslash ends the description, escaping nothing.
+    TrailingBackslash,
+    /// No parser knows this endpoint type.
+    UnknownType(String),
+    /// A keyword argument the endpoint type does not take.
+    UnknownKeyword {
+        /// The endpoint type.
+        endpoint: String,
+        /// The keyword.
+        keyword: String,
+        /// The arguments the type takes, comma-separated.
+        accepted: String,
+    },
+    /// More positional arguments than the endpoint type takes.
+    TooManyArguments {
+        /// The endpoint type.
+        endpoint: String,
+        /// How many were given.
+        given: usize,
+        /// How many it takes.
+        max: usize,
+    },
+    /// An argument was given twice (by position and by keyword, or twice by keyword).
+    DuplicateArgument {
+        /// The endpoint type.
+        endpoint: String,
+        /// The argument.
+        argument: String,
+    },
+    /// A required argument is missing.
+    MissingArgument {
+        /// The endpoint type.
+        endpoint: String,
+        /// The argument.
+        argument: String,
+    },
+    /// An argument's value is malformed.
+    BadValue {
+        /// The endpoint type.
+        endpoint: String,
+        /// The argument.
+        argument: String,
+        /// The value as given.
+        value: String,
+        /// What was expected instead.
+        expected: String,
+    },
+    /// Anything else, in the words of the endpoint type's parser.
+    Invalid {
+        /// The endpoint type.
+        endpoint: String,
+        /// What is wrong.
+        message: String,
+    },
+}
+
+impl fmt::Display for EndpointSyntaxProblem {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        use EndpointSyntaxProblem::*;
+        match self {
+            Empty => f.write_str("it is empty: expected an endpoint type such as tcp or unix"),
+            TrailingBackslash => f.write_str("it ends with a backslash, which escapes nothing"),
+            UnknownType(name) => write!(f, "unknown endpoint type {name:?}"),
+            UnknownKeyword {
+                endpoint,
+                keyword,
+                accepted,
+            } => write!(
+                f,
+                "unknown keyword {keyword:?} for {endpoint}: it takes {accepted}"
+            ),
+            TooManyArguments {
+                endpoint,
+                given,
+                max,
+            } => write!(
+                f,
+                "too many positional arguments for {endpoint}: {given} given, at most {max} \
+                 taken (name the others, as key=value)"
+            ),
+            DuplicateArgument { endpoint, argument } => {
+                write!(f, "{argument} is given twice for {endpoint}")
+            }
+            MissingArgument { endpoint, argument } => {
+                write!(f, "{endpoint} needs {argument}")
+            }
+            BadValue {
+                endpoint,
+                argument,
+                value,
+                expected,
+            } => write!(
+                f,
+                "bad {argument} {value:?} for {endpoint}: expected {expected}"
+            ),
+            Invalid { endpoint, message } => write!(f, "{endpoint}: {message}"),
+        }
+    }
+}
+
+impl std::error::Error for EndpointSyntaxProblem {}
+
+/// An endpoint needs a transport this build of torsion does not offer yet, for example
+/// UNIX sockets before their module exists; the description parsed, but the endpoint
+/// cannot listen or connect.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct EndpointUnavailable {
+    /// The endpoint type (`unix`, `systemd`, …).
+    pub endpoint: String,
+    /// What is missing, in words (`"unix sockets"`).
+    pub missing: String,
+}
+
+impl fmt::Display for EndpointUnavailable {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(
+            f,
+            "the {} endpoint is unavailable: this build has no {}",
+            self.endpoint, self.missing
+        )
+    }
+}
+
+impl std::error::Error for EndpointUnavailable {}

@@ -19,7 +19,10 @@
 //!   AccumulatingProtocol, an in-memory pump between two protocols, MemoryReactor, and the
 //!   test runner behind `#[torsion::test]`.
 //! - [`protocol`] and [`net`] (`twisted.internet.protocol`, `tcp`, `udp`, `unix`): protocols,
-//!   factories, transports and the TCP, UDP and UNIX socket implementations.
+//!   factories (the reconnecting one too), transports and the TCP, UDP and UNIX socket
+//!   implementations.
+//! - [`endpoints`] (`twisted.internet.endpoints`): where to listen and connect, as values
+//!   and as `"tcp:8080"`-style strings; Happy Eyeballs connections to host names.
 //! - [`task`] (`twisted.internet.task`): [`LoopingCall`](task::LoopingCall),
 //!   [`defer_later`](task::defer_later), [`Cooperator`](task::Cooperator) and
 //!   [`react`](task::react).
@@ -30,6 +33,7 @@
 pub struct ReadmeDoctests;
 
 pub mod defer;
+pub mod endpoints;
 pub mod error;
 mod executor;
 pub mod net;

@@ -40,11 +40,17 @@
 //! Invariant: the reactor never calls into a protocol while that protocol is running; what
 //! a protocol causes from inside a callback (`lose_connection`, …) is delivered afterwards.
 
+use std::cell::{Cell, RefCell};
+use std::fmt;
 use std::net::SocketAddr;
-use std::rc::Rc;
+use std::rc::{Rc, Weak};
+use std::time::Duration;
 
-use crate::defer::Failure;
+use crate::defer::{Deferred, Failure};
+use crate::net::tcp::{Connector, ConnectorState};
 use crate::net::{Address, Transport};
+use crate::reactor::Reactor;
+use crate::time::{DelayedCall, ReactorTime};
 
 /// What a connection does with its events (Twisted's `Protocol` with `IProtocol`).
 ///
@@ -201,4 +207,436 @@ pub trait DatagramProtocol: 'static {
     /// other end (an ICMP port unreachable; Twisted's `connectionRefused`). Delivered from
     /// the loop, never from inside `write`.
     fn connection_refused(&mut self) {}
+}
+// ===== reconnecting =====
+
+/// How a [`ReconnectingClientFactory`] spaces its attempts: Twisted's class attributes
+/// `initialDelay`, `maxDelay`, `factor`, `jitter` and `maxRetries`, with their defaults.
+///
+/// After each failure the delay is drawn from a normal distribution around the current
+/// delay (standard deviation `delay * jitter`), the reconnection is scheduled after it, and
+/// the delay grows by `factor`, up to `max_delay`.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct Backoff {
+    /// The delay before the first reconnection (1 s).
+    pub initial_delay: Duration,
+    /// The longest delay between attempts (3600 s). As in Twisted, jitter may take one
+    /// delay slightly past it.
+    pub max_delay: Duration,
+    /// How much the delay grows after each attempt (e, 2.718…).
+    pub factor: f64,
+    /// The standard deviation of the random part, as a fraction of the delay (0.1196…, so
+    /// that clients restarted together do not all reconnect at once); 0 turns it off.
+    pub jitter: f64,
+    /// Give up after this many consecutive failed attempts (`None`: never).
+    pub max_retries: Option<u32>,
+}
+
+impl Default for Backoff {
+    fn default() -> Self {
+        Backoff {
+            initial_delay: Duration::from_secs(1),
+            max_delay: Duration::from_secs(3600),
+            factor: std::f64::consts::E,
+            jitter: 0.119626565582,
+            max_retries: None,
+        }
+    }
+}
+
+/// A client factory that reconnects when a connection fails or is lost, waiting longer
+/// after each failure (Twisted's `ReconnectingClientFactory`).
+///
+/// It wraps the factory `F` that builds the protocols: protocols and the other factory
+/// methods are `F`'s, and after `F`'s `client_connection_failed` or
+/// `client_connection_lost` it calls `connector.connect()` again after the
+/// [`Backoff`]'s delay, on the clock it was given (the reactor, or a
+/// [`Clock`](crate::time::Clock) in tests).
+///
+/// As in Twisted, the protocol should call [`reset_delay`](Self::reset_delay) once its
+/// connection is made, so the next outage starts again from the initial delay. The factory
+/// is shared as an `Rc`; build the inner factory with
+/// [`new_cyclic`](Self::new_cyclic) to hand it a `Weak` link back, which it passes on to
+/// each protocol:
+///
+/// # Examples
+///
+/// ```
+/// use std::rc::{Rc, Weak};
+/// use torsion::Reactor;
+/// use torsion::net::{Address, Transport};
+/// use torsion::protocol::{ClientFactory, Factory, Protocol, ReconnectingClientFactory};
+///
+/// type Reconnecting = ReconnectingClientFactory<ChatFactory>;
+///
+/// struct ChatFactory {
+///     reconnecting: Weak<Reconnecting>,
+/// }
+///
+/// struct Chat {
+///     reconnecting: Weak<Reconnecting>,
+/// }
+///
+/// impl Protocol for Chat {
+///     fn connection_made(&mut self, transport: Transport) {
+///         // Connected: the next outage starts again from a short delay.
+///         if let Some(factory) = self.reconnecting.upgrade() {
+///             factory.reset_delay();
+///         }
+///         transport.write(b"hello\r\n");
+///     }
+/// }
+///
+/// impl Factory for ChatFactory {
+///     fn build_protocol(self: Rc<Self>, _addr: &Address) -> Option<Box<dyn Protocol>> {
+///         Some(Box::new(Chat { reconnecting: self.reconnecting.clone() }))
+///     }
+/// }
+///
+/// impl ClientFactory for ChatFactory {}
+///
+/// let reactor = Reactor::new().unwrap();
+/// let factory = Reconnecting::new_cyclic(&reactor, |me| ChatFactory {
+///     reconnecting: me.clone(),
+/// });
+/// let _connector = reactor.connect_tcp("127.0.0.1", 6667, factory.clone());
+/// // ... reactor.run(); later, to give up:
+/// factory.stop_trying();
+/// ```
+pub struct ReconnectingClientFactory<F> {
+    inner: Rc<F>,
+    me: Weak<ReconnectingClientFactory<F>>,
+    clock: Rc<dyn ReactorTime>,
+    backoff: Cell<Backoff>,
+    /// The next delay before jitter, in seconds (Twisted's `delay`).
+    delay: Cell<f64>,
+    retries: Cell<u32>,
+    continue_trying: Cell<bool>,
+    /// The scheduled reconnection (Twisted's `_callID`).
+    call: RefCell<Option<DelayedCall>>,
+    /// The connector while an attempt is in progress, for `stop_trying`. Cleared once the
+    /// attempt ends, so the factory and its connector do not keep each other alive.
+    connector: RefCell<Option<Connector>>,
+    normal: RefCell<Box<dyn FnMut() -> f64>>,
+}
+
+impl<F: ClientFactory> ReconnectingClientFactory<F> {
+    /// Wraps `inner`, scheduling reconnections on `clock` (the reactor, or a
+    /// [`Clock`](crate::time::Clock) in tests), with the default [`Backoff`].
+    pub fn new<C: ReactorTime + Clone + 'static>(clock: &C, inner: Rc<F>) -> Rc<Self> {
+        Self::build(clock, |_| inner)
+    }
+
+    /// Like [`new`](Self::new), with the inner factory built by `make`, which gets a `Weak`
+    /// link to the reconnecting factory to keep (for protocols to call
+    /// [`reset_delay`](Self::reset_delay) through). The link cannot be upgraded inside
+    /// `make`.
+    pub fn new_cyclic<C: ReactorTime + Clone + 'static>(
+        clock: &C,
+        make: impl FnOnce(&Weak<Self>) -> F,
+    ) -> Rc<Self> {
+        Self::build(clock, |me| Rc::new(make(me)))
+    }
+
+    fn build<C: ReactorTime + Clone + 'static>(
+        clock: &C,
+        make: impl FnOnce(&Weak<Self>) -> Rc<F>,
+    ) -> Rc<Self> {
+        let clock: Rc<dyn ReactorTime> = Rc::new(clock.clone());
+        let backoff = Backoff::default();
+        Rc::new_cyclic(|me| ReconnectingClientFactory {
+            inner: make(me),
+            me: me.clone(),
+            clock,
+            backoff: Cell::new(backoff),
+            delay: Cell::new(backoff.initial_delay.as_secs_f64()),
+            retries: Cell::new(0),
+            continue_trying: Cell::new(true),
+            call: RefCell::new(None),
+            connector: RefCell::new(None),
+            normal: RefCell::new(Box::new({
+                let mut source = NormalSource::seeded();
+                move || source.sample()
+            })),
+        })
+    }
+
+    /// The wrapped factory.
+    pub fn inner(&self) -> &Rc<F> {
+        &self.inner
+    }
+
+    /// The backoff policy in force.
+    pub fn backoff(&self) -> Backoff {
+        self.backoff.get()
+    }
+
+    /// Sets the backoff policy (Twisted sets the class attributes). Before the first retry,
+    /// the next delay becomes the new `initial_delay`; later, it takes effect from the next
+    /// [`reset_delay`](Self::reset_delay) (the growth and limits apply at once).
+    pub fn set_backoff(&self, backoff: Backoff) {
+        self.backoff.set(backoff);
+        if self.retries.get() == 0 {
+            self.delay.set(backoff.initial_delay.as_secs_f64());
+        }
+    }
+
+    /// Replaces the source of randomness for the jitter: `sample` returns draws from the
+    /// standard normal distribution (mean 0, standard deviation 1). The default is a small
+    /// generator seeded from the time; tests inject a fixed sequence.
+    pub fn set_normal_source(&self, sample: impl FnMut() -> f64 + 'static) {
+        *self.normal.borrow_mut() = Box::new(sample);
+    }
+
+    /// How many attempts have failed in a row since the last success (Twisted's `retries`).
+    pub fn retries(&self) -> u32 {
+        self.retries.get()
+    }
+
+    /// The delay the next retry starts from, before jitter (Twisted's `delay`).
+    pub fn delay(&self) -> Duration {
+        Duration::from_secs_f64(self.delay.get())
+    }
+
+    /// Whether it will still reconnect (Twisted's `continueTrying`).
+    pub fn continue_trying(&self) -> bool {
+        self.continue_trying.get()
+    }
+
+    /// Whether a reconnection is scheduled and not yet made.
+    pub fn retry_pending(&self) -> bool {
+        self.call.borrow().as_ref().is_some_and(DelayedCall::active)
+    }
+
+    /// Call after a successful connection, typically from the protocol's `connection_made`:
+    /// the delay goes back to `initial_delay` and the count of retries to 0, and trying is
+    /// on again (Twisted's `resetDelay`).
+    pub fn reset_delay(&self) {
+        self.delay
+            .set(self.backoff.get().initial_delay.as_secs_f64());
+        self.retries.set(0);
+        self.continue_trying.set(true);
+    }
+
+    /// Stops reconnecting (Twisted's `stopTrying`): a scheduled reconnection is cancelled,
+    /// an attempt in progress is stopped, and a connection that is up stays up but is not
+    /// remade once lost.
+    pub fn stop_trying(&self) {
+        let call = self.call.borrow_mut().take();
+        if let Some(call) = call {
+            let _ = call.cancel();
+        }
+        self.continue_trying.set(false);
+        let connector = self.connector.borrow_mut().take();
+        if let Some(connector) = connector {
+            connector.stop_connecting();
+        }
+    }
+
+    /// Has `connector` connect again after the next delay (Twisted's `retry`); called on
+    /// every failure or loss while trying. Does nothing after
+    /// [`stop_trying`](Self::stop_trying), or once `max_retries` attempts in a row failed.
+    pub fn retry(&self, connector: &Connector) {
+        if !self.continue_trying.get() {
+            tracing::debug!(target: "torsion::protocol", "abandoning {connector:?} on request");
+            return;
+        }
+        let backoff = self.backoff.get();
+        let retries = self.retries.get().saturating_add(1);
+        self.retries.set(retries);
+        if backoff.max_retries.is_some_and(|max| retries > max) {
+            tracing::info!(
+                target: "torsion::protocol",
+                "abandoning {connector:?} after {retries} retries"
+            );
+            return;
+        }
+        let mut delay = self.delay.get();
+        if backoff.jitter != 0.0 {
+            // Take the source out while it runs: it may be user code.
+            let mut sample = self.normal.replace(Box::new(|| 0.0));
+            let z = sample();
+            *self.normal.borrow_mut() = sample;
+            delay += delay * backoff.jitter * z;
+        }
+        if !delay.is_finite() || delay < 0.0 {
+            delay = 0.0;
+        }
+        tracing::debug!(
+            target: "torsion::protocol",
+            "{connector:?} will retry in {delay:.3} seconds"
+        );
+        let me = self.me.clone();
+        let connector = connector.clone();
+        let call = self.clock.call_later_boxed(
+            Duration::from_secs_f64(delay),
+            Box::new(move || {
+                if let Some(me) = me.upgrade() {
+                    let call = me.call.borrow_mut().take();
+                    drop(call);
+                }
+                // The user may have reconnected by hand meanwhile.
+                if connector.state() == ConnectorState::Disconnected {
+                    connector.connect();
+                }
+            }),
+        );
+        let previous = self.call.borrow_mut().replace(call);
+        if let Some(previous) = previous {
+            let _ = previous.cancel();
+        }
+        self.delay
+            .set((delay * backoff.factor).min(backoff.max_delay.as_secs_f64()));
+    }
+}
+
+impl<F: ClientFactory> Factory for ReconnectingClientFactory<F> {
+    fn build_protocol(self: Rc<Self>, addr: &Address) -> Option<Box<dyn Protocol>> {
+        // The attempt succeeded: forget the connector (see `connector`).
+        let connector = self.connector.borrow_mut().take();
+        drop(connector);
+        self.inner.clone().build_protocol(addr)
+    }
+
+    fn start_factory(&self) {
+        self.inner.start_factory();
+    }
+
+    fn stop_factory(&self) {
+        self.inner.stop_factory();
+    }
+}
+
+impl<F: ClientFactory> ClientFactory for ReconnectingClientFactory<F> {
+    fn started_connecting(&self, connector: &Connector) {
+        *self.connector.borrow_mut() = Some(connector.clone());
+        self.inner.started_connecting(connector);
+    }
+
+    fn client_connection_failed(&self, connector: &Connector, reason: Failure) {
+        let attempt = self.connector.borrow_mut().take();
+        drop(attempt);
+        self.inner.client_connection_failed(connector, reason);
+        if self.continue_trying.get() {
+            self.retry(connector);
+        }
+    }
+
+    fn client_connection_lost(&self, connector: &Connector, reason: Failure) {
+        let attempt = self.connector.borrow_mut().take();
+        drop(attempt);
+        self.inner.client_connection_lost(connector, reason);
+        if self.continue_trying.get() {
+            self.retry(connector);
+        }
+    }
+}
+
+impl<F> fmt::Debug for ReconnectingClientFactory<F> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("ReconnectingClientFactory")
+            .field("backoff", &self.backoff.get())
+            .field("delay", &self.delay.get())
+            .field("retries", &self.retries.get())
+            .field("continue_trying", &self.continue_trying.get())
+            .finish_non_exhaustive()
+    }
+}
+
+/// Standard normal draws for the jitter: splitmix64 seeded from the time, through the
+/// Box–Muller transform. Not for cryptography; only to spread reconnections out.
+struct NormalSource {
+    state: u64,
+}
+
+impl NormalSource {
+    fn seeded() -> NormalSource {
+        static COUNTER: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
+        let nanos = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map(|d| d.as_nanos() as u64)
+            .unwrap_or(0);
+        let n = COUNTER.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        NormalSource {
+            state: nanos ^ n.wrapping_mul(0x9E37_79B9_7F4A_7C15) ^ u64::from(std::process::id()),
+        }
+    }
+
+    fn next_u64(&mut self) -> u64 {
+        self.state = self.state.wrapping_add(0x9E37_79B9_7F4A_7C15);
+        let mut z = self.state;
+        z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
+        z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
+        z ^ (z >> 31)
+    }
+
+    /// Uniform in (0, 1].
+    fn uniform(&mut self) -> f64 {
+        ((self.next_u64() >> 11) as f64 + 1.0) / (1u64 << 53) as f64
+    }
+
+    /// One draw from the standard normal distribution (Box–Muller).
+    fn sample(&mut self) -> f64 {
+        let (u1, u2) = (self.uniform(), self.uniform());
+        (-2.0 * u1.ln()).sqrt() * (std::f64::consts::TAU * u2).cos()
+    }
+}
+
+/// Connects `protocol` itself to `host:port` over TCP, with no factory to write (Twisted's
+/// `connectProtocol(endpoint, protocol)` over a `TCP4ClientEndpoint`; for any endpoint, see
+/// [`endpoints::connect_protocol`](crate::endpoints::connect_protocol)).
+///
+/// The protocol is moved into the connection, which owns it from then on, so the Deferred
+/// fires with the connection's [`Transport`] once `connection_made` has run, rather than
+/// with the protocol as in Twisted. To reach the protocol's state afterwards, share it:
+/// give the protocol an `Rc<RefCell<..>>` or a [`Resolver`](crate::Resolver) before
+/// connecting. The Deferred fails as the connection attempt does (refused, timed out after
+/// 30 s, the name did not resolve), and cancelling it stops the attempt.
+///
+/// # Examples
+///
+/// ```
+/// use torsion::Reactor;
+/// use torsion::net::Transport;
+/// use torsion::protocol::{connect_protocol, Protocol};
+///
+/// struct Hello;
+///
+/// impl Protocol for Hello {
+///     fn connection_made(&mut self, transport: Transport) {
+///         transport.write(b"hello\r\n");
+///     }
+/// }
+///
+/// let reactor = Reactor::new().unwrap();
+/// let connected = connect_protocol(&reactor, "127.0.0.1", 7, Hello);
+/// let _done = connected.map(|transport| transport.lose_connection());
+/// ```
+pub fn connect_protocol<P: Protocol>(
+    reactor: &Reactor,
+    host: &str,
+    port: u16,
+    protocol: P,
+) -> Deferred<Transport> {
+    let endpoint = crate::endpoints::TcpClientEndpoint::new(reactor, host, port);
+    crate::endpoints::connect_protocol(&endpoint, protocol)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::NormalSource;
+
+    #[test]
+    fn the_jitter_source_is_standard_normal() {
+        let mut source = NormalSource { state: 42 };
+        let n = 20_000;
+        let draws: Vec<f64> = (0..n).map(|_| source.sample()).collect();
+        let mean = draws.iter().sum::<f64>() / n as f64;
+        let var = draws.iter().map(|x| (x - mean).powi(2)).sum::<f64>() / n as f64;
+        assert!(mean.abs() < 0.05, "mean {mean}");
+        assert!((var - 1.0).abs() < 0.05, "variance {var}");
+        let within_one = draws.iter().filter(|x| x.abs() < 1.0).count() as f64 / n as f64;
+        assert!((within_one - 0.6827).abs() < 0.02, "{within_one}");
+        assert!(draws.iter().all(|x| x.is_finite()));
+    }
 }
