@@ -49,4 +49,6 @@ pub(crate) struct Registration {
     pub(crate) generation: u32,
     pub(crate) reader: Option<Rc<dyn ReadDescriptor>>,
     pub(crate) writer: Option<Rc<dyn WriteDescriptor>>,
+    /// Where the descriptor was first added, for dirty-reactor reports.
+    pub(crate) added_at: &'static std::panic::Location<'static>,
 }

@@ -664,6 +664,7 @@ impl Reactor {
     /// # Errors
     ///
     /// The backend refused the descriptor (for example epoll and a regular file: `EPERM`).
+    #[track_caller]
     pub fn add_reader(&self, reader: Rc<dyn ReadDescriptor>) -> std::io::Result<()> {
         let fd = reader.fileno();
         self.update_fd(fd, |r| r.reader = Some(reader))
@@ -674,6 +675,7 @@ impl Reactor {
     /// # Errors
     ///
     /// As [`add_reader`](Reactor::add_reader).
+    #[track_caller]
     pub fn add_writer(&self, writer: Rc<dyn WriteDescriptor>) -> std::io::Result<()> {
         let fd = writer.fileno();
         self.update_fd(fd, |r| r.writer = Some(writer))
@@ -742,6 +744,7 @@ impl Reactor {
                     generation,
                     reader: None,
                     writer: None,
+                    added_at: std::panic::Location::caller(),
                 };
                 change(&mut reg);
                 let interest = interest_of(&reg);
@@ -892,7 +895,15 @@ impl Reactor {
             })
             .collect();
         for (_, reg) in self.inner.descriptors.borrow().iter() {
-            out.push(format!("descriptor {} still registered", reg.fd));
+            let what = match (&reg.reader, &reg.writer) {
+                (Some(r), _) => r.log_prefix(),
+                (None, Some(w)) => w.log_prefix(),
+                (None, None) => format!("fd {}", reg.fd),
+            };
+            out.push(format!(
+                "{what} still registered, added at {}",
+                reg.added_at
+            ));
         }
         for location in crate::executor::live_tasks() {
             out.push(format!(
