@@ -704,3 +704,63 @@ impl fmt::Display for EndpointUnavailable {
 }
 
 impl std::error::Error for EndpointUnavailable {}
+
+/// A `MultiService` already has a child with this name (Twisted's `RuntimeError` "cannot
+/// have two services with same name").
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct DuplicateServiceName {
+    /// The name both services have.
+    pub name: String,
+}
+
+impl fmt::Display for DuplicateServiceName {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(
+            f,
+            "cannot have two services named {:?} in one MultiService: rename one first",
+            self.name
+        )
+    }
+}
+
+impl std::error::Error for DuplicateServiceName {}
+
+/// The service to remove is not a child of this `MultiService` (Twisted raises
+/// `ValueError` or `KeyError`).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ServiceNotFound {
+    /// The name looked for, when removing by name.
+    pub name: Option<String>,
+}
+
+impl fmt::Display for ServiceNotFound {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match &self.name {
+            Some(name) => write!(f, "no child service named {name:?} in this MultiService"),
+            None => f.write_str("the service is not a child of this MultiService"),
+        }
+    }
+}
+
+impl std::error::Error for ServiceNotFound {}
+
+/// A service cannot be renamed while it has a parent, which knows it by its name
+/// (Twisted's `RuntimeError` "cannot change name when parent exists").
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ServiceHasParent {
+    /// The service's current name.
+    pub name: Option<String>,
+}
+
+impl fmt::Display for ServiceHasParent {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(
+            f,
+            "cannot rename service {:?} while it has a parent: remove it from its \
+             MultiService first",
+            self.name
+        )
+    }
+}
+
+impl std::error::Error for ServiceHasParent {}

@@ -26,12 +26,16 @@
 //! - [`task`] (`twisted.internet.task`): [`LoopingCall`](task::LoopingCall),
 //!   [`defer_later`](task::defer_later), [`Cooperator`](task::Cooperator) and
 //!   [`react`](task::react).
+//! - [`application`] (`twisted.application.service`, `twisted.application.internet`):
+//!   services, the `MultiService` tree and the `Application` at its root, with timer,
+//!   listening and reconnecting-client services.
 #![warn(missing_docs)]
 
 #[doc = include_str!("../../../README.md")]
 #[cfg(doctest)]
 pub struct ReadmeDoctests;
 
+pub mod application;
 pub mod defer;
 pub mod endpoints;
 pub mod error;
