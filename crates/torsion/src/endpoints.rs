@@ -23,10 +23,12 @@
 //! are unknown types). [`HostnameEndpoint`] connects to a name with several addresses the
 //! way RFC 8305 ("Happy Eyeballs") asks.
 //!
-//! UNIX sockets and adopted systemd sockets are parsed fully, into [`UnixServerSpec`],
-//! [`UnixClientSpec`] and [`SystemdSpec`], which the modules that open those sockets
-//! consume; until those modules exist, their endpoints fail with
-//! [`EndpointUnavailable`].
+//! UNIX socket endpoints listen and connect with [`Reactor::listen_unix_with`] and
+//! [`Reactor::connect_unix_with`], as [`UnixServerSpec`] and [`UnixClientSpec`] say;
+//! `systemd:` endpoints adopt a socket inherited through socket activation
+//! ([`listen_fds`]) with [`Reactor::adopt_stream_port`]. Finding an inherited socket by name
+//! (`systemd:…:name=X`, `LISTEN_FDNAMES`) is parsed but not supported yet: it fails with
+//! [`EndpointUnavailable`]. There is no `udp:` endpoint: Twisted's string syntax has none.
 //!
 //! Invariant: no user code (a factory, a protocol, a Deferred's callbacks, a registered
 //! parser) runs while a `RefCell` of this module is borrowed; state is taken out, the
@@ -37,18 +39,26 @@ use std::cell::{Cell, RefCell};
 use std::collections::{HashMap, VecDeque};
 use std::fmt;
 use std::net::{IpAddr, SocketAddr, ToSocketAddrs};
-use std::path::PathBuf;
+use std::os::fd::OwnedFd;
+use std::os::unix::ffi::OsStrExt;
+use std::path::{Path, PathBuf};
 use std::rc::{Rc, Weak};
+use std::sync::OnceLock;
 use std::time::Duration;
+
+use socket2::{Domain, SockRef};
 
 use crate::defer::{Deferred, Failure, Resolver};
 use crate::error::{
-    DnsLookupError, EndpointSyntaxError, EndpointSyntaxProblem, EndpointUnavailable,
-    InvalidArgument, NoProtocol,
+    BadFileError, DnsLookupError, EndpointSyntaxError, EndpointSyntaxProblem, EndpointUnavailable,
+    InvalidArgument, NoInheritedSocket, NoProtocol,
 };
+use crate::net::systemd::listen_fds;
 use crate::net::tcp::{
     ConnectOptions, Connector, DEFAULT_BACKLOG, DEFAULT_CONNECT_TIMEOUT, ListenOptions, Port,
 };
+use crate::net::udp::UdpPort;
+use crate::net::unix::{UnixConnectOptions, UnixListenOptions};
 use crate::net::{Address, Transport};
 use crate::protocol::{ClientFactory, Factory, Protocol};
 use crate::reactor::Reactor;
@@ -64,7 +74,7 @@ pub const DEFAULT_ATTEMPT_DELAY: Duration = Duration::from_millis(300);
 // ===== the endpoint traits =====
 
 /// What a listening port offers once listening (Twisted's `IListeningPort`): implemented
-/// by TCP's [`Port`], and by the UNIX and UDP ports.
+/// by the stream [`Port`] (TCP, UNIX sockets, adopted sockets) and by [`UdpPort`].
 pub trait ListeningPortOps {
     /// The address it listens on; with port 0, the port the kernel chose (Twisted's
     /// `getHost`).
@@ -85,6 +95,16 @@ impl ListeningPortOps for Port {
 
     fn stop_listening(&self) -> Deferred<()> {
         Port::stop_listening(self)
+    }
+}
+
+impl ListeningPortOps for UdpPort {
+    fn host(&self) -> Address {
+        UdpPort::host(self)
+    }
+
+    fn stop_listening(&self) -> Deferred<()> {
+        UdpPort::stop_listening(self)
     }
 }
 
@@ -280,6 +300,18 @@ fn connect_tcp_endpoint(
     options: ConnectOptions,
     factory: Rc<dyn Factory>,
 ) -> Deferred<Transport> {
+    connect_endpoint(reactor, factory, |wrapping| {
+        reactor.connect_tcp_with(host, port, wrapping, options)
+    })
+}
+
+/// Starts a connector with `start`, given a [`ConnectingFactory`] that fires the returned
+/// Deferred; the Deferred's canceller stops the attempt. Shared by TCP and UNIX sockets.
+fn connect_endpoint(
+    reactor: &Reactor,
+    factory: Rc<dyn Factory>,
+    start: impl FnOnce(Rc<ConnectingFactory>) -> Connector,
+) -> Deferred<Transport> {
     let slot: Rc<RefCell<Option<Connector>>> = Rc::new(RefCell::new(None));
     let cancel_slot = slot.clone();
     let (resolver, d) = Deferred::with_canceller(move |_resolver| {
@@ -295,7 +327,7 @@ fn connect_tcp_endpoint(
         connector: slot.clone(),
     });
     // Failures always arrive from the loop, so the attempt is still running here.
-    let connector = reactor.connect_tcp_with(host, port, wrapping, options);
+    let connector = start(wrapping);
     *slot.borrow_mut() = Some(connector);
     d
 }
@@ -516,8 +548,8 @@ impl ClientEndpoint for TcpClientEndpoint {
 // ===== UNIX sockets and systemd =====
 
 /// Where and how to listen on a UNIX socket: what `unix:PATH:mode=…:backlog=…:lockfile=…`
-/// says (the arguments of Twisted's `listenUNIX`). The UNIX socket module takes it as its
-/// listen options.
+/// says (the arguments of Twisted's `listenUNIX`), which [`UnixServerEndpoint`] passes to
+/// [`Reactor::listen_unix_with`] as its [`UnixListenOptions`].
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct UnixServerSpec {
     /// The socket file's path.
@@ -569,17 +601,33 @@ impl UnixClientSpec {
     }
 }
 
-fn unix_unavailable<T: 'static>() -> Deferred<T> {
-    Deferred::fail(EndpointUnavailable {
-        endpoint: "unix".into(),
-        missing: "unix sockets".into(),
-    })
-}
-
-/// Listens on a UNIX socket (Twisted's `UNIXServerEndpoint`, `unix:PATH`).
+/// Listens on a UNIX socket (Twisted's `UNIXServerEndpoint`, `unix:PATH`), with
+/// [`Reactor::listen_unix_with`]: the socket file gets [`spec.mode`](UnixServerSpec::mode)
+/// whatever the umask, a stale socket file is replaced, and with
+/// [`spec.want_pid`](UnixServerSpec::want_pid) the lock file `PATH.lock` guards it. A path
+/// beginning with `@` names a socket in the abstract namespace.
 ///
-/// The UNIX socket module is not part of this build yet: `listen` fails with
-/// [`EndpointUnavailable`] naming "unix sockets"; the [`spec`](Self::spec) is complete.
+/// # Examples
+///
+/// ```
+/// use std::os::unix::fs::PermissionsExt;
+/// use std::rc::Rc;
+/// use torsion::Reactor;
+/// use torsion::endpoints::{ServerEndpoint, server_from_string};
+/// use torsion::protocol::Protocol;
+///
+/// struct Quiet;
+/// impl Protocol for Quiet {}
+///
+/// let reactor = Reactor::new().unwrap();
+/// let path = std::env::temp_dir().join(format!("torsion-endpoint-doc-{}.sock", std::process::id()));
+/// let description = format!("unix:{}:mode=660:lockfile=0", path.display());
+/// let endpoint = server_from_string(&reactor, &description).unwrap();
+/// let port = endpoint.listen(Rc::new(|| Quiet)).take_result().unwrap().unwrap();
+/// assert_eq!(std::fs::metadata(&path).unwrap().permissions().mode() & 0o777, 0o660);
+/// drop(port.stop_listening());
+/// # let _ = std::fs::remove_file(&path);
+/// ```
 #[derive(Debug, Clone)]
 pub struct UnixServerEndpoint {
     reactor: Reactor,
@@ -604,15 +652,51 @@ impl UnixServerEndpoint {
 
 impl ServerEndpoint for UnixServerEndpoint {
     fn listen(&self, factory: Rc<dyn Factory>) -> Deferred<ListeningPort> {
-        drop(factory);
-        unix_unavailable()
+        let adapter = Rc::new(PortFactory {
+            reactor: self.reactor.clone(),
+            inner: factory,
+        });
+        let options = UnixListenOptions {
+            backlog: self.spec.backlog,
+            mode: self.spec.mode,
+            want_pid: self.spec.want_pid,
+        };
+        match self
+            .reactor
+            .listen_unix_with(&self.spec.path, adapter, options)
+        {
+            Ok(port) => Deferred::succeed(Rc::new(port) as ListeningPort),
+            Err(failure) => Deferred::fail(failure),
+        }
     }
 }
 
-/// Connects to a UNIX socket (Twisted's `UNIXClientEndpoint`, `unix:PATH`).
+/// Connects to a UNIX socket (Twisted's `UNIXClientEndpoint`, `unix:PATH`), with
+/// [`Reactor::connect_unix_with`]. As for [`TcpClientEndpoint`], the Deferred fires with the
+/// transport once connected, fails with why not
+/// ([`ConnectionRefused`](crate::error::ConnectionRefused) when nobody listens on the
+/// socket file, the I/O error such as `NotFound` otherwise), and cancelling it stops the
+/// attempt. With [`spec.check_pid`](UnixClientSpec::check_pid) (`lockfile=1`), it fails at
+/// once with [`BadFileError`] unless the server's lock file `PATH.lock` names a live
+/// process.
 ///
-/// As for [`UnixServerEndpoint`], `connect` fails with [`EndpointUnavailable`] until the
-/// UNIX socket module is part of the build.
+/// # Examples
+///
+/// ```
+/// use std::rc::Rc;
+/// use torsion::Reactor;
+/// use torsion::endpoints::{ClientEndpoint, UnixClientEndpoint, UnixClientSpec};
+/// use torsion::protocol::Protocol;
+///
+/// struct Quiet;
+/// impl Protocol for Quiet {}
+///
+/// let reactor = Reactor::new().unwrap();
+/// let endpoint = UnixClientEndpoint::new(&reactor, UnixClientSpec::new("/run/app.sock"));
+/// let connected = endpoint.connect(Rc::new(|| Quiet));
+/// // Cancelling the Deferred stops the attempt.
+/// connected.cancel();
+/// ```
 #[derive(Debug, Clone)]
 pub struct UnixClientEndpoint {
     reactor: Reactor,
@@ -637,9 +721,58 @@ impl UnixClientEndpoint {
 
 impl ClientEndpoint for UnixClientEndpoint {
     fn connect(&self, factory: Rc<dyn Factory>) -> Deferred<Transport> {
-        drop(factory);
-        unix_unavailable()
+        if self.spec.check_pid
+            && let Err(reason) = check_server_lock(&self.spec.path)
+        {
+            return Deferred::fail(BadFileError {
+                path: self.spec.path.display().to_string(),
+                reason,
+            });
+        }
+        let options = UnixConnectOptions {
+            timeout: self.spec.timeout,
+        };
+        connect_endpoint(&self.reactor, factory, |wrapping| {
+            self.reactor
+                .connect_unix_with(&self.spec.path, wrapping, options)
+        })
     }
+}
+
+/// Whether the lock file of the UNIX socket `path` (`path.lock`, a symbolic link whose
+/// target is the listening process's pid, as [`UnixListenOptions::want_pid`] and Twisted's
+/// `FilesystemLock` make it) names a live process (Twisted's `lockfile.isLocked`); if not,
+/// why not.
+fn check_server_lock(path: &Path) -> Result<(), String> {
+    if matches!(
+        path.as_os_str().as_bytes().first(),
+        Some(b'@') | Some(b'\0')
+    ) {
+        return Err("an abstract socket has no lock file (use lockfile=0)".into());
+    }
+    let mut lock = path.as_os_str().to_owned();
+    lock.push(".lock");
+    let lock = PathBuf::from(lock);
+    let target = std::fs::read_link(&lock)
+        .map_err(|err| format!("cannot read its lock file {}: {err}", lock.display()))?;
+    let pid = target
+        .to_str()
+        .and_then(|t| t.parse::<i32>().ok())
+        .and_then(rustix::process::Pid::from_raw)
+        .ok_or_else(|| format!("its lock file {} names no process", lock.display()))?;
+    let gone = u32::try_from(pid.as_raw_pid()) != Ok(std::process::id())
+        && matches!(
+            rustix::process::test_kill_process(pid),
+            Err(rustix::io::Errno::SRCH)
+        );
+    if gone {
+        return Err(format!(
+            "its lock file {} names process {}, which is gone",
+            lock.display(),
+            pid.as_raw_pid()
+        ));
+    }
+    Ok(())
 }
 
 /// The address family of a socket inherited from systemd (`domain=` in `systemd:`).
@@ -653,12 +786,31 @@ pub enum SystemdDomain {
     Unix,
 }
 
+impl SystemdDomain {
+    fn socket_domain(self) -> Domain {
+        match self {
+            SystemdDomain::Inet => Domain::IPV4,
+            SystemdDomain::Inet6 => Domain::IPV6,
+            SystemdDomain::Unix => Domain::UNIX,
+        }
+    }
+
+    fn name(self) -> &'static str {
+        match self {
+            SystemdDomain::Inet => "INET",
+            SystemdDomain::Inet6 => "INET6",
+            SystemdDomain::Unix => "UNIX",
+        }
+    }
+}
+
 /// Which inherited socket to adopt: by position or by `FileDescriptorName`.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum SystemdSocket {
     /// The N-th inherited descriptor (`index=N`), counted from 0 (descriptor 3 + N).
     Index(usize),
-    /// The descriptor named so in `LISTEN_FDNAMES` (`name=X`).
+    /// The descriptor named so in `LISTEN_FDNAMES` (`name=X`). Parsed, but not supported
+    /// yet: listening fails with [`EndpointUnavailable`].
     Name(String),
 }
 
@@ -673,16 +825,58 @@ pub struct SystemdSpec {
     pub socket: SystemdSocket,
 }
 
+/// The sockets this process inherited from systemd, taken from the environment once, by
+/// [`listen_fds`], the first time a `systemd:` endpoint listens, and kept for every such
+/// endpoint of the process.
+static INHERITED: OnceLock<Vec<OwnedFd>> = OnceLock::new();
+
 /// Listens on a socket inherited from systemd (Twisted's `AdoptedStreamServerEndpoint`
-/// made by `systemd:`).
+/// made by `systemd:`), with [`Reactor::adopt_stream_port`].
 ///
-/// Adopting an inherited listening socket is not part of this build yet: `listen` fails
-/// with [`EndpointUnavailable`]; the [`spec`](Self::spec) is complete.
+/// The first time a `systemd:` endpoint listens, the process's inherited sockets are taken
+/// with [`listen_fds`] (which hands them out once per process) and kept; each `listen`
+/// then adopts a duplicate of the descriptor at [`SystemdSocket::Index`], as Twisted's
+/// `adoptStreamPort` does, so the endpoint can listen again after `stop_listening`. So a
+/// program uses either `systemd:` endpoints or `listen_fds` itself, not both: whichever
+/// comes second finds nothing (or give the endpoint the descriptors with
+/// [`with_fds`](Self::with_fds)).
+///
+/// `listen` fails with [`NoInheritedSocket`] when systemd passed no socket at that index,
+/// with [`InvalidArgument`] when the socket is not of [`spec.domain`](SystemdSpec::domain)
+/// or not a listening stream socket, and with [`EndpointUnavailable`] for
+/// [`SystemdSocket::Name`]: finding a socket by name (`LISTEN_FDNAMES`) is not supported
+/// yet.
+///
+/// # Examples
+///
+/// ```
+/// use std::any::Any;
+/// use std::os::fd::OwnedFd;
+/// use std::rc::Rc;
+/// use torsion::Reactor;
+/// use torsion::endpoints::{ServerEndpoint, SystemdServerEndpoint, server_from_string};
+/// use torsion::protocol::Protocol;
+///
+/// struct Quiet;
+/// impl Protocol for Quiet {}
+///
+/// let reactor = Reactor::new().unwrap();
+/// let endpoint = server_from_string(&reactor, "systemd:domain=INET:index=0").unwrap();
+/// let systemd = (&*endpoint as &dyn Any).downcast_ref::<SystemdServerEndpoint>().unwrap();
+/// // Outside socket activation, hand it the sockets directly.
+/// let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+/// let address = listener.local_addr().unwrap();
+/// let endpoint = systemd.clone().with_fds(vec![OwnedFd::from(listener)]);
+/// let port = endpoint.listen(Rc::new(|| Quiet)).take_result().unwrap().unwrap();
+/// assert_eq!(port.host().socket_addr(), Some(address));
+/// ```
 #[derive(Debug, Clone)]
 pub struct SystemdServerEndpoint {
     reactor: Reactor,
     /// Which socket to adopt.
     pub spec: SystemdSpec,
+    /// Descriptors given with `with_fds`, in place of the inherited ones.
+    fds: Option<Rc<[OwnedFd]>>,
 }
 
 impl SystemdServerEndpoint {
@@ -691,22 +885,76 @@ impl SystemdServerEndpoint {
         SystemdServerEndpoint {
             reactor: reactor.clone(),
             spec,
+            fds: None,
         }
+    }
+
+    /// Adopts from `fds` instead of the sockets the process inherited: `index=N` is
+    /// `fds[N]`. The endpoint keeps them (closing them when the last clone of it is
+    /// dropped) and adopts a duplicate at each `listen`.
+    ///
+    /// For tests, which cannot set `LISTEN_PID` and `LISTEN_FDS` (changing the environment
+    /// of a multi-threaded process is unsound), and for programs that took the inherited
+    /// sockets with [`listen_fds`] themselves.
+    pub fn with_fds(mut self, fds: Vec<OwnedFd>) -> SystemdServerEndpoint {
+        self.fds = Some(fds.into());
+        self
     }
 
     /// The reactor it listens on.
     pub fn reactor(&self) -> &Reactor {
         &self.reactor
     }
+
+    fn adopt(&self, factory: Rc<dyn Factory>) -> Result<ListeningPort, Failure> {
+        let index = match &self.spec.socket {
+            SystemdSocket::Index(index) => *index,
+            SystemdSocket::Name(name) => {
+                return Err(EndpointUnavailable {
+                    endpoint: "systemd".into(),
+                    missing: format!(
+                        "support for LISTEN_FDNAMES, to find the socket named {name:?} \
+                         (use index=N)"
+                    ),
+                }
+                .into());
+            }
+        };
+        let fds: &[OwnedFd] = match &self.fds {
+            Some(fds) => fds,
+            None => INHERITED.get_or_init(listen_fds),
+        };
+        let Some(fd) = fds.get(index) else {
+            return Err(NoInheritedSocket {
+                index,
+                inherited: fds.len(),
+            }
+            .into());
+        };
+        let family = SockRef::from(fd).domain().map_err(Failure::new)?;
+        if family != self.spec.domain.socket_domain() {
+            return Err(InvalidArgument(format!(
+                "systemd socket {index} is not of domain {}: its family is {family:?}",
+                self.spec.domain.name()
+            ))
+            .into());
+        }
+        let duplicate = fd.try_clone().map_err(Failure::new)?;
+        let adapter = Rc::new(PortFactory {
+            reactor: self.reactor.clone(),
+            inner: factory,
+        });
+        let port = self.reactor.adopt_stream_port(duplicate, adapter)?;
+        Ok(Rc::new(port))
+    }
 }
 
 impl ServerEndpoint for SystemdServerEndpoint {
     fn listen(&self, factory: Rc<dyn Factory>) -> Deferred<ListeningPort> {
-        drop(factory);
-        Deferred::fail(EndpointUnavailable {
-            endpoint: "systemd".into(),
-            missing: "adoption of inherited listening sockets".into(),
-        })
+        match self.adopt(factory) {
+            Ok(port) => Deferred::succeed(port),
+            Err(failure) => Deferred::fail(failure),
+        }
     }
 }
 

@@ -682,9 +682,9 @@ impl fmt::Display for EndpointSyntaxProblem {
 
 impl std::error::Error for EndpointSyntaxProblem {}
 
-/// An endpoint needs a transport this build of torsion does not offer yet, for example
-/// UNIX sockets before their module exists; the description parsed, but the endpoint
-/// cannot listen or connect.
+/// An endpoint needs something this build of torsion does not offer yet, for example
+/// finding a systemd socket by name (`LISTEN_FDNAMES`); the description parsed, but the
+/// endpoint cannot listen or connect.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct EndpointUnavailable {
     /// The endpoint type (`unix`, `systemd`, …).
@@ -705,6 +705,50 @@ impl fmt::Display for EndpointUnavailable {
 
 impl std::error::Error for EndpointUnavailable {}
 
+/// A UNIX client endpoint with `lockfile=1` found no live server: the socket's lock file
+/// `PATH.lock` is missing, unreadable, or names a process that is gone (Twisted's
+/// `BadFileError`, raised by `connectUNIX(checkPID=True)`).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct BadFileError {
+    /// The socket path.
+    pub path: String,
+    /// What is wrong with its lock file.
+    pub reason: String,
+}
+
+impl fmt::Display for BadFileError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(
+            f,
+            "no live server on UNIX socket {}: {}",
+            self.path, self.reason
+        )
+    }
+}
+
+impl std::error::Error for BadFileError {}
+
+/// A `systemd:` endpoint names an inherited socket the process does not have: systemd
+/// passed fewer (`LISTEN_FDS`), or the process was not socket-activated.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct NoInheritedSocket {
+    /// The index asked for (`index=N`).
+    pub index: usize,
+    /// How many sockets the process inherited.
+    pub inherited: usize,
+}
+
+impl fmt::Display for NoInheritedSocket {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(
+            f,
+            "no inherited socket at index {}: systemd passed this process {} (LISTEN_FDS)",
+            self.index, self.inherited
+        )
+    }
+}
+
+impl std::error::Error for NoInheritedSocket {}
 /// A `MultiService` already has a child with this name (Twisted's `RuntimeError` "cannot
 /// have two services with same name").
 #[derive(Debug, Clone, PartialEq, Eq)]

@@ -5,18 +5,27 @@ mod common;
 
 use std::any::Any;
 use std::cell::{Cell, RefCell};
+use std::fs;
+use std::io;
 use std::net::SocketAddr;
+use std::os::fd::OwnedFd;
+use std::os::unix::fs::{FileTypeExt, PermissionsExt};
+use std::path::{Path, PathBuf};
 use std::rc::{Rc, Weak};
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::{Duration, Instant};
 
+use socket2::{Domain, SockAddr, Socket, Type};
 use torsion::endpoints::{
     ClientEndpoint, EndpointArgs, HostnameEndpoint, ServerEndpoint, SystemdDomain,
     SystemdServerEndpoint, SystemdSocket, Tcp6ServerEndpoint, TcpClientEndpoint, TcpServerEndpoint,
-    UnixClientEndpoint, UnixServerEndpoint, client_from_string, quote_string_argument,
-    register_client_parser, register_server_parser, server_from_string, unregister_server_parser,
+    UnixClientEndpoint, UnixClientSpec, UnixServerEndpoint, client_from_string,
+    connect_protocol as connect_endpoint_protocol, quote_string_argument, register_client_parser,
+    register_server_parser, server_from_string, unregister_server_parser,
 };
 use torsion::error::{
-    Cancelled, ConnectionRefused, EndpointSyntaxProblem, EndpointUnavailable, NoProtocol,
+    BadFileError, Cancelled, CannotListen, ConnectionRefused, EndpointSyntaxProblem,
+    EndpointUnavailable, InvalidArgument, NoInheritedSocket, NoProtocol,
 };
 use torsion::net::tcp::{ConnectOptions, Connector, ListenOptions, Port};
 use torsion::net::{Address, Transport};
@@ -24,7 +33,7 @@ use torsion::protocol::{
     Backoff, ClientFactory, Factory, Protocol, ReconnectingClientFactory, connect_protocol,
 };
 use torsion::time::{Clock, ReactorTime};
-use torsion::{Failure, Reactor};
+use torsion::{Deferred, Failure, Reactor, Resolver};
 
 fn reactor() -> Reactor {
     Reactor::new().expect("cannot build a reactor")
@@ -126,22 +135,6 @@ fn unix_clients_take_path_timeout_and_lockfile() {
     let spec = &downcast::<UnixClientEndpoint>(&*endpoint).spec;
     assert_eq!(spec.timeout, Some(Duration::from_secs(30)));
     assert!(!spec.check_pid);
-}
-
-#[test]
-fn unix_endpoints_are_unavailable_until_unix_sockets_exist() {
-    let reactor = reactor();
-    let endpoint = server_from_string(&reactor, "unix:/tmp/torsion-test.sock").unwrap();
-    let mut listening = endpoint.listen(Rc::new(|| Quiet));
-    let failure = listening.take_result().unwrap().err().unwrap();
-    let unavailable = failure.downcast_ref::<EndpointUnavailable>().unwrap();
-    assert_eq!(unavailable.missing, "unix sockets");
-    assert!(failure.to_string().contains("unix sockets"), "{failure}");
-
-    let endpoint = client_from_string(&reactor, "unix:/tmp/torsion-test.sock").unwrap();
-    let mut connecting = endpoint.connect(Rc::new(|| Quiet));
-    let failure = connecting.take_result().unwrap().err().unwrap();
-    assert!(failure.check::<EndpointUnavailable>());
 }
 
 #[test]
@@ -270,9 +263,23 @@ fn systemd_takes_a_domain_and_an_index_or_a_name() {
             "{problem}"
         );
     }
+    // This process was not socket-activated: it inherited no socket.
     let mut listening = endpoint.listen(Rc::new(|| Quiet));
     let failure = listening.take_result().unwrap().err().unwrap();
-    assert!(failure.check::<EndpointUnavailable>());
+    assert_eq!(
+        failure.downcast_ref::<NoInheritedSocket>(),
+        Some(&NoInheritedSocket {
+            index: 3,
+            inherited: 0
+        })
+    );
+    // Finding a socket by name is not supported yet, and says so.
+    let endpoint = server("systemd:domain=UNIX:name=control");
+    let mut listening = endpoint.listen(Rc::new(|| Quiet));
+    let failure = listening.take_result().unwrap().err().unwrap();
+    assert!(failure.check::<EndpointUnavailable>(), "{failure}");
+    assert!(failure.to_string().contains("LISTEN_FDNAMES"), "{failure}");
+    assert!(failure.to_string().contains("\"control\""), "{failure}");
 }
 
 #[test]
@@ -1008,4 +1015,411 @@ fn connect_options_default_to_twisteds() {
     assert_eq!(tcp.timeout, ConnectOptions::default().timeout);
     let server = TcpServerEndpoint::new(&reactor, 1);
     assert_eq!(server.backlog, ListenOptions::default().backlog);
+}
+
+// ===== UNIX sockets and systemd, over real sockets =====
+
+/// A fresh directory under the system's temporary directory, removed on drop.
+struct TempDir(PathBuf);
+
+impl TempDir {
+    fn new() -> TempDir {
+        static NEXT: AtomicUsize = AtomicUsize::new(0);
+        let n = NEXT.fetch_add(1, Ordering::Relaxed);
+        let dir =
+            std::env::temp_dir().join(format!("torsion-endpoints-{}-{n}", std::process::id()));
+        let _ = fs::remove_dir_all(&dir);
+        fs::create_dir_all(&dir).unwrap();
+        TempDir(dir)
+    }
+
+    fn join(&self, name: &str) -> PathBuf {
+        self.0.join(name)
+    }
+}
+
+impl Drop for TempDir {
+    fn drop(&mut self) {
+        let _ = fs::remove_dir_all(&self.0);
+    }
+}
+
+/// `path` as an endpoint string argument.
+fn quoted(path: &Path) -> String {
+    quote_string_argument(path.to_str().expect("a UTF-8 temporary path"))
+}
+
+/// The lock file of the UNIX socket `path`.
+fn lock_of(path: &Path) -> PathBuf {
+    let mut lock = path.as_os_str().to_owned();
+    lock.push(".lock");
+    PathBuf::from(lock)
+}
+
+/// Sends its payload once connected; fires `echoed` with what came back once as many bytes
+/// did, then closes.
+struct RoundTrip {
+    payload: Vec<u8>,
+    received: Vec<u8>,
+    echoed: Option<Resolver<Vec<u8>>>,
+    transport: Option<Transport>,
+}
+
+impl Protocol for RoundTrip {
+    fn connection_made(&mut self, transport: Transport) {
+        transport.write(&self.payload);
+        self.transport = Some(transport);
+    }
+    fn data_received(&mut self, data: &[u8]) {
+        self.received.extend_from_slice(data);
+        if self.received.len() >= self.payload.len()
+            && let Some(echoed) = self.echoed.take()
+        {
+            echoed.callback(std::mem::take(&mut self.received));
+            if let Some(t) = &self.transport {
+                t.lose_connection();
+            }
+        }
+    }
+    fn connection_lost(&mut self, reason: Failure) {
+        if let Some(echoed) = self.echoed.take() {
+            echoed.errback(reason);
+        }
+    }
+}
+
+/// Connects through `endpoint` and sends `payload`: the connection's transport, and what
+/// came back.
+fn round_trip(
+    endpoint: &dyn ClientEndpoint,
+    payload: &[u8],
+) -> (Deferred<Transport>, Deferred<Vec<u8>>) {
+    let (resolver, echoed) = Deferred::new();
+    let protocol = RoundTrip {
+        payload: payload.to_vec(),
+        received: Vec::new(),
+        echoed: Some(resolver),
+        transport: None,
+    };
+    (connect_endpoint_protocol(endpoint, protocol), echoed)
+}
+
+/// Runs `future` on `reactor` until it finishes (20 s at most) and gives its result.
+fn run_until_done<T: 'static>(
+    reactor: &Reactor,
+    future: impl Future<Output = Result<T, Failure>> + 'static,
+) -> Result<T, Failure> {
+    let outcome = capture(reactor.spawn(future));
+    stop_when_fired(reactor, &outcome);
+    common::safety_stop(reactor, 20.0);
+    reactor.run().unwrap();
+    let result = outcome.borrow_mut().take();
+    result.expect("the future finished")
+}
+
+fn listen_failure(endpoint: &dyn ServerEndpoint) -> Failure {
+    match endpoint.listen(Rc::new(|| Quiet)).take_result() {
+        Some(Err(failure)) => failure,
+        Some(Ok(port)) => panic!("{endpoint:?} listens on {}", port.host()),
+        None => panic!("{endpoint:?}: listen did not fire"),
+    }
+}
+
+#[test]
+fn unix_mode_660_gives_the_socket_file_mode_0o660() {
+    // CHECKLIST 71.
+    let reactor = reactor();
+    let dir = TempDir::new();
+    let path = dir.join("mode.sock");
+    let endpoint =
+        server_from_string(&reactor, &format!("unix:{}:mode=660", quoted(&path))).unwrap();
+    let port = endpoint
+        .listen(Rc::new(|| Quiet))
+        .take_result()
+        .unwrap()
+        .unwrap();
+    let meta = fs::symlink_metadata(&path).unwrap();
+    assert!(meta.file_type().is_socket());
+    assert_eq!(meta.permissions().mode() & 0o7777, 0o660);
+    drop(port.stop_listening());
+
+    // The default is 0o666, positional modes work too.
+    for (description, expected) in [("", 0o666), (":600", 0o600)] {
+        let path = dir.join(&format!("mode{expected:o}.sock"));
+        let endpoint = server_from_string(
+            &reactor,
+            &format!("unix:{}{description}:lockfile=0", quoted(&path)),
+        )
+        .unwrap();
+        let port = endpoint
+            .listen(Rc::new(|| Quiet))
+            .take_result()
+            .unwrap()
+            .unwrap();
+        let mode = fs::symlink_metadata(&path).unwrap().permissions().mode() & 0o7777;
+        assert_eq!(mode, expected, "unix:PATH{description}");
+        drop(port.stop_listening());
+    }
+
+    // A directory that does not exist: listening fails, naming the path.
+    let nowhere = dir.join("no/such/dir.sock");
+    for lockfile in ["0", "1"] {
+        let endpoint = server_from_string(
+            &reactor,
+            &format!("unix:{}:lockfile={lockfile}", quoted(&nowhere)),
+        )
+        .unwrap();
+        let failure = listen_failure(&*endpoint);
+        let cannot = failure
+            .downcast_ref::<CannotListen>()
+            .expect("CannotListen");
+        assert_eq!(cannot.address, nowhere.display().to_string());
+    }
+}
+
+#[test]
+fn unix_client_lockfile_1_needs_a_lock_naming_a_live_process() {
+    // Twisted's checkPID: without a live server's lock file, connecting fails at once.
+    let reactor = reactor();
+    let dir = TempDir::new();
+    let path = dir.join("locked.sock");
+    let endpoint =
+        client_from_string(&reactor, &format!("unix:{}:lockfile=1", quoted(&path))).unwrap();
+    let connect_failure = || {
+        endpoint
+            .connect(Rc::new(|| Quiet))
+            .take_result()
+            .expect("fails at once")
+            .err()
+            .expect("fails")
+    };
+    let failure = connect_failure();
+    let bad = failure
+        .downcast_ref::<BadFileError>()
+        .expect("BadFileError");
+    assert_eq!(bad.path, path.display().to_string());
+    assert!(bad.reason.contains("lock file"), "{failure}");
+
+    // No process has pid 999999999 (pid_max is at most 2^22).
+    std::os::unix::fs::symlink("999999999", lock_of(&path)).unwrap();
+    let failure = connect_failure();
+    assert!(failure.to_string().contains("gone"), "{failure}");
+
+    fs::remove_file(lock_of(&path)).unwrap();
+    std::os::unix::fs::symlink("not a pid", lock_of(&path)).unwrap();
+    assert!(connect_failure().check::<BadFileError>());
+
+    let endpoint = client_from_string(&reactor, "unix:@torsion-abstract:lockfile=1").unwrap();
+    let failure = endpoint
+        .connect(Rc::new(|| Quiet))
+        .take_result()
+        .unwrap()
+        .err()
+        .unwrap();
+    assert!(failure.to_string().contains("abstract"), "{failure}");
+}
+
+reactor_test! {
+    fn unix_endpoints_listen_and_connect_end_to_end(reactor: Reactor) {
+        // CHECKLIST 71: unix:PATH from strings, both ends, with the lock file strings
+        // default to, and a client that checks it.
+        let dir = TempDir::new();
+        let path = dir.join("echo.sock");
+        let description = format!("unix:{}", quoted(&path));
+        let server = server_from_string(&reactor, &description).unwrap();
+        let client =
+            client_from_string(&reactor, &format!("{description}:timeout=5:lockfile=1")).unwrap();
+        let server_factory = Rc::new(Counting::default());
+        let (p, f) = (path.clone(), server_factory.clone());
+        let result = run_until_done(&reactor, async move {
+            let port = server.listen(f).await?;
+            assert_eq!(port.host(), Address::Unix(Some(p.clone())));
+            assert!(fs::symlink_metadata(&p)?.file_type().is_socket());
+            let holder = fs::read_link(lock_of(&p))?;
+            assert_eq!(holder, PathBuf::from(std::process::id().to_string()));
+            let (connected, echoed) = round_trip(&*client, b"hello over unix");
+            let transport = connected.await?;
+            assert_eq!(transport.peer(), Address::Unix(Some(p.clone())));
+            let echoed = echoed.await?;
+            port.stop_listening().await?;
+            Ok(echoed)
+        });
+        assert_eq!(result.unwrap(), b"hello over unix");
+        assert_eq!(server_factory.built.get(), 1);
+        assert_eq!((server_factory.started.get(), server_factory.stopped.get()), (1, 1));
+        assert!(!path.exists(), "the port removes its socket file");
+        assert!(fs::symlink_metadata(lock_of(&path)).is_err(), "and its lock file");
+    }
+
+    fn unix_client_endpoint_failures_fail_the_connect_deferred(reactor: Reactor) {
+        let dir = TempDir::new();
+        let missing = dir.join("missing.sock");
+        // A socket file nobody listens on any more.
+        let stale = dir.join("stale.sock");
+        drop(std::os::unix::net::UnixListener::bind(&stale).unwrap());
+        // A lock naming a live process (this one) lets the attempt go on.
+        std::os::unix::fs::symlink(std::process::id().to_string(), lock_of(&stale)).unwrap();
+        let missing = UnixClientEndpoint::new(&reactor, UnixClientSpec::new(&missing));
+        let mut spec = UnixClientSpec::new(&stale);
+        spec.check_pid = true;
+        let stale = UnixClientEndpoint::new(&reactor, spec);
+        let result = run_until_done(&reactor, async move {
+            let not_found = missing.connect(Rc::new(|| Quiet)).await.err();
+            let refused = stale.connect(Rc::new(|| Quiet)).await.err();
+            Ok((not_found, refused))
+        });
+        let (not_found, refused) = result.unwrap();
+        let not_found = not_found.expect("connecting to a missing path fails");
+        let io = not_found.downcast_ref::<io::Error>().expect("an I/O error");
+        assert_eq!(io.kind(), io::ErrorKind::NotFound, "{not_found}");
+        let refused = refused.expect("connecting to a stale socket file fails");
+        assert!(refused.check::<ConnectionRefused>(), "{refused}");
+        assert_eq!(library_timers(&reactor), Vec::<String>::new());
+    }
+
+    fn cancelling_a_unix_connect_deferred_stops_the_attempt(reactor: Reactor) {
+        // A listener that never accepts, its backlog full: a UNIX connect gets EAGAIN and
+        // the connector retries until it is stopped.
+        let dir = TempDir::new();
+        let path = dir.join("full.sock");
+        let address = SockAddr::unix(&path).unwrap();
+        let listener = Socket::new(Domain::UNIX, Type::STREAM, None).unwrap();
+        listener.bind(&address).unwrap();
+        listener.listen(0).unwrap();
+        listener.set_nonblocking(true).unwrap();
+        let mut fillers = Vec::new();
+        loop {
+            let s = Socket::new(Domain::UNIX, Type::STREAM, None).unwrap();
+            s.set_nonblocking(true).unwrap();
+            match s.connect(&address) {
+                Ok(()) => fillers.push(s),
+                Err(err) if err.kind() == io::ErrorKind::WouldBlock => break,
+                Err(err) => panic!("filling the backlog: {err}"),
+            }
+            assert!(fillers.len() < 64, "the backlog never filled");
+        }
+        let endpoint = UnixClientEndpoint::new(&reactor, UnixClientSpec::new(&path));
+        let built = Rc::new(Cell::new(false));
+        let b = built.clone();
+        let connected = endpoint.connect(Rc::new(move || {
+            b.set(true);
+            Quiet
+        }));
+        let handle = connected.handle();
+        let outcome = capture(connected);
+        let pending_when_cancelled = Rc::new(Cell::new(false));
+        let (p, o) = (pending_when_cancelled.clone(), outcome.clone());
+        reactor.call_later(0.2, move || {
+            p.set(o.borrow().is_none());
+            handle.cancel();
+        });
+        // Once cancelled, the attempt never gets in, even when there is room.
+        let listener = Rc::new(listener);
+        let drain = |listener: &Socket| {
+            let mut n = 0;
+            while listener.accept().is_ok() {
+                n += 1;
+            }
+            n
+        };
+        let accepted = Rc::new(Cell::new((0, 0)));
+        let (l, a) = (listener.clone(), accepted.clone());
+        reactor.call_later(0.3, move || a.set((drain(&l), 0)));
+        let (l, a) = (listener.clone(), accepted.clone());
+        reactor.call_later(0.5, move || a.set((a.get().0, drain(&l))));
+        stop_after(&reactor, 0.6);
+        common::safety_stop(&reactor, 20.0);
+        reactor.run().unwrap();
+        assert!(pending_when_cancelled.get(), "the attempt was under way when cancelled");
+        let failure = outcome.borrow_mut().take().unwrap().err().unwrap();
+        assert!(failure.check::<Cancelled>(), "{failure}");
+        assert_eq!(accepted.get(), (fillers.len(), 0), "only the fillers ever connected");
+        assert!(!built.get());
+        assert!(reactor.writers().is_empty());
+        assert_eq!(library_timers(&reactor), Vec::<String>::new());
+    }
+
+    fn systemd_endpoints_adopt_the_socket_at_their_index(reactor: Reactor) {
+        // The sockets as systemd would pass them (index 0 is descriptor 3, …), handed to
+        // endpoints parsed from strings: a UNIX listener, a TCP listener, a UDP socket.
+        let dir = TempDir::new();
+        let unix_path = dir.join("activated.sock");
+        let unix = std::os::unix::net::UnixListener::bind(&unix_path).unwrap();
+        let tcp = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        let tcp_address = tcp.local_addr().unwrap();
+        let udp = std::net::UdpSocket::bind("127.0.0.1:0").unwrap();
+        let fds = vec![OwnedFd::from(unix), OwnedFd::from(tcp), OwnedFd::from(udp)];
+        let parsed = server_from_string(&reactor, "systemd:domain=INET:index=1").unwrap();
+        let inet = downcast::<SystemdServerEndpoint>(&*parsed).clone().with_fds(fds);
+        let with_spec = |description: &str| {
+            let mut endpoint = inet.clone();
+            endpoint.spec = downcast::<SystemdServerEndpoint>(&*server(description)).spec.clone();
+            endpoint
+        };
+
+        let failure = listen_failure(&with_spec("systemd:domain=INET6:index=1"));
+        assert!(failure.check::<InvalidArgument>(), "{failure}");
+        assert!(failure.to_string().contains("INET6"), "{failure}");
+        let failure = listen_failure(&with_spec("systemd:domain=INET:index=2"));
+        assert!(failure.check::<InvalidArgument>(), "a UDP socket is no stream port: {failure}");
+        let failure = listen_failure(&with_spec("systemd:domain=INET:index=3"));
+        assert_eq!(
+            failure.downcast_ref::<NoInheritedSocket>(),
+            Some(&NoInheritedSocket { index: 3, inherited: 3 })
+        );
+
+        let unix_endpoint = with_spec("systemd:domain=UNIX:index=0");
+        let tcp_client = TcpClientEndpoint::new(&reactor, "127.0.0.1", tcp_address.port());
+        let unix_client = UnixClientEndpoint::new(&reactor, UnixClientSpec::new(&unix_path));
+        let server_factory = Rc::new(Counting::default());
+        let (f, p) = (server_factory.clone(), unix_path.clone());
+        let result = run_until_done(&reactor, async move {
+            let port = inet.listen(f.clone()).await?;
+            assert_eq!(port.host(), Address::Tcp(tcp_address));
+            let (connected, echoed) = round_trip(&tcp_client, b"over tcp");
+            connected.await?;
+            let first = echoed.await?;
+            // The endpoint adopted a duplicate: it can listen again once stopped.
+            port.stop_listening().await?;
+            let port = inet.listen(f.clone()).await?;
+            let (connected, echoed) = round_trip(&tcp_client, b"again");
+            connected.await?;
+            let second = echoed.await?;
+            port.stop_listening().await?;
+
+            let port = unix_endpoint.listen(f.clone()).await?;
+            assert_eq!(port.host(), Address::Unix(Some(p.clone())));
+            let (connected, echoed) = round_trip(&unix_client, b"over unix");
+            connected.await?;
+            let third = echoed.await?;
+            port.stop_listening().await?;
+            Ok([first, second, third])
+        });
+        let [first, second, third] = result.unwrap();
+        assert_eq!((&first[..], &second[..], &third[..]), (&b"over tcp"[..], &b"again"[..], &b"over unix"[..]));
+        assert_eq!(server_factory.built.get(), 3);
+        assert!(unix_path.exists(), "an adopted UNIX port leaves the socket file to its owner");
+    }
+}
+
+#[test]
+fn every_kind_of_port_is_a_listening_port() {
+    // Twisted's IListeningPort: TCP, UNIX and UDP ports alike.
+    struct Ignore;
+    impl torsion::protocol::DatagramProtocol for Ignore {}
+    let reactor = reactor();
+    let dir = TempDir::new();
+    let path = dir.join("any.sock");
+    let (tcp, _) = local_port(&reactor, Rc::new(|| Quiet));
+    let unix = reactor.listen_unix(&path, Rc::new(|| Quiet)).unwrap();
+    let udp = reactor.listen_udp(0, Box::new(Ignore)).unwrap();
+    let ports: Vec<torsion::endpoints::ListeningPort> =
+        vec![Rc::new(tcp), Rc::new(unix), Rc::new(udp)];
+    let hosts: Vec<Address> = ports.iter().map(|p| p.host()).collect();
+    assert!(matches!(hosts[0], Address::Tcp(_)));
+    assert_eq!(hosts[1], Address::Unix(Some(path)));
+    assert!(matches!(hosts[2], Address::Udp(a) if a.port() != 0));
+    for port in ports {
+        drop(port.stop_listening());
+    }
 }

@@ -186,7 +186,9 @@ impl PortInner {
             "accept on {} failed: {err}; refusing pending connections for 100 ms",
             self.host
         );
-        if let Some(reserve) = self.reserve.borrow_mut().take() {
+        // Taken out first: the borrow must end before the reserve is put back.
+        let reserve = self.reserve.borrow_mut().take();
+        if let Some(reserve) = reserve {
             drop(reserve);
             if let Ok(Some((sock, _))) = self.accept_one() {
                 let _ = sock.set_linger(Some(Duration::ZERO));
