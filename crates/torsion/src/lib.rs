@@ -14,7 +14,8 @@
 //!   tests.
 //! - [`protocols`] (`twisted.protocols`): protocols over transports; so far
 //!   `twisted.protocols.basic` (line, netstring and length-prefixed receivers, `FileSender`)
-//!   and its sans-I/O framers.
+//!   and its sans-I/O framers, `policies` (wrapping, throttling and connection-limiting
+//!   factories, idle timeouts) and `portforward` (a TCP proxy).
 //! - [`testing`] (`twisted.internet.testing`, `twisted.test.iosim`, trial): StringTransport,
 //!   AccumulatingProtocol, an in-memory pump between two protocols, MemoryReactor, and the
 //!   test runner behind `#[torsion::test]`.

@@ -177,3 +177,30 @@ pub trait Producer {
     /// Stop for good: the consumer is going away (Twisted's `stopProducing`).
     fn stop_producing(&self);
 }
+
+/// A transport seen as the producer of the bytes it reads (Twisted passes `transport`
+/// itself to `registerProducer`): pausing it stops reading from its connection, resuming
+/// reads again, stopping closes it. A proxy registers each side as the other's streaming
+/// producer with it (see [`portforward`](crate::protocols::portforward)).
+#[derive(Clone)]
+pub struct TransportProducer(pub Transport);
+
+impl Producer for TransportProducer {
+    fn resume_producing(&self) {
+        self.0.resume_producing();
+    }
+
+    fn pause_producing(&self) {
+        self.0.pause_producing();
+    }
+
+    fn stop_producing(&self) {
+        self.0.stop_producing();
+    }
+}
+
+/// `transport` as a [`Producer`], to register with another transport: a
+/// [`TransportProducer`].
+pub fn as_producer(transport: &Transport) -> Rc<dyn Producer> {
+    Rc::new(TransportProducer(transport.clone()))
+}
