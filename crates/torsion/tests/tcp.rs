@@ -362,6 +362,43 @@ reactor_test! {
         assert_eq!(&*out.borrow(), b"read 5 bytes");
     }
 
+    fn a_peer_without_half_close_support_is_closed_fully(reactor: Reactor) {
+        // The server does not support half-close: the client's lose_write_connection ends
+        // the whole connection on both sides.
+        let server_lost: Rc<RefCell<Option<Failure>>> = Rc::new(RefCell::new(None));
+        struct Plain(Rc<RefCell<Option<Failure>>>);
+        impl Protocol for Plain {
+            fn connection_lost(&mut self, reason: Failure) {
+                *self.0.borrow_mut() = Some(reason);
+            }
+        }
+        let sl = server_lost.clone();
+        let (_port, n) = local_port(&reactor, Rc::new(move || Plain(sl.clone())));
+        struct HalfCloser;
+        impl Protocol for HalfCloser {
+            fn connection_made(&mut self, t: Transport) {
+                t.write(b"last words");
+                t.lose_write_connection();
+            }
+        }
+        struct StopOnLost(Reactor);
+        impl Factory for StopOnLost {
+            fn build_protocol(self: Rc<Self>, _a: &Address) -> Option<Box<dyn Protocol>> {
+                Some(Box::new(HalfCloser))
+            }
+        }
+        impl ClientFactory for StopOnLost {
+            fn client_connection_lost(&self, _c: &Connector, _r: Failure) {
+                let _ = self.0.stop();
+            }
+        }
+        reactor.connect_tcp("127.0.0.1", n, Rc::new(StopOnLost(reactor.clone())));
+        common::safety_stop(&reactor, 20.0);
+        reactor.run().unwrap();
+        let lost = server_lost.borrow();
+        assert!(lost.as_ref().unwrap().check::<ConnectionDone>(), "{lost:?}");
+    }
+
     fn sixty_four_mib_each_way_arrive_intact(reactor: Reactor) {
         const SIZE: usize = 64 * 1024 * 1024;
         let payload: Vec<u8> = (0..SIZE).map(|i| (i * 7 + i / 4093) as u8).collect();
