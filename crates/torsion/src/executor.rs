@@ -121,7 +121,16 @@ thread_local! {
     /// Set while a Deferred chain wakes the future awaiting it: such a wake-up polls the task
     /// inline (Twisted's inlineCallbacks resumes inside the callback).
     static INLINE_WAKE: Cell<bool> = const { Cell::new(false) };
+    /// How many inline polls are nested right now.
+    static INLINE_DEPTH: Cell<usize> = const { Cell::new(0) };
+    /// Tasks whose inline poll would have nested too deeply: the outermost inline poll runs
+    /// them once it returns, so a long line of tasks each awaiting the previous one resumes
+    /// without growing the stack.
+    static TRAMPOLINE: RefCell<VecDeque<Rc<Task>>> = const { RefCell::new(VecDeque::new()) };
 }
+
+/// How deeply inline polls may nest before further ones go through the trampoline.
+const MAX_INLINE_DEPTH: usize = 32;
 
 /// Runs `wake` with inline polling allowed for this thread's tasks.
 pub(crate) fn wake_inline(waker: Waker) {
@@ -146,7 +155,7 @@ impl Executor {
         match task.state.get() {
             TaskState::Idle => {
                 if INLINE_WAKE.with(Cell::get) {
-                    self.poll_task(&task);
+                    self.poll_inline(task);
                 } else {
                     task.state.set(TaskState::Queued);
                     self.ready.borrow_mut().push_back(task);
@@ -154,6 +163,30 @@ impl Executor {
             }
             TaskState::Polling => task.state.set(TaskState::Notified),
             TaskState::Notified | TaskState::Queued | TaskState::Done => {}
+        }
+    }
+
+    /// Polls `task` right here, or, when inline polls are already nested deeply, hands it to
+    /// the outermost one through the trampoline.
+    fn poll_inline(&self, task: Rc<Task>) {
+        let depth = INLINE_DEPTH.with(Cell::get);
+        if depth >= MAX_INLINE_DEPTH {
+            task.state.set(TaskState::Queued);
+            TRAMPOLINE.with(|t| t.borrow_mut().push_back(task));
+            return;
+        }
+        INLINE_DEPTH.with(|d| d.set(depth + 1));
+        self.poll_task(&task);
+        INLINE_DEPTH.with(|d| d.set(depth));
+        if depth == 0 {
+            while let Some(next) = TRAMPOLINE.with(|t| t.borrow_mut().pop_front()) {
+                if next.state.get() == TaskState::Queued {
+                    next.state.set(TaskState::Idle);
+                    INLINE_DEPTH.with(|d| d.set(1));
+                    self.poll_task(&next);
+                    INLINE_DEPTH.with(|d| d.set(0));
+                }
+            }
         }
     }
 

@@ -188,3 +188,23 @@ fn two_tasks_interleave_at_their_awaits() {
         vec!["t1 start", "t2 start", "t2 end", "t1 end"]
     );
 }
+
+#[test]
+fn a_long_line_of_tasks_each_awaiting_the_previous_does_not_overflow() {
+    std::thread::Builder::new()
+        .stack_size(512 * 1024)
+        .spawn(|| {
+            let (first_r, first) = Deferred::<u64>::new();
+            let mut previous = first;
+            for _ in 0..5_000 {
+                let awaited = previous;
+                previous = spawn(async move { Ok(awaited.await? + 1) });
+            }
+            first_r.callback(0);
+            let mut last = previous;
+            assert_eq!(last.take_result().unwrap().unwrap(), 5_000);
+        })
+        .unwrap()
+        .join()
+        .unwrap();
+}
