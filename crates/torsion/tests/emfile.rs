@@ -11,6 +11,8 @@
 
 mod common;
 
+use common::Echo;
+
 use std::cell::{Cell, RefCell};
 use std::io::{self, Read, Write};
 use std::net::TcpStream;
@@ -86,21 +88,6 @@ fn run_isolated(name: &str) {
         "isolated run of {name} failed ({}):\n--- stdout\n{stdout}\n--- stderr\n{stderr}",
         output.status
     );
-}
-
-/// Echoes everything back.
-#[derive(Default)]
-struct Echo(Option<Transport>);
-
-impl Protocol for Echo {
-    fn connection_made(&mut self, transport: Transport) {
-        self.0 = Some(transport);
-    }
-    fn data_received(&mut self, data: &[u8]) {
-        if let Some(t) = &self.0 {
-            t.write(data);
-        }
-    }
 }
 
 /// Sends its payload once connected; fires `echoed` with what came back once as many bytes

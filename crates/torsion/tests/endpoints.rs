@@ -3,6 +3,8 @@
 
 mod common;
 
+use common::Echo;
+
 use std::any::Any;
 use std::cell::{Cell, RefCell};
 use std::fs;
@@ -418,21 +420,6 @@ fn registered_parsers_add_endpoint_types() {
 
 struct Quiet;
 impl Protocol for Quiet {}
-
-/// Echoes everything back.
-#[derive(Default)]
-struct Echo(Option<Transport>);
-
-impl Protocol for Echo {
-    fn connection_made(&mut self, transport: Transport) {
-        self.0 = Some(transport);
-    }
-    fn data_received(&mut self, data: &[u8]) {
-        if let Some(t) = &self.0 {
-            t.write(data);
-        }
-    }
-}
 
 /// A server factory counting connections and start/stop calls.
 #[derive(Default)]

@@ -2,6 +2,8 @@
 
 mod common;
 
+use common::Echo;
+
 use std::cell::{Cell, RefCell};
 use std::rc::Rc;
 
@@ -18,21 +20,6 @@ type Log = Rc<RefCell<Vec<String>>>;
 
 fn log() -> Log {
     Rc::new(RefCell::new(Vec::new()))
-}
-
-/// Echoes everything back.
-#[derive(Default)]
-struct Echo(Option<Transport>);
-
-impl Protocol for Echo {
-    fn connection_made(&mut self, transport: Transport) {
-        self.0 = Some(transport);
-    }
-    fn data_received(&mut self, data: &[u8]) {
-        if let Some(t) = &self.0 {
-            t.write(data);
-        }
-    }
 }
 
 /// Sends `payload` on connect, collects what comes back, reports when the connection ends.

@@ -3,6 +3,8 @@
 
 mod common;
 
+use common::Echo;
+
 use std::cell::RefCell;
 use std::ffi::OsStr;
 use std::fs;
@@ -52,21 +54,6 @@ fn abstract_name() -> String {
     static NEXT: AtomicUsize = AtomicUsize::new(0);
     let n = NEXT.fetch_add(1, Ordering::Relaxed);
     format!("torsion-test-{}-{n}", std::process::id())
-}
-
-/// Echoes everything back, and remembers the peer's credentials.
-#[derive(Default)]
-struct Echo(Option<Transport>);
-
-impl Protocol for Echo {
-    fn connection_made(&mut self, transport: Transport) {
-        self.0 = Some(transport);
-    }
-    fn data_received(&mut self, data: &[u8]) {
-        if let Some(t) = &self.0 {
-            t.write(data);
-        }
-    }
 }
 
 /// What a client saw.

@@ -66,3 +66,18 @@ pub fn assert_not_timed_out() {
         "safety stop: the test did not finish in time"
     );
 }
+
+/// Echoes everything back: the servers of many tests.
+#[derive(Default)]
+pub struct Echo(Option<torsion::net::Transport>);
+
+impl torsion::protocol::Protocol for Echo {
+    fn connection_made(&mut self, transport: torsion::net::Transport) {
+        self.0 = Some(transport);
+    }
+    fn data_received(&mut self, data: &[u8]) {
+        if let Some(t) = &self.0 {
+            t.write(data);
+        }
+    }
+}
