@@ -1,0 +1,36 @@
+//! The "fastpoetry" server (`twisted-server-1/fastpoetry.py`): each client gets the whole
+//! poem at once, then the connection closes.
+
+use std::rc::Rc;
+
+use torsion::net::{Address, Transport};
+use torsion::protocol::{Factory, Protocol};
+
+/// Serves the poem held by its factory (Twisted's `PoetryProtocol`).
+pub struct PoetryProtocol {
+    factory: Rc<PoetryFactory>,
+}
+
+impl Protocol for PoetryProtocol {
+    fn connection_made(&mut self, transport: Transport) {
+        transport.write(self.factory.poem.as_bytes());
+        transport.lose_connection();
+    }
+}
+
+/// Holds the poem for every connection (Twisted's `PoetryFactory(ServerFactory)`).
+pub struct PoetryFactory {
+    pub poem: String,
+}
+
+impl PoetryFactory {
+    pub fn new(poem: impl Into<String>) -> Rc<PoetryFactory> {
+        Rc::new(PoetryFactory { poem: poem.into() })
+    }
+}
+
+impl Factory for PoetryFactory {
+    fn build_protocol(self: Rc<Self>, _addr: &Address) -> Option<Box<dyn Protocol>> {
+        Some(Box::new(PoetryProtocol { factory: self }))
+    }
+}

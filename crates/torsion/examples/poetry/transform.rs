@@ -1,0 +1,192 @@
+//! The transform service (`twisted-server-1/transformedpoetry.py`) and its client
+//! (`TransformProxy` in `twisted-client-6` and `-7`): an RPC over netstrings. The request is
+//! `xform_name.poem`, the reply the transformed poem; an unknown transform closes the
+//! connection without a reply.
+
+use std::cell::Cell;
+use std::rc::Rc;
+
+use torsion::net::Address;
+use torsion::net::tcp::Connector;
+use torsion::protocol::{ClientFactory, Factory, Protocol};
+use torsion::protocols::basic::{NetstringReceiver, StringContext, StringHandler};
+use torsion::{Deferred, Failure, Reactor, Resolver};
+
+use super::client::get_poetry;
+
+// ===== the server =====
+
+/// What the transforms do, apart from any protocol (the tutorial's `TransformService`).
+pub struct TransformService;
+
+impl TransformService {
+    pub fn cummingsify(&self, poem: &str) -> String {
+        poem.to_lowercase()
+    }
+}
+
+/// Answers one transform request (Twisted's `TransformProtocol(NetstringReceiver)`).
+pub struct TransformProtocol {
+    factory: Rc<TransformFactory>,
+}
+
+impl StringHandler for TransformProtocol {
+    fn string_received(&mut self, ctx: &mut StringContext<'_>, request: Vec<u8>) {
+        let request = String::from_utf8_lossy(&request);
+        let Some((xform_name, poem)) = request.split_once('.') else {
+            ctx.lose_connection(); // a bad request
+            return;
+        };
+        if let Some(new_poem) = self.factory.transform(xform_name, poem) {
+            // A netstring has no length limit: this cannot fail.
+            let _ = ctx.send_string(new_poem.as_bytes());
+        }
+        ctx.lose_connection();
+    }
+}
+
+/// Maps transform names to the service's methods: only the names listed here can be
+/// called (the tutorial's `TransformFactory` with its `xform_` methods).
+pub struct TransformFactory {
+    pub service: TransformService,
+}
+
+impl TransformFactory {
+    pub fn new(service: TransformService) -> Rc<TransformFactory> {
+        Rc::new(TransformFactory { service })
+    }
+
+    /// The transformed poem, or `None` for an unknown transform.
+    pub fn transform(&self, xform_name: &str, poem: &str) -> Option<String> {
+        match xform_name {
+            "cummingsify" => Some(self.service.cummingsify(poem)),
+            _ => None,
+        }
+    }
+}
+
+impl Factory for TransformFactory {
+    fn build_protocol(self: Rc<Self>, _addr: &Address) -> Option<Box<dyn Protocol>> {
+        Some(Box::new(NetstringReceiver::new(TransformProtocol {
+            factory: self,
+        })))
+    }
+}
+
+// ===== the client =====
+
+/// Sends the request once connected and hands the reply to its factory (Twisted's
+/// `TransformClientProtocol(NetstringReceiver)`).
+pub struct TransformClientProtocol {
+    factory: Rc<TransformClientFactory>,
+}
+
+impl StringHandler for TransformClientProtocol {
+    fn connection_made(&mut self, ctx: &mut StringContext<'_>) {
+        let request = format!("{}.{}", self.factory.xform_name, self.factory.poem);
+        let _ = ctx.send_string(request.as_bytes());
+    }
+
+    fn string_received(&mut self, ctx: &mut StringContext<'_>, poem: Vec<u8>) {
+        ctx.lose_connection();
+        self.factory
+            .handle_poem(String::from_utf8_lossy(&poem).into_owned());
+    }
+}
+
+/// One transform request: fires its Deferred with the reply, or fails if the connection
+/// fails or closes before a reply came (Twisted's `TransformClientFactory`).
+pub struct TransformClientFactory {
+    xform_name: String,
+    poem: String,
+    deferred: Cell<Option<Resolver<String>>>,
+}
+
+impl TransformClientFactory {
+    fn handle_poem(&self, poem: String) {
+        if let Some(d) = self.deferred.take() {
+            d.callback(poem);
+        }
+    }
+
+    fn fail(&self, reason: Failure) {
+        if let Some(d) = self.deferred.take() {
+            d.errback(reason);
+        }
+    }
+}
+
+impl Factory for TransformClientFactory {
+    fn build_protocol(self: Rc<Self>, _addr: &Address) -> Option<Box<dyn Protocol>> {
+        Some(Box::new(NetstringReceiver::new(TransformClientProtocol {
+            factory: self,
+        })))
+    }
+}
+
+impl ClientFactory for TransformClientFactory {
+    fn client_connection_failed(&self, _connector: &Connector, reason: Failure) {
+        self.fail(reason);
+    }
+
+    fn client_connection_lost(&self, _connector: &Connector, reason: Failure) {
+        self.fail(reason);
+    }
+}
+
+/// The transform service at `host:port`, called like a local object (the tutorial's
+/// `TransformProxy`).
+pub struct TransformProxy {
+    reactor: Reactor,
+    host: String,
+    port: u16,
+}
+
+impl TransformProxy {
+    pub fn new(reactor: &Reactor, host: &str, port: u16) -> TransformProxy {
+        TransformProxy {
+            reactor: reactor.clone(),
+            host: host.to_string(),
+            port,
+        }
+    }
+
+    /// Asks the service to apply `xform_name` to `poem`.
+    pub fn xform(&self, xform_name: &str, poem: &str) -> Deferred<String> {
+        let (resolver, d) = Deferred::new();
+        let factory = Rc::new(TransformClientFactory {
+            xform_name: xform_name.to_string(),
+            poem: poem.to_string(),
+            deferred: Cell::new(Some(resolver)),
+        });
+        self.reactor.connect_tcp(&self.host, self.port, factory);
+        d
+    }
+}
+
+// ===== client 7.0 =====
+
+/// Downloads the poem at `host:port` and cummingsifies it through `proxy`, keeping the
+/// original poem if the transform fails (client 7.0's `get_transformed_poem`, an
+/// `@inlineCallbacks` generator: each `.await` is a `yield`, each `match` a `try`/`except`).
+pub async fn get_transformed_poem(
+    reactor: Reactor,
+    proxy: Rc<TransformProxy>,
+    host: String,
+    port: u16,
+) -> Result<String, Failure> {
+    let poem = match get_poetry(&reactor, &host, port).await {
+        Ok(poem) => poem,
+        Err(e) => {
+            eprintln!("The poem download failed: {}", e.as_error());
+            return Err(e);
+        }
+    };
+    match proxy.xform("cummingsify", &poem).await {
+        Ok(new_poem) => Ok(new_poem),
+        Err(_) => {
+            eprintln!("Cummingsify failed!");
+            Ok(poem)
+        }
+    }
+}

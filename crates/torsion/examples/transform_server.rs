@@ -1,0 +1,34 @@
+//! The tutorial's transform service, `twisted-server-1/transformedpoetry.py`: a small RPC
+//! over netstrings. A client sends `xform_name.poem` and gets the transformed poem back;
+//! the one transform is `cummingsify` (lower-case everything), and an unknown one closes
+//! the connection without a reply.
+//!
+//! Run with `cargo run -p torsion --example transform_server -- --port 10001`
+//! (`--iface` as for `poetry_server`), then use it from the `poetry_client_inline` example.
+
+#[path = "poetry/mod.rs"]
+mod poetry;
+
+use torsion::net::tcp::ListenOptions;
+use torsion::{Failure, Reactor};
+
+use poetry::ServerArgs;
+use poetry::transform::{TransformFactory, TransformService};
+
+fn main() -> Result<(), Failure> {
+    let args = ServerArgs::parse(std::env::args().skip(1))?;
+    if !args.rest.is_empty() {
+        return Err(Failure::msg(
+            "usage: transform_server [--port P] [--iface I]",
+        ));
+    }
+    let reactor = Reactor::builder().install_signal_handlers(true).build()?;
+    let options = ListenOptions {
+        interface: args.iface,
+        ..Default::default()
+    };
+    let factory = TransformFactory::new(TransformService);
+    let port = reactor.listen_tcp_with(args.port, factory, options)?;
+    println!("Serving transforms on {}.", port.host());
+    reactor.run()
+}
