@@ -793,7 +793,7 @@ impl Service for TimerService {
             }
         };
         let finished = started.add_errback(|failure| {
-            tracing::error!(target: LOG_TARGET, "TimerService's function failed: {failure}");
+            tracing::error!(target: LOG_TARGET, "TimerService's function failed: {failure:#}");
             Ok(())
         });
         let previous = self.finished.borrow_mut().replace(finished);

@@ -1217,7 +1217,7 @@ where
     match react_result(reactor, main) {
         Ok(()) => ExitCode::SUCCESS,
         Err(failure) => {
-            eprintln!("main function encountered error: {failure}");
+            eprintln!("main function encountered error: {failure:#}");
             ExitCode::FAILURE
         }
     }

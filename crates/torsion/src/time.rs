@@ -560,7 +560,7 @@ fn run_logged(callback: Box<dyn FnOnce()>, location: &'static Location<'static>)
         let failure = Failure::from_panic(&*payload);
         tracing::error!(
             scheduled_at = %location,
-            "unhandled panic in a delayed call: {failure}"
+            "unhandled panic in a delayed call: {failure:#}"
         );
     }
 }

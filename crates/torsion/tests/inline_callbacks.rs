@@ -146,7 +146,7 @@ fn failure_through_nested_spawns_names_each_level() {
     assert!(f.check::<Boom>());
     let lines: Vec<u32> = f.path().iter().map(|l| l.line()).collect();
     assert_eq!(lines, vec![inner_line, outer_line]);
-    let text = f.to_string();
+    let text = format!("{f:#}");
     assert!(text.contains("passed through"), "{text}");
 }
 

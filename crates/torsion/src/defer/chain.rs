@@ -437,7 +437,7 @@ impl Drop for State {
 
 /// Logs a failure nobody handled (Twisted's "Unhandled error in Deferred").
 pub(crate) fn report_unhandled(failure: Failure) {
-    tracing::error!(target: "torsion::defer", "Unhandled error in Deferred: {failure}");
+    tracing::error!(target: "torsion::defer", "Unhandled error in Deferred: {failure:#}");
     let _ = CAPTURE.try_with(|c| {
         if let Some(list) = c.borrow_mut().as_mut() {
             list.push(failure);

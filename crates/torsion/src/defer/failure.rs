@@ -174,22 +174,24 @@ impl<E: Error + Send + Sync + 'static> From<E> for Failure {
 }
 
 impl fmt::Display for Failure {
+    /// The error's message; with `{:#}`, also where the failure arose and every spawned
+    /// future it passed through (what logs and test reports show).
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(f, "{} (at {})", self.0.error, self.0.origin)?;
-        for location in &self.0.path {
-            write!(f, "\n  passed through {location}")?;
+        write!(f, "{}", self.0.error)?;
+        if f.alternate() {
+            write!(f, " (at {})", self.0.origin)?;
+            for location in &self.0.path {
+                write!(f, "\n  passed through {location}")?;
+            }
         }
         Ok(())
     }
 }
 
 impl fmt::Debug for Failure {
+    /// The full form, as `{:#}` displays it: what `fn main() -> Result<(), Failure>` prints.
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.debug_struct("Failure")
-            .field("error", &self.0.error)
-            .field("origin", &format_args!("{}", self.0.origin))
-            .field("path", &self.0.path)
-            .finish()
+        write!(f, "{self:#}")
     }
 }
 
@@ -237,9 +239,11 @@ mod tests {
         let f = Failure::msg("boom");
         let here = Location::caller();
         let f = f.passed_through(here);
-        let text = f.to_string();
+        assert_eq!(f.to_string(), "boom");
+        let text = format!("{f:#}");
         assert!(text.starts_with("boom (at "), "{text}");
         assert!(text.contains("passed through"), "{text}");
+        assert_eq!(format!("{f:?}"), text);
         let shared = f.clone();
         let g = shared.passed_through(here);
         assert_eq!(g.path().len(), 2);

@@ -143,7 +143,7 @@ impl Connection {
         drop(slot);
         if let Err(payload) = outcome {
             let failure = Failure::from_panic(&*payload);
-            tracing::error!(target: "torsion::net", "protocol for {} panicked: {failure}", self.peer);
+            tracing::error!(target: "torsion::net", "protocol for {} panicked: {failure:#}", self.peer);
             self.schedule_loss(failure);
         }
     }

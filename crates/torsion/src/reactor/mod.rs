@@ -272,7 +272,10 @@ impl Builder {
 
 impl Reactor {
     /// A reactor on the backend `TORSION_REACTOR` names, or the platform's default, without
-    /// signal handling. See [`Reactor::builder`] for options.
+    /// signal handling (right for a reactor embedded in a larger program). A server that
+    /// should stop cleanly on Ctrl-C uses
+    /// `Reactor::builder().install_signal_handlers(true).build()`, or
+    /// [`task::react`](crate::task::react), which does so. See [`Reactor::builder`].
     ///
     /// # Errors
     ///
@@ -343,7 +346,9 @@ impl Reactor {
     }
 
     /// Stops the reactor (Twisted's `reactor.stop`): the shutdown event fires at the end of
-    /// the current iteration, then `run` returns. Safe from inside any callback.
+    /// the current iteration, then `run` returns. Safe from inside any callback; at the end
+    /// of a Deferred chain, Twisted's `d.addBoth(lambda _: reactor.stop())` is
+    /// `d.add_both(move |_| Ok(reactor.stop()?))`.
     ///
     /// # Errors
     ///

@@ -57,7 +57,7 @@ impl TriggerOutput for Result<(), Failure> {
         match self {
             Ok(()) => None,
             Err(f) => {
-                tracing::error!(target: "torsion::reactor", "a system event trigger failed: {f}");
+                tracing::error!(target: "torsion::reactor", "a system event trigger failed: {f:#}");
                 None
             }
         }
@@ -95,7 +95,7 @@ pub(crate) fn run_trigger(trigger: Trigger) -> Option<Deferred<()>> {
     match catch_unwind(AssertUnwindSafe(trigger)) {
         Ok(wait) => wait.map(|d| {
             d.add_errback(|f| {
-                tracing::error!(target: "torsion::reactor", "a system event trigger failed: {f}");
+                tracing::error!(target: "torsion::reactor", "a system event trigger failed: {f:#}");
                 Ok(())
             })
         }),

@@ -164,14 +164,14 @@ where
         Some(Err(f)) if f.check::<TimeoutError>() => {
             problems.push(format!("the test timed out after {timeout:?}"))
         }
-        Some(Err(f)) => problems.push(format!("the test failed: {f}")),
+        Some(Err(f)) => problems.push(format!("the test failed: {f:#}")),
         None => problems.push("the reactor stopped before the test finished".into()),
     }
     for leftover in leftovers {
         problems.push(format!("dirty reactor: {leftover}"));
     }
     for failure in unhandled {
-        problems.push(format!("unhandled error in Deferred: {failure}"));
+        problems.push(format!("unhandled error in Deferred: {failure:#}"));
     }
     assert!(problems.is_empty(), "{}", problems.join("\n"));
 }
