@@ -386,6 +386,83 @@ reactor_test! {
         assert!(lost.as_ref().unwrap().check::<ConnectionDone>(), "{lost:?}");
     }
 
+    fn a_peer_reset_gives_connection_lost_and_the_server_keeps_serving(reactor: Reactor) {
+        // The first client resets its connection; the server's protocol sees ConnectionLost
+        // (not a clean ConnectionDone), and a second client is still echoed.
+        let reasons: Rc<RefCell<Vec<Failure>>> = Rc::new(RefCell::new(Vec::new()));
+        struct Recording(Option<Transport>, Rc<RefCell<Vec<Failure>>>);
+        impl Protocol for Recording {
+            fn connection_made(&mut self, t: Transport) {
+                self.0 = Some(t);
+            }
+            fn data_received(&mut self, data: &[u8]) {
+                if let Some(t) = &self.0 {
+                    t.write(data);
+                }
+            }
+            fn connection_lost(&mut self, reason: Failure) {
+                self.1.borrow_mut().push(reason);
+            }
+        }
+        let rs = reasons.clone();
+        let (_port, n) = local_port(&reactor, Rc::new(move || Recording(None, rs.clone())));
+        struct Resetter;
+        impl Protocol for Resetter {
+            fn connection_made(&mut self, t: Transport) {
+                t.write(b"hello");
+            }
+            fn data_received(&mut self, _data: &[u8]) {}
+        }
+        struct ResetThenEcho {
+            reactor: Reactor,
+            port: u16,
+            second: Rc<RefCell<Option<Rc<ClientRecorder>>>>,
+        }
+        impl Factory for ResetThenEcho {
+            fn build_protocol(self: Rc<Self>, _a: &Address) -> Option<Box<dyn Protocol>> {
+                Some(Box::new(Resetter))
+            }
+        }
+        impl ClientFactory for ResetThenEcho {
+            fn client_connection_lost(&self, _c: &Connector, _r: Failure) {
+                let second = ClientRecorder::new(&self.reactor, b"still there?", Some(12));
+                self.reactor.connect_tcp("127.0.0.1", self.port, second.clone());
+                *self.second.borrow_mut() = Some(second);
+            }
+        }
+        let second = Rc::new(RefCell::new(None));
+        let factory = Rc::new(ResetThenEcho { reactor: reactor.clone(), port: n, second: second.clone() });
+        let connector = reactor.connect_tcp("127.0.0.1", n, factory);
+        // Once the echo of "hello" is back, reset the connection.
+        let r = reactor.clone();
+        fn abort_when_echoed(r: Reactor, c: Connector) {
+            match c.transport() {
+                Some(t) if t.is_connected() => {
+                    let r2 = r.clone();
+                    r.call_later(0.05, move || {
+                        t.abort_connection();
+                        drop(r2);
+                    });
+                }
+                _ => {
+                    let r2 = r.clone();
+                    r.call_later(0.01, move || abort_when_echoed(r2, c));
+                }
+            }
+        }
+        abort_when_echoed(r, connector);
+        common::safety_stop(&reactor, 20.0);
+        reactor.run().unwrap();
+        let second = second.borrow().clone().expect("the second client ran");
+        assert_eq!(&*second.received.borrow(), b"still there?");
+        let reasons = reasons.borrow();
+        assert!(
+            reasons[0].check::<torsion::error::ConnectionLost>(),
+            "the reset connection ended with {:?}",
+            reasons[0]
+        );
+    }
+
     fn sixty_four_mib_each_way_arrive_intact(reactor: Reactor) {
         const SIZE: usize = 64 * 1024 * 1024;
         let payload: Vec<u8> = (0..SIZE).map(|i| (i * 7 + i / 4093) as u8).collect();
