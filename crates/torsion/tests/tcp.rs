@@ -138,6 +138,26 @@ reactor_test! {
         assert!(client.lost.borrow().as_ref().unwrap().check::<ConnectionDone>());
     }
 
+    fn echo_over_ipv6_loopback(reactor: Reactor) {
+        let options = ListenOptions {
+            interface: std::net::Ipv6Addr::LOCALHOST.into(),
+            ..ListenOptions::default()
+        };
+        let port = match reactor.listen_tcp_with(0, Rc::new(Echo::default), options) {
+            Ok(port) => port,
+            Err(f) => {
+                eprintln!("no IPv6 loopback here, skipping: {f}");
+                return;
+            }
+        };
+        let n = port.host().port().unwrap();
+        let client = ClientRecorder::new(&reactor, b"over v6", Some(7));
+        reactor.connect_tcp("::1", n, client.clone());
+        common::safety_stop(&reactor, 20.0);
+        reactor.run().unwrap();
+        assert_eq!(&*client.received.borrow(), b"over v6");
+    }
+
     fn connecting_to_a_closed_port_is_connection_refused(reactor: Reactor) {
         let client = ClientRecorder::new(&reactor, b"", None);
         reactor.connect_tcp("127.0.0.1", a_closed_port(), client.clone());
