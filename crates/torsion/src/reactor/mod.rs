@@ -793,11 +793,14 @@ impl Reactor {
         }
         // SAFETY: as in `update_fd`: the descriptor is open while registered.
         let borrowed = unsafe { BorrowedFd::borrow_raw(fd) };
-        let result =
-            self.inner
-                .poller
-                .borrow_mut()
-                .reregister(borrowed, token(key, generation), interest);
+        let mut poller = self.inner.poller.borrow_mut();
+        let mut result = poller.reregister(borrowed, token(key, generation), interest);
+        if matches!(&result, Err(e) if e.raw_os_error() == Some(libc::ENOENT)) {
+            // The descriptor number was closed and reused without being removed first
+            // (epoll forgot it): register the new one.
+            result = poller.register(borrowed, token(key, generation), interest);
+        }
+        drop(poller);
         drop(old);
         result
     }
