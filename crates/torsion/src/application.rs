@@ -29,9 +29,7 @@
 
 use std::any::Any;
 use std::cell::{Cell, RefCell};
-use std::collections::hash_map::RandomState;
 use std::fmt;
-use std::hash::BuildHasher;
 use std::rc::{Rc, Weak};
 use std::time::Duration;
 
@@ -1026,13 +1024,8 @@ pub fn backoff_policy(
 /// Uniform draws from `[0, 1)`, seeded at random (Twisted's `random.random`, the default
 /// jitter of [`backoff_policy`]). Not for cryptography; only to spread retries out.
 pub fn uniform_jitter() -> impl FnMut() -> f64 + 'static {
-    // SipHash with the process's random keys, over a counter.
-    let keys = RandomState::new();
-    let mut counter: u64 = 0;
-    move || {
-        counter = counter.wrapping_add(1);
-        (keys.hash_one(counter) >> 11) as f64 / (1u64 << 53) as f64
-    }
+    let mut source = crate::jitter::JitterSource::seeded();
+    move || source.uniform()
 }
 
 /// Keeps one connection to an endpoint up, reconnecting after a failure or a loss with a

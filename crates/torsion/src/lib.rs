@@ -41,6 +41,7 @@ pub mod defer;
 pub mod endpoints;
 pub mod error;
 mod executor;
+mod jitter;
 pub mod net;
 pub mod protocol;
 pub mod protocols;

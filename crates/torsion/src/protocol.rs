@@ -355,7 +355,7 @@ impl<F: ClientFactory> ReconnectingClientFactory<F> {
             call: RefCell::new(None),
             connector: RefCell::new(None),
             normal: RefCell::new(Box::new({
-                let mut source = NormalSource::seeded();
+                let mut source = crate::jitter::JitterSource::seeded();
                 move || source.sample()
             })),
         })
@@ -543,45 +543,6 @@ impl<F> fmt::Debug for ReconnectingClientFactory<F> {
     }
 }
 
-/// Standard normal draws for the jitter: splitmix64 seeded from the time, through the
-/// Box–Muller transform. Not for cryptography; only to spread reconnections out.
-struct NormalSource {
-    state: u64,
-}
-
-impl NormalSource {
-    fn seeded() -> NormalSource {
-        static COUNTER: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
-        let nanos = std::time::SystemTime::now()
-            .duration_since(std::time::UNIX_EPOCH)
-            .map(|d| d.as_nanos() as u64)
-            .unwrap_or(0);
-        let n = COUNTER.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
-        NormalSource {
-            state: nanos ^ n.wrapping_mul(0x9E37_79B9_7F4A_7C15) ^ u64::from(std::process::id()),
-        }
-    }
-
-    fn next_u64(&mut self) -> u64 {
-        self.state = self.state.wrapping_add(0x9E37_79B9_7F4A_7C15);
-        let mut z = self.state;
-        z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
-        z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
-        z ^ (z >> 31)
-    }
-
-    /// Uniform in (0, 1].
-    fn uniform(&mut self) -> f64 {
-        ((self.next_u64() >> 11) as f64 + 1.0) / (1u64 << 53) as f64
-    }
-
-    /// One draw from the standard normal distribution (Box–Muller).
-    fn sample(&mut self) -> f64 {
-        let (u1, u2) = (self.uniform(), self.uniform());
-        (-2.0 * u1.ln()).sqrt() * (std::f64::consts::TAU * u2).cos()
-    }
-}
-
 /// Connects `protocol` itself to `host:port` over TCP, with no factory to write (Twisted's
 /// `connectProtocol(endpoint, protocol)` over a `TCP4ClientEndpoint`; for any endpoint, see
 /// [`endpoints::connect_protocol`](crate::endpoints::connect_protocol)).
@@ -620,23 +581,4 @@ pub fn connect_protocol<P: Protocol>(
 ) -> Deferred<Transport> {
     let endpoint = crate::endpoints::TcpClientEndpoint::new(reactor, host, port);
     crate::endpoints::connect_protocol(&endpoint, protocol)
-}
-
-#[cfg(test)]
-mod tests {
-    use super::NormalSource;
-
-    #[test]
-    fn the_jitter_source_is_standard_normal() {
-        let mut source = NormalSource { state: 42 };
-        let n = 20_000;
-        let draws: Vec<f64> = (0..n).map(|_| source.sample()).collect();
-        let mean = draws.iter().sum::<f64>() / n as f64;
-        let var = draws.iter().map(|x| (x - mean).powi(2)).sum::<f64>() / n as f64;
-        assert!(mean.abs() < 0.05, "mean {mean}");
-        assert!((var - 1.0).abs() < 0.05, "variance {var}");
-        let within_one = draws.iter().filter(|x| x.abs() < 1.0).count() as f64 / n as f64;
-        assert!((within_one - 0.6827).abs() < 0.02, "{within_one}");
-        assert!(draws.iter().all(|x| x.is_finite()));
-    }
 }
