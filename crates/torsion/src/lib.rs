@@ -27,6 +27,8 @@
 //! - [`task`] (`twisted.internet.task`): [`LoopingCall`](task::LoopingCall),
 //!   [`defer_later`](task::defer_later), [`Cooperator`](task::Cooperator) and
 //!   [`react`](task::react).
+//! - [`log`] (the part of `twisted.logger` that reports errors): where torsion's errors
+//!   and warnings go: the installed `tracing` subscriber, else stderr.
 //! - [`application`] (`twisted.application.service`, `twisted.application.internet`):
 //!   services, the `MultiService` tree and the `Application` at its root, with timer,
 //!   listening and reconnecting-client services.
@@ -42,6 +44,7 @@ pub mod endpoints;
 pub mod error;
 mod executor;
 mod jitter;
+pub mod log;
 pub mod net;
 pub mod protocol;
 pub mod protocols;

@@ -558,9 +558,9 @@ impl TimerQueue {
 fn run_logged(callback: Box<dyn FnOnce()>, location: &'static Location<'static>) {
     if let Err(payload) = std::panic::catch_unwind(AssertUnwindSafe(callback)) {
         let failure = Failure::from_panic(&*payload);
-        tracing::error!(
-            scheduled_at = %location,
-            "unhandled panic in a delayed call: {failure:#}"
+        crate::log::error!(
+            target: "torsion::time",
+            "unhandled panic in a delayed call scheduled at {location}: {failure:#}"
         );
     }
 }

@@ -277,7 +277,7 @@ impl Chain {
             Some(Canceller::Reusable(f)) => match catch_unwind(AssertUnwindSafe(|| f())) {
                 Ok(errback) => errback,
                 Err(payload) => {
-                    tracing::error!(
+                    crate::log::error!(
                         target: "torsion::defer",
                         "a Deferred canceller panicked: {}",
                         Failure::from_panic(&*payload)
@@ -298,7 +298,7 @@ impl Chain {
 
 fn call_guarded(f: Box<dyn FnOnce()>) {
     if let Err(payload) = catch_unwind(AssertUnwindSafe(f)) {
-        tracing::error!(
+        crate::log::error!(
             target: "torsion::defer",
             "a Deferred canceller panicked: {}",
             Failure::from_panic(&*payload)
@@ -437,7 +437,7 @@ impl Drop for State {
 
 /// Logs a failure nobody handled (Twisted's "Unhandled error in Deferred").
 pub(crate) fn report_unhandled(failure: Failure) {
-    tracing::error!(target: "torsion::defer", "Unhandled error in Deferred: {failure:#}");
+    crate::log::error!(target: "torsion::defer", "Unhandled error in Deferred: {failure:#}");
     let _ = CAPTURE.try_with(|c| {
         if let Some(list) = c.borrow_mut().as_mut() {
             list.push(failure);

@@ -121,7 +121,7 @@ impl Connection {
         *self.protocol.borrow_mut() = Some(protocol);
         self.state.borrow_mut().reading = true;
         if let Err(err) = self.reactor.add_reader(self.clone()) {
-            tracing::error!(target: "torsion::net", "cannot watch {}: {err}", self.peer);
+            crate::log::error!(target: "torsion::net", "cannot watch {}: {err}", self.peer);
             self.schedule_loss(Failure::new(err));
             return;
         }
@@ -133,7 +133,7 @@ impl Connection {
     /// exception in Twisted's `dataReceived` does).
     fn with_protocol(&self, f: impl FnOnce(&mut dyn Protocol)) {
         let Ok(mut slot) = self.protocol.try_borrow_mut() else {
-            tracing::error!(target: "torsion::net", "protocol re-entered; event dropped");
+            crate::log::error!(target: "torsion::net", "protocol re-entered; event dropped");
             return;
         };
         let Some(protocol) = slot.as_mut() else {
@@ -143,7 +143,7 @@ impl Connection {
         drop(slot);
         if let Err(payload) = outcome {
             let failure = Failure::from_panic(&*payload);
-            tracing::error!(target: "torsion::net", "protocol for {} panicked: {failure:#}", self.peer);
+            crate::log::error!(target: "torsion::net", "protocol for {} panicked: {failure:#}", self.peer);
             self.schedule_loss(failure);
         }
     }
@@ -175,7 +175,7 @@ impl Connection {
         };
         if on {
             if let Err(err) = self.reactor.add_reader(me) {
-                tracing::error!(target: "torsion::net", "cannot watch {}: {err}", self.peer);
+                crate::log::error!(target: "torsion::net", "cannot watch {}: {err}", self.peer);
             }
         } else {
             self.reactor.remove_reader(self.fd);
@@ -252,7 +252,7 @@ impl Connection {
                 && let Some(me) = self.rc()
                 && let Err(err) = self.reactor.add_writer(me)
             {
-                tracing::error!(target: "torsion::net", "cannot watch {} for writing: {err}", self.peer);
+                crate::log::error!(target: "torsion::net", "cannot watch {} for writing: {err}", self.peer);
             }
             if let Some(producer) = resume {
                 producer.resume_producing();
@@ -328,7 +328,7 @@ impl Connection {
                 protocol.connection_lost(r)
             }));
             if let Err(payload) = outcome {
-                tracing::error!(
+                crate::log::error!(
                     target: "torsion::net",
                     "connection_lost of the protocol for {} panicked: {}",
                     self.peer,

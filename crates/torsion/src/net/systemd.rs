@@ -59,7 +59,7 @@ pub fn listen_fds() -> Vec<OwnedFd> {
         // SAFETY: F_GETFD only reads the descriptor's flags; on a number that is not an
         // open descriptor it fails with EBADF and touches nothing.
         if unsafe { libc::fcntl(raw, libc::F_GETFD) } < 0 {
-            tracing::warn!(target: "torsion::systemd", "LISTEN_FDS names descriptor {raw}, which is not open");
+            crate::log::warning!(target: "torsion::systemd", "LISTEN_FDS names descriptor {raw}, which is not open");
             continue;
         }
         // SAFETY: the descriptor is open (checked just above), systemd passed it to this
@@ -67,7 +67,7 @@ pub fn listen_fds() -> Vec<OwnedFd> {
         // process, so the OwnedFd is its only owner.
         let fd = unsafe { OwnedFd::from_raw_fd(raw) };
         if let Err(err) = rustix::io::fcntl_setfd(&fd, rustix::io::FdFlags::CLOEXEC) {
-            tracing::warn!(target: "torsion::systemd", "cannot set close-on-exec on {raw}: {err}");
+            crate::log::warning!(target: "torsion::systemd", "cannot set close-on-exec on {raw}: {err}");
         }
         fds.push(fd);
     }
@@ -102,7 +102,7 @@ pub fn parse_listen_fds(
         .to_str()
         .and_then(|s| s.trim().parse::<u32>().ok())
     else {
-        tracing::warn!(target: "torsion::systemd", "LISTEN_PID is not a process id: {listen_pid:?}");
+        crate::log::warning!(target: "torsion::systemd", "LISTEN_PID is not a process id: {listen_pid:?}");
         return empty;
     };
     if listen_pid != pid {
@@ -116,7 +116,7 @@ pub fn parse_listen_fds(
             LISTEN_FDS_START..LISTEN_FDS_START + n
         }
         _ => {
-            tracing::warn!(target: "torsion::systemd", "LISTEN_FDS is not a descriptor count: {listen_fds:?}");
+            crate::log::warning!(target: "torsion::systemd", "LISTEN_FDS is not a descriptor count: {listen_fds:?}");
             empty
         }
     }

@@ -445,7 +445,7 @@ impl UdpInner {
     /// exception from `datagramReceived` and keeps reading).
     fn with_protocol(&self, f: impl FnOnce(&mut dyn DatagramProtocol)) {
         let Ok(mut slot) = self.protocol.try_borrow_mut() else {
-            tracing::error!(target: "torsion::udp", "datagram protocol re-entered; event dropped");
+            crate::log::error!(target: "torsion::udp", "datagram protocol re-entered; event dropped");
             return;
         };
         let Some(protocol) = slot.as_mut() else {
@@ -454,7 +454,7 @@ impl UdpInner {
         let outcome = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| f(&mut **protocol)));
         drop(slot);
         if let Err(payload) = outcome {
-            tracing::error!(
+            crate::log::error!(
                 target: "torsion::udp",
                 "datagram protocol on {} panicked: {}",
                 self.host,
@@ -529,7 +529,7 @@ impl UdpInner {
             let outcome =
                 std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| protocol.stop_protocol()));
             if let Err(payload) = outcome {
-                tracing::error!(
+                crate::log::error!(
                     target: "torsion::udp",
                     "stop_protocol of the datagram protocol on {} panicked: {}",
                     self.host,
@@ -585,7 +585,7 @@ impl FileDescriptor for UdpInner {
                     && self.listening.get()
                     && let Err(err) = self.reactor.add_reader(me)
                 {
-                    tracing::error!(target: "torsion::udp", "cannot watch {} again: {err}", self.host);
+                    crate::log::error!(target: "torsion::udp", "cannot watch {} again: {err}", self.host);
                     self.listening.set(false);
                     self.close();
                 }
@@ -646,7 +646,7 @@ impl ReadDescriptor for UdpInner {
                     }
                 }
                 Err(err) => {
-                    tracing::error!(target: "torsion::udp", "recvfrom on {} failed: {err}", self.host);
+                    crate::log::error!(target: "torsion::udp", "recvfrom on {} failed: {err}", self.host);
                     break;
                 }
             }

@@ -251,7 +251,7 @@ impl Protocol for ProxyClient {
         // Flow control both ways: a full send buffer on one side stops reading on the other.
         for (consumer, producer) in [(&transport, &self.server), (&self.server, &transport)] {
             if let Err(err) = consumer.register_producer(as_producer(producer), true) {
-                tracing::warn!(
+                crate::log::warning!(
                     target: "torsion::portforward",
                     "cannot register {} as the producer of {}: {err}",
                     producer.peer(),

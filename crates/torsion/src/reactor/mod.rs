@@ -437,7 +437,7 @@ impl Reactor {
             let continued = continued.clone();
             self.call_later(timeout, move || {
                 if !continued.replace(true) {
-                    tracing::warn!(
+                    crate::log::warning!(
                         target: "torsion::reactor",
                         "{event:?} went on after {timeout:?}: a before-{event:?} trigger's Deferred had not fired"
                     );
@@ -583,7 +583,7 @@ impl Reactor {
         let mut events = std::mem::take(&mut *self.inner.events.borrow_mut());
         let waited = self.inner.poller.borrow_mut().wait(&mut events, timeout);
         if let Err(err) = waited {
-            tracing::error!(target: "torsion::reactor", "waiting for I/O failed: {err}");
+            crate::log::error!(target: "torsion::reactor", "waiting for I/O failed: {err}");
             // Do not spin on a persistent error.
             std::thread::sleep(Duration::from_millis(10));
         }
@@ -644,7 +644,7 @@ impl Reactor {
             if let Some(target) = target {
                 let lost = catch_unwind(AssertUnwindSafe(|| target.connection_lost(reason)));
                 if let Err(payload) = lost {
-                    tracing::error!(
+                    crate::log::error!(
                         target: "torsion::reactor",
                         "connection_lost of {} panicked: {}",
                         target.log_prefix(),
@@ -831,7 +831,7 @@ impl Reactor {
                 descriptor.connection_lost(ConnectionLost.into())
             }));
             if let Err(payload) = lost {
-                tracing::error!(
+                crate::log::error!(
                     target: "torsion::reactor",
                     "connection_lost of {} panicked: {}",
                     descriptor.log_prefix(),
@@ -856,7 +856,7 @@ impl Reactor {
         );
         for call in calls {
             if let Err(payload) = catch_unwind(AssertUnwindSafe(|| call(self))) {
-                tracing::error!(
+                crate::log::error!(
                     target: "torsion::reactor",
                     "a call from another thread panicked: {}",
                     Failure::from_panic(&*payload)

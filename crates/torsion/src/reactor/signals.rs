@@ -26,7 +26,7 @@ pub(super) fn install(shared: &Arc<Shared>) -> Vec<SigId> {
         };
         match registered {
             Ok(id) => ids.push(id),
-            Err(err) => tracing::warn!(
+            Err(err) => crate::log::warning!(
                 target: "torsion::reactor",
                 "cannot install the handler for signal {signal}: {err}"
             ),

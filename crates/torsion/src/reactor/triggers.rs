@@ -57,7 +57,7 @@ impl TriggerOutput for Result<(), Failure> {
         match self {
             Ok(()) => None,
             Err(f) => {
-                tracing::error!(target: "torsion::reactor", "a system event trigger failed: {f:#}");
+                crate::log::error!(target: "torsion::reactor", "a system event trigger failed: {f:#}");
                 None
             }
         }
@@ -95,12 +95,12 @@ pub(crate) fn run_trigger(trigger: Trigger) -> Option<Deferred<()>> {
     match catch_unwind(AssertUnwindSafe(trigger)) {
         Ok(wait) => wait.map(|d| {
             d.add_errback(|f| {
-                tracing::error!(target: "torsion::reactor", "a system event trigger failed: {f:#}");
+                crate::log::error!(target: "torsion::reactor", "a system event trigger failed: {f:#}");
                 Ok(())
             })
         }),
         Err(payload) => {
-            tracing::error!(
+            crate::log::error!(
                 target: "torsion::reactor",
                 "a system event trigger panicked: {}",
                 Failure::from_panic(&*payload)

@@ -54,7 +54,7 @@ impl Waker {
                 Ok(_) | Err(Errno::AGAIN) => return,
                 Err(Errno::INTR) => continue,
                 Err(err) => {
-                    tracing::error!(error = %err, "cannot wake the reactor: eventfd write failed");
+                    crate::log::error!(target: "torsion::reactor", "cannot wake the reactor: eventfd write failed: {err}");
                     return;
                 }
             }
@@ -70,7 +70,7 @@ impl Waker {
                 Ok(_) | Err(Errno::INTR) => continue,
                 Err(Errno::AGAIN) => return,
                 Err(err) => {
-                    tracing::error!(error = %err, "cannot drain the reactor's waker: eventfd read failed");
+                    crate::log::error!(target: "torsion::reactor", "cannot drain the reactor's waker: eventfd read failed: {err}");
                     return;
                 }
             }

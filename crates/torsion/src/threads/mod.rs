@@ -24,7 +24,7 @@ impl Reactor {
     /// shuts down. A panic in `f` is logged; the pool survives.
     pub fn call_in_thread(&self, f: impl FnOnce() + Send + 'static) {
         if self.thread_pool().call_in_thread(f).is_err() {
-            tracing::warn!(target: "torsion::threads", "call_in_thread after the pool stopped");
+            crate::log::warning!(target: "torsion::threads", "call_in_thread after the pool stopped");
         }
     }
 

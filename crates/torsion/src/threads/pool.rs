@@ -133,7 +133,7 @@ impl ThreadPool {
     }
 
     /// Queues `f` to run on a worker thread (Twisted's `callInThread`). Jobs start in FIFO
-    /// order. A panic inside `f` is caught and logged with `tracing::error!` as a
+    /// order. A panic inside `f` is caught and logged as a
     /// [`Failure`]; the worker survives.
     ///
     /// If no worker is alive and none can be started (the OS refuses to spawn a thread),
@@ -247,7 +247,7 @@ impl ThreadPool {
                 continue; // Joining ourselves would never return: detach instead.
             }
             if handle.join().is_err() {
-                tracing::error!(pool = %self.shared.name, "a thread pool worker panicked");
+                crate::log::error!(target: "torsion::threads", "a worker of thread pool {} panicked", self.shared.name);
             }
         }
         // Work is left only if no worker was alive to take it; run it here rather than drop it.
@@ -277,9 +277,10 @@ impl ThreadPool {
             // No worker is alive and none could be started: run the work here.
             let jobs: Vec<Job> = state.queue.drain(..).collect();
             drop(state);
-            tracing::warn!(
-                pool = %self.shared.name,
-                "no thread pool worker could be started; running the job on the calling thread"
+            crate::log::warning!(
+                target: "torsion::threads",
+                "no worker of thread pool {} could be started; running the job on the calling thread",
+                self.shared.name
             );
             jobs.into_iter().for_each(run_job);
         }
@@ -357,11 +358,11 @@ impl Shared {
             }
             Err(error) => {
                 let error: io::Error = error;
-                tracing::error!(
-                    pool = %self.name,
-                    threads = state.threads,
-                    %error,
-                    "could not start a thread pool worker"
+                crate::log::error!(
+                    target: "torsion::threads",
+                    "could not start a worker of thread pool {} ({} running): {error}",
+                    self.name,
+                    state.threads
                 );
                 false
             }
@@ -408,7 +409,7 @@ fn run_job(job: Job) {
     if let Err(payload) = panic::catch_unwind(AssertUnwindSafe(job)) {
         let failure = Failure::from_panic(&*payload);
         drop_payload(payload);
-        tracing::error!(%failure, "a job in the thread pool panicked");
+        crate::log::error!(target: "torsion::threads", "a job in the thread pool panicked: {failure}");
     }
 }
 

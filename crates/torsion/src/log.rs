@@ -1,0 +1,51 @@
+//! Where torsion's own errors and warnings go (the part of Twisted's `twisted.logger` that
+//! prints "Unhandled error in Deferred" when nothing else is set up).
+//!
+//! torsion logs through [`tracing`], with its module paths (`torsion::net`,
+//! `torsion::defer`, …) as targets, so a program that installs a subscriber gets every
+//! event there and only there, filtered as it likes. A program that installs none (every
+//! small server, every example) would lose them all; so errors and warnings, such as an
+//! unhandled failure, a panic in a callback or protocol, or a failed listen, are printed to
+//! stderr instead, with where they arose. Debug and info events need a subscriber.
+//!
+//! Invariant: every error or warning torsion reports goes through [`error!`] or [`warning!`]
+//! here, never straight through `tracing`, so that none can vanish.
+
+use std::fmt;
+
+/// Whether a `tracing` subscriber is in effect on this thread (a global default or a
+/// scoped one). When none is, errors and warnings go to stderr.
+pub fn subscriber_installed() -> bool {
+    tracing::dispatcher::get_default(|d| !d.is::<tracing::subscriber::NoSubscriber>())
+}
+
+/// Prints one event to stderr: `LEVEL target: message`. Used when no subscriber is
+/// installed. It goes through `eprintln!`, so the test harness captures it per test.
+#[doc(hidden)]
+pub fn to_stderr(level: &str, target: &str, message: fmt::Arguments<'_>) {
+    eprintln!("{level} {target}: {message}");
+}
+
+/// Reports an error: to the installed subscriber, else to stderr.
+macro_rules! error {
+    (target: $target:expr, $($arg:tt)+) => {{
+        if $crate::log::subscriber_installed() {
+            tracing::error!(target: $target, $($arg)+);
+        } else {
+            $crate::log::to_stderr("ERROR", $target, format_args!($($arg)+));
+        }
+    }};
+}
+
+/// Reports a warning: to the installed subscriber, else to stderr.
+macro_rules! warning {
+    (target: $target:expr, $($arg:tt)+) => {{
+        if $crate::log::subscriber_installed() {
+            tracing::warn!(target: $target, $($arg)+);
+        } else {
+            $crate::log::to_stderr("WARN", $target, format_args!($($arg)+));
+        }
+    }};
+}
+
+pub(crate) use {error, warning};
