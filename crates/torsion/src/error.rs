@@ -119,6 +119,27 @@ simple_error!(
     "the reactor shut down before the call could complete"
 );
 
+/// Every [`Resolver`](crate::Resolver) of a Deferred was dropped before firing it, so
+/// nothing could; the Deferred fails with this instead of hanging (a dropped oneshot
+/// sender's `RecvError`). It names where the Deferred was created.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ResolverDropped {
+    /// Where the Deferred (and its first Resolver) was created.
+    pub created_at: &'static std::panic::Location<'static>,
+}
+
+impl fmt::Display for ResolverDropped {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(
+            f,
+            "every Resolver of the Deferred created at {} was dropped before firing it",
+            self.created_at
+        )
+    }
+}
+
+impl std::error::Error for ResolverDropped {}
+
 /// An argument was outside what the operation accepts, for example a negative interval or a
 /// semaphore of size 0 (Twisted raises `ValueError` for these).
 #[derive(Debug, Clone, PartialEq, Eq)]

@@ -160,8 +160,8 @@ reactor_test! {
         let ran = Rc::new(Cell::new(false));
         let r = ran.clone();
         let id = reactor.add_system_event_trigger(Phase::During, SystemEvent::Startup, move || r.set(true));
-        assert!(reactor.remove_system_event_trigger(id));
-        assert!(!reactor.remove_system_event_trigger(id));
+        assert!(reactor.remove_system_event_trigger(id).is_ok());
+        assert!(reactor.remove_system_event_trigger(id).is_err());
         stop_soon(&reactor);
         reactor.run().unwrap();
         assert!(!ran.get());

@@ -581,13 +581,16 @@ reactor_test! {
         drop(fillers);
     }
 
-    fn pull_producer_is_resumed_at_once_and_a_second_producer_is_an_error(reactor: Reactor) {
+    fn pull_producer_is_resumed_after_register_returns_and_a_second_producer_is_an_error(reactor: Reactor) {
         struct Pull {
             resumed: Rc<Cell<u32>>,
+            transport: Transport,
         }
         impl Producer for Pull {
             fn resume_producing(&self) {
                 self.resumed.set(self.resumed.get() + 1);
+                self.transport.unregister_producer();
+                self.transport.lose_connection();
             }
             fn stop_producing(&self) {}
         }
@@ -597,12 +600,12 @@ reactor_test! {
         }
         impl Protocol for Registers {
             fn connection_made(&mut self, t: Transport) {
-                t.register_producer(Rc::new(Pull { resumed: self.resumed.clone() }), false).unwrap();
-                assert_eq!(self.resumed.get(), 1, "resumed at once");
-                let err = t.register_producer(Rc::new(Pull { resumed: self.resumed.clone() }), false);
+                let pull = Pull { resumed: self.resumed.clone(), transport: t.clone() };
+                t.register_producer(Rc::new(pull), false).unwrap();
+                assert_eq!(self.resumed.get(), 0, "never called back from inside register_producer");
+                let pull = Pull { resumed: self.resumed.clone(), transport: t.clone() };
+                let err = t.register_producer(Rc::new(pull), false);
                 *self.second.borrow_mut() = err.err();
-                t.unregister_producer();
-                t.lose_connection();
             }
         }
         let resumed = Rc::new(Cell::new(0));
@@ -613,6 +616,7 @@ reactor_test! {
         reactor.connect_tcp("127.0.0.1", n, client.clone());
         common::safety_stop(&reactor, 20.0);
         reactor.run().unwrap();
+        assert_eq!(resumed.get(), 1, "resumed once, after connection_made returned");
         assert!(second.borrow().as_ref().unwrap().check::<ProducerAlreadyRegistered>());
     }
 

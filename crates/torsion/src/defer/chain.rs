@@ -10,7 +10,7 @@ use std::any::Any;
 use std::cell::{Cell, RefCell};
 use std::collections::VecDeque;
 use std::panic::{AssertUnwindSafe, Location, catch_unwind};
-use std::rc::{Rc, Weak};
+use std::rc::Rc;
 use std::task::Waker;
 
 use super::Failure;
@@ -81,10 +81,18 @@ pub(crate) enum Canceller {
 
 /// One chain's state. Shared (`Rc`) between the consuming handle, resolvers, and chains
 /// waiting on it.
+///
+/// Ownership: a chain owns the chain it waits on (`chained_to`, strong, as Twisted's
+/// `_chainedTo`), and that chain owns its waiter through its `Continue` entry. The pair
+/// stays alive while it waits, whoever else lets go, so `pause`, `unpause` and `cancel`
+/// always reach the inner one; the cycle ends when the inner one fires (and it does, once
+/// its last [`Resolver`](super::Resolver) is dropped, unless it has a canceller).
 pub(crate) struct Chain {
     state: RefCell<State>,
     /// Where the Deferred was created, for reports.
     pub(crate) origin: &'static Location<'static>,
+    /// How many [`Resolver`](super::Resolver)s of this chain are alive.
+    resolvers: Cell<usize>,
 }
 
 struct State {
@@ -95,7 +103,9 @@ struct State {
     paused: u32,
     steps: VecDeque<Entry>,
     canceller: Option<Canceller>,
-    chained_to: Option<Weak<Chain>>,
+    /// A canceller is running: its Resolver going away is not an abandonment.
+    cancelling: bool,
+    chained_to: Option<Rc<Chain>>,
     waker: Option<Waker>,
 }
 
@@ -115,11 +125,50 @@ impl Chain {
                 paused: 0,
                 steps: VecDeque::new(),
                 canceller: None,
+                cancelling: false,
                 chained_to: None,
                 waker: None,
             }),
             origin,
+            resolvers: Cell::new(0),
         })
+    }
+
+    /// Counts one more live Resolver.
+    pub(crate) fn resolver_added(&self) {
+        self.resolvers.set(self.resolvers.get() + 1);
+    }
+
+    /// Counts one Resolver less. When the last goes and the chain is unfired with no
+    /// canceller, nothing can ever fire it: it fails with
+    /// [`ResolverDropped`](crate::error::ResolverDropped), once the callback running now
+    /// has returned if a reactor runs on this thread (a Resolver is often dropped inside a
+    /// borrow its own callbacks would want), else at once.
+    pub(crate) fn resolver_dropped(self: &Rc<Self>) {
+        let left = self.resolvers.get().saturating_sub(1);
+        self.resolvers.set(left);
+        if left > 0 || !self.abandoned() {
+            return;
+        }
+        let chain = self.clone();
+        let fail = move || {
+            if chain.resolvers.get() == 0 && chain.abandoned() {
+                let failure = Failure::new(crate::error::ResolverDropped {
+                    created_at: chain.origin,
+                });
+                let _ = chain.fire(Outcome::Err(failure));
+            }
+        };
+        match crate::reactor::Reactor::current() {
+            Some(reactor) => reactor.call_soon(fail),
+            None => fail(),
+        }
+    }
+
+    /// Unfired, with no canceller and none running: only a Resolver could fire it.
+    fn abandoned(&self) -> bool {
+        let s = self.state.borrow();
+        !s.fired && s.canceller.is_none() && !s.cancelling
     }
 
     /// A chain already fired with `outcome`.
@@ -249,7 +298,7 @@ impl Chain {
                 if !s.fired {
                     break;
                 }
-                match s.chained_to.as_ref().and_then(Weak::upgrade) {
+                match s.chained_to.clone() {
                     Some(inner) => inner,
                     None => return,
                 }
@@ -263,6 +312,7 @@ impl Chain {
         }
         let canceller = {
             let mut s = current.state.borrow_mut();
+            s.cancelling = true;
             match &s.canceller {
                 Some(Canceller::Reusable(f)) => Some(Canceller::Reusable(f.clone())),
                 _ => s.canceller.take(),
@@ -286,6 +336,7 @@ impl Chain {
                 }
             },
         };
+        current.state.borrow_mut().cancelling = false;
         if errback && !current.is_fired() {
             current.state.borrow_mut().cancelled = true;
             let failure = Failure::new(crate::error::Cancelled);
@@ -321,7 +372,14 @@ fn run(start: Rc<Chain>) {
             if s.paused > 0 || s.running {
                 return;
             }
-            s.chained_to = None;
+            if s.chained_to.is_some() {
+                // What it waited on has handed its result over; let go of it outside the
+                // borrow (dropping it may run user code).
+                let inner = s.chained_to.take();
+                drop(s);
+                drop(inner);
+                continue;
+            }
             if s.result.is_none() {
                 break;
             }
@@ -364,7 +422,7 @@ fn run(start: Rc<Chain>) {
                         }
                         Next::Wait(inner) => {
                             s.paused += 1;
-                            s.chained_to = Some(Rc::downgrade(&inner));
+                            s.chained_to = Some(inner.clone());
                             drop(s);
                             inner
                                 .state

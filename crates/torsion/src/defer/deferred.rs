@@ -64,10 +64,23 @@ pub struct Resolver<T> {
 
 impl<T> Clone for Resolver<T> {
     fn clone(&self) -> Self {
+        self.chain.resolver_added();
         Resolver {
             chain: self.chain.clone(),
             _type: PhantomData,
         }
+    }
+}
+
+/// Dropping the last Resolver of a Deferred that has not fired, and has no canceller, fails
+/// it with [`ResolverDropped`](crate::error::ResolverDropped) naming where it was created,
+/// as a dropped oneshot sender does: nothing could fire it any more, and a chain waiting on
+/// it would otherwise hang without a word. A Deferred with a canceller stays pending, to
+/// be cancelled. With a reactor running on this thread, the failure is delivered once the
+/// callback running now has returned.
+impl<T> Drop for Resolver<T> {
+    fn drop(&mut self) {
+        self.chain.resolver_dropped();
     }
 }
 
@@ -152,6 +165,7 @@ impl<T: 'static> Resolver<T> {
 
 impl<T: 'static> Resolver<T> {
     pub(crate) fn from_chain(chain: Rc<Chain>) -> Resolver<T> {
+        chain.resolver_added();
         Resolver {
             chain,
             _type: PhantomData,
@@ -264,10 +278,7 @@ impl<T: 'static> Deferred<T> {
     pub fn new() -> (Resolver<T>, Deferred<T>) {
         let chain = Chain::new(Location::caller());
         (
-            Resolver {
-                chain: chain.clone(),
-                _type: PhantomData,
-            },
+            Resolver::from_chain(chain.clone()),
             Deferred::from_chain(chain),
         )
     }
@@ -284,10 +295,7 @@ impl<T: 'static> Deferred<T> {
         let weak = Rc::downgrade(&d.chain);
         d.chain.set_canceller(Canceller::Once(Box::new(move || {
             if let Some(chain) = weak.upgrade() {
-                canceller(Resolver {
-                    chain,
-                    _type: PhantomData,
-                });
+                canceller(Resolver::from_chain(chain));
             }
         })));
         (resolver, d)

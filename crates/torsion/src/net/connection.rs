@@ -27,7 +27,6 @@ use crate::error::{ConnectionAborted, ConnectionDone, ConnectionLost, ProducerAl
 use crate::net::{Address, Producer, Transport, TransportOps};
 use crate::protocol::Protocol;
 use crate::reactor::{FileDescriptor, Flush, Reactor, ReadDescriptor, WriteDescriptor};
-use crate::time::ReactorTime;
 
 /// A streaming producer is paused when this much output is buffered (Twisted's
 /// `bufferSize`, 64 KiB).
@@ -160,14 +159,16 @@ impl Connection {
         }
     }
 
-    /// Closes the connection with `reason` on the loop's next turn.
+    /// Closes the connection with `reason` once the callback running now has returned
+    /// (through the reactor's [`call_soon`](Reactor::call_soon) queue).
     fn schedule_loss(&self, reason: Failure) {
         if let Some(me) = self.rc() {
-            self.reactor
-                .call_later(Duration::ZERO, move || me.finish(reason));
+            self.reactor.call_soon(move || me.finish(reason));
         }
     }
 
+    /// Starts or stops watching for readability. A descriptor the backend will not watch
+    /// again would leave the connection stalled for good: it is closed with that error.
     fn set_reading(&self, on: bool) {
         let me = match self.rc() {
             Some(me) => me,
@@ -175,7 +176,8 @@ impl Connection {
         };
         if on {
             if let Err(err) = self.reactor.add_reader(me) {
-                crate::log::error!(target: "torsion::net", "cannot watch {}: {err}", self.peer);
+                crate::log::error!(target: "torsion::net", "cannot watch {} for reading: {err}", self.peer);
+                self.schedule_loss(Failure::new(err));
             }
         } else {
             self.reactor.remove_reader(self.fd);
@@ -253,6 +255,8 @@ impl Connection {
                 && let Err(err) = self.reactor.add_writer(me)
             {
                 crate::log::error!(target: "torsion::net", "cannot watch {} for writing: {err}", self.peer);
+                self.finish(Failure::new(err));
+                return;
             }
             if let Some(producer) = resume {
                 producer.resume_producing();
@@ -534,7 +538,23 @@ impl TransportOps for Connection {
         if self.state.borrow().lost {
             producer.stop_producing();
         } else if !streaming {
-            producer.resume_producing();
+            // A pull producer is asked for its first chunk after the caller returns, so
+            // that `register_producer` never calls back into the code calling it; by then
+            // it may have been unregistered, or the connection lost.
+            let me = self.me.clone();
+            self.reactor.call_soon(move || {
+                let still = me.upgrade().is_some_and(|c| {
+                    let st = c.state.borrow();
+                    !st.lost
+                        && st
+                            .producer
+                            .as_ref()
+                            .is_some_and(|p| Rc::ptr_eq(p, &producer))
+                });
+                if still {
+                    producer.resume_producing();
+                }
+            });
         }
         Ok(())
     }

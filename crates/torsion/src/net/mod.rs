@@ -7,8 +7,14 @@
 //! [`TransportOps`], so a protocol runs unchanged over any of them.
 //!
 //! Invariant: transport methods never call back into the protocol synchronously; writes are
-//! buffered and sent after the current callback returns, and `connection_lost` is delivered
-//! from the loop.
+//! buffered and sent after the current callback returns, and what `lose_connection`,
+//! `abort_connection` and `register_producer` cause (`connection_lost`, a pull producer's
+//! first `resume_producing`) runs through the reactor's
+//! [`call_soon`](crate::Reactor::call_soon) queue. One exception, as in Twisted: a `write`
+//! that takes the buffer over the high-water mark calls the registered streaming producer's
+//! `pause_producing` at once, so a producer writing in a loop sees it before its next write
+//! (keep no borrow of the producer's own state across a `write`). The in-memory doubles in
+//! [`testing`](crate::testing) follow the same rules.
 
 mod adopt;
 mod connection;

@@ -25,8 +25,8 @@ use std::collections::{HashMap, VecDeque};
 use std::fmt;
 use std::os::fd::{BorrowedFd, RawFd};
 use std::panic::{AssertUnwindSafe, catch_unwind};
-use std::rc::Rc;
-use std::sync::atomic::{AtomicBool, AtomicI32, Ordering};
+use std::rc::{Rc, Weak};
+use std::sync::atomic::{AtomicBool, AtomicI32, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, PoisonError};
 use std::thread::ThreadId;
 use std::time::{Duration, Instant};
@@ -35,7 +35,8 @@ use slab::Slab;
 
 use crate::defer::{Deferred, DeferredList, Failure};
 use crate::error::{
-    ConnectionDone, ConnectionLost, ReactorAlreadyRunning, ReactorNotRestartable, ReactorNotRunning,
+    ConnectionDone, ConnectionLost, InvalidArgument, ReactorAlreadyRunning, ReactorNotRestartable,
+    ReactorNotRunning,
 };
 use crate::threads::ThreadPool;
 use crate::time::{DelayedCall, DelayedCallInfo, ReactorTime, Time, TimerQueue};
@@ -49,6 +50,14 @@ use waker::Waker;
 
 /// The token the waker is registered under (descriptor tokens carry a generation ≥ 1).
 const WAKER_TOKEN: u64 = u64::MAX;
+/// Numbers reactors, so that a [`TriggerId`] names the reactor it belongs to.
+static NEXT_REACTOR_ID: AtomicU64 = AtomicU64::new(1);
+
+thread_local! {
+    /// The reactor running on this thread, for [`Reactor::current`].
+    static CURRENT: RefCell<Option<Weak<Inner>>> = const { RefCell::new(None) };
+}
+
 /// How many queued tasks one iteration polls before it looks at I/O again.
 const TASK_BUDGET: usize = 128;
 /// Twisted's default for how long shutdown waits for `before` triggers' Deferreds.
@@ -99,6 +108,12 @@ struct Inner {
     looping: Cell<bool>,
     /// The shutdown event has begun.
     shutting_down: Cell<bool>,
+    /// The failure `run` returns, from [`Reactor::stop_with_failure`].
+    exit_failure: RefCell<Option<Failure>>,
+    /// Work to run after the current callback returns (see [`Reactor::call_soon`]).
+    soon: RefCell<VecDeque<Box<dyn FnOnce()>>>,
+    /// Tells this reactor's trigger ids from another's.
+    id: u64,
     startup: RefCell<EventTriggers>,
     shutdown: RefCell<EventTriggers>,
     trigger_serial: Cell<u64>,
@@ -248,6 +263,9 @@ impl Builder {
             just_stopped: Cell::new(false),
             looping: Cell::new(false),
             shutting_down: Cell::new(false),
+            exit_failure: RefCell::new(None),
+            soon: RefCell::new(VecDeque::new()),
+            id: NEXT_REACTOR_ID.fetch_add(1, Ordering::Relaxed),
             startup: RefCell::new(EventTriggers::default()),
             shutdown: RefCell::new(EventTriggers::default()),
             trigger_serial: Cell::new(0),
@@ -313,7 +331,8 @@ impl Reactor {
     /// # Errors
     ///
     /// [`ReactorAlreadyRunning`] if called from inside `run`, [`ReactorNotRestartable`] if
-    /// this reactor has run before.
+    /// this reactor has run before, and the failure given to
+    /// [`stop_with_failure`](Reactor::stop_with_failure) if the reactor was stopped with one.
     pub fn run(&self) -> Result<(), Failure> {
         match self.inner.state.get() {
             RunState::Idle => {}
@@ -322,6 +341,7 @@ impl Reactor {
         }
         self.inner.state.set(RunState::Running);
         self.inner.looping.set(true);
+        let previous = CURRENT.with(|c| c.replace(Some(Rc::downgrade(&self.inner))));
         let unpark_target = self.inner.shared.clone();
         crate::executor::set_unpark(Some(Arc::new(move || unpark_target.waker.wake())));
         let signals = if self.inner.install_signals {
@@ -330,19 +350,25 @@ impl Reactor {
             Vec::new()
         };
         self.fire_event(SystemEvent::Startup);
+        self.run_soon();
         while self.inner.looping.get() {
             self.iterate();
         }
         // One last look at the thread-call queue and I/O, as Twisted does after shutdown.
         self.run_thread_calls();
+        self.run_soon();
         signals::uninstall(signals);
         crate::executor::set_unpark(None);
         if let Some(pool) = self.inner.pool.borrow_mut().take() {
             pool.stop();
         }
         self.close_thread_calls();
+        CURRENT.with(|c| *c.borrow_mut() = previous);
         self.inner.state.set(RunState::Finished);
-        Ok(())
+        match self.inner.exit_failure.borrow_mut().take() {
+            Some(failure) => Err(failure),
+            None => Ok(()),
+        }
     }
 
     /// Stops the reactor (Twisted's `reactor.stop`): the shutdown event fires at the end of
@@ -360,6 +386,96 @@ impl Reactor {
         self.inner.running.set(false);
         self.inner.just_stopped.set(true);
         Ok(())
+    }
+
+    /// Stops the reactor as [`stop`](Reactor::stop) does, and makes [`run`](Reactor::run)
+    /// return `failure` (so a program exits non-zero without stashing it somewhere). If the
+    /// reactor is already stopping, `run` still returns the first failure given. Twisted has
+    /// no counterpart: its programs call `stop` and keep the error aside.
+    pub fn stop_with_failure(&self, failure: impl Into<Failure>) {
+        let failure = failure.into();
+        if matches!(self.inner.state.get(), RunState::Finished) {
+            crate::log::error!(target: "torsion::reactor", "stop_with_failure after the reactor finished: {failure:#}");
+            return;
+        }
+        self.inner.exit_failure.borrow_mut().get_or_insert(failure);
+        let stopping = self.inner.just_stopped.get() || self.inner.shutting_down.get();
+        if self.stop().is_err() && !stopping {
+            // Not running yet (before `run`, or during startup): stop once it is.
+            let r = self.clone();
+            self.add_system_event_trigger(Phase::After, SystemEvent::Startup, move || {
+                let _ = r.stop();
+            });
+        }
+    }
+
+    /// A callback for the end of a chain that stops the reactor: with the chain's failure if
+    /// it failed ([`stop_with_failure`](Reactor::stop_with_failure)), plainly otherwise.
+    /// Twisted's `d.addBoth(lambda _: reactor.stop())` is `d.add_both(reactor.stopper())`.
+    /// A reactor that is already stopping is left to stop.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// use torsion::{Failure, Reactor};
+    ///
+    /// let reactor = Reactor::new().unwrap();
+    /// let r = reactor.clone();
+    /// reactor.call_when_running(move || {
+    ///     torsion::task::defer_later(&r, 0.01, || Err::<(), _>(Failure::msg("no poem")))
+    ///         .add_both(r.stopper());
+    /// });
+    /// let outcome = reactor.run();
+    /// assert_eq!(outcome.unwrap_err().to_string(), "no poem");
+    /// ```
+    pub fn stopper<T: 'static>(
+        &self,
+    ) -> impl FnOnce(Result<T, Failure>) -> Result<(), Failure> + 'static {
+        let reactor = self.clone();
+        move |result| {
+            match result {
+                Ok(_) => {
+                    let _ = reactor.stop();
+                }
+                Err(failure) => reactor.stop_with_failure(failure),
+            }
+            Ok(())
+        }
+    }
+
+    /// The reactor running on this thread, if one is: valid from anywhere `run` has called
+    /// into (callbacks, protocols, tasks), so code there needs no clone of the reactor
+    /// (Twisted's global `from twisted.internet import reactor`). `None` outside `run`.
+    pub fn current() -> Option<Reactor> {
+        CURRENT
+            .with(|c| c.borrow().as_ref().and_then(Weak::upgrade))
+            .map(|inner| Reactor { inner })
+    }
+
+    /// Runs `f` after the callback running now returns, before the loop next waits for I/O,
+    /// in the order queued (Twisted's `callLater(0, f)`, without a timer). This is the
+    /// reactor's one answer to "an action requested from inside a callback": what closing,
+    /// disconnecting or stopping causes (`connection_lost`, the rest of a shutdown, …) is
+    /// queued here, so no object is ever called while it is already running. Work queued
+    /// before `run` runs once the reactor has started. A panic in `f` is reported and the
+    /// queue goes on.
+    pub fn call_soon(&self, f: impl FnOnce() + 'static) {
+        self.inner.soon.borrow_mut().push_back(Box::new(f));
+    }
+
+    /// Runs the work [`call_soon`](Reactor::call_soon) queued, including what it queues.
+    fn run_soon(&self) {
+        loop {
+            let next = self.inner.soon.borrow_mut().pop_front();
+            let Some(f) = next else { return };
+            if let Err(payload) = catch_unwind(AssertUnwindSafe(f)) {
+                crate::log::error!(
+                    target: "torsion::reactor",
+                    "work queued with call_soon panicked: {}",
+                    Failure::from_panic(&*payload)
+                );
+            }
+        }
     }
 
     /// Runs `f` once the reactor is running: now if it is, else after startup (Twisted's
@@ -391,15 +507,25 @@ impl Reactor {
             .phase_mut(phase)
             .push_back((serial, trigger));
         TriggerId {
+            reactor: self.inner.id,
             event,
             phase,
             serial,
         }
     }
 
-    /// Removes a trigger that has not run yet (Twisted's `removeSystemEventTrigger`);
-    /// returns whether it was found.
-    pub fn remove_system_event_trigger(&self, id: TriggerId) -> bool {
+    /// Removes a trigger that has not run yet (Twisted's `removeSystemEventTrigger`).
+    ///
+    /// # Errors
+    ///
+    /// [`InvalidArgument`] if `id` belongs to another reactor, or its trigger has already
+    /// run or been removed (Twisted raises `ValueError`).
+    pub fn remove_system_event_trigger(&self, id: TriggerId) -> Result<(), InvalidArgument> {
+        if id.reactor != self.inner.id {
+            return Err(InvalidArgument(format!(
+                "{id:?} belongs to another reactor"
+            )));
+        }
         let removed = {
             let mut triggers = self.triggers(id.event).borrow_mut();
             let list = triggers.phase_mut(id.phase);
@@ -407,7 +533,15 @@ impl Reactor {
                 .position(|(serial, _)| *serial == id.serial)
                 .and_then(|i| list.remove(i))
         };
-        removed.is_some()
+        match removed {
+            Some(trigger) => {
+                drop(trigger);
+                Ok(())
+            }
+            None => Err(InvalidArgument(format!(
+                "{id:?} has already run or been removed"
+            ))),
+        }
     }
 
     fn triggers(&self, event: SystemEvent) -> &RefCell<EventTriggers> {
@@ -445,10 +579,13 @@ impl Reactor {
                 }
             })
         };
+        // The last Deferred may fire inside any callback (a protocol's `data_received`):
+        // the rest of the event runs after it returns, never inside it.
         drop(DeferredList::new(waits).into_deferred().map(move |_| {
             let _ = on_timeout.cancel();
             if !continued.replace(true) {
-                this.continue_event(event);
+                let r = this.clone();
+                this.call_soon(move || r.continue_event(event));
             }
         }));
     }
@@ -479,15 +616,19 @@ impl Reactor {
     /// One turn of the loop.
     fn iterate(&self) {
         self.run_thread_calls();
+        self.run_soon();
         let now = self.now();
         self.inner.timers.run_due(now);
+        self.run_soon();
         crate::executor::run_ready(TASK_BUDGET);
+        self.run_soon();
         if self.inner.shared.stop_signal.swap(0, Ordering::AcqRel) != 0 {
             let _ = self.stop();
         }
         if self.inner.just_stopped.replace(false) {
             self.inner.shutting_down.set(true);
             self.fire_event(SystemEvent::Shutdown);
+            self.run_soon();
         }
         self.flush_pending();
         if !self.inner.looping.get() {
@@ -497,12 +638,16 @@ impl Reactor {
         self.poll_once(timeout);
     }
 
-    /// Sends what transports buffered during this iteration.
+    /// Sends what transports buffered during this iteration, and runs what that queues.
     fn flush_pending(&self) {
         loop {
             let batch = std::mem::take(&mut *self.inner.flushes.borrow_mut());
             if batch.is_empty() {
-                return;
+                if self.inner.soon.borrow().is_empty() {
+                    return;
+                }
+                self.run_soon();
+                continue;
             }
             for transport in batch {
                 transport.flush();
@@ -568,6 +713,7 @@ impl Reactor {
     /// How long the next wait may block.
     fn timeout(&self) -> Option<Duration> {
         if self.inner.just_stopped.get()
+            || !self.inner.soon.borrow().is_empty()
             || self.inner.shared.notified.load(Ordering::Acquire)
             || crate::executor::has_ready()
         {
@@ -592,6 +738,7 @@ impl Reactor {
                 self.inner.shared.waker.drain();
             } else {
                 self.dispatch(*event);
+                self.run_soon();
             }
         }
         events.clear();
@@ -932,6 +1079,7 @@ impl Reactor {
     /// and the callbacks that hold it.
     pub(crate) fn release_leftovers(&self) {
         self.inner.timers.clear();
+        drop(std::mem::take(&mut *self.inner.soon.borrow_mut()));
         drop(self.remove_all());
         drop(std::mem::take(&mut *self.inner.startup.borrow_mut()));
         drop(std::mem::take(&mut *self.inner.shutdown.borrow_mut()));

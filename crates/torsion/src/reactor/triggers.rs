@@ -34,6 +34,7 @@ pub enum SystemEvent {
 /// [`Reactor::remove_system_event_trigger`](crate::Reactor::remove_system_event_trigger).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 pub struct TriggerId {
+    pub(crate) reactor: u64,
     pub(crate) event: SystemEvent,
     pub(crate) phase: Phase,
     pub(crate) serial: u64,

@@ -1,0 +1,139 @@
+//! Who keeps a Deferred alive: a chain owns the Deferred it waits on (Twisted's
+//! `_chainedTo`), and a Deferred whose every Resolver was dropped unfired fails instead of
+//! hanging.
+
+use std::cell::Cell;
+use std::rc::Rc;
+
+use torsion::defer::succeed;
+use torsion::error::{Cancelled, ResolverDropped};
+use torsion::time::ReactorTime;
+use torsion::{Deferred, Failure, Reactor, spawn};
+
+fn result_of<T: 'static>(d: &mut Deferred<T>) -> Result<T, Failure> {
+    d.take_result().expect("the Deferred has no result yet")
+}
+
+#[test]
+fn a_paused_inner_left_with_only_a_handle_still_resumes_its_outer() {
+    let inner = succeed(42u32);
+    inner.pause();
+    let handle = inner.handle();
+    let (resolver, outer) = Deferred::<()>::new();
+    let mut outer = outer.add_callback(move |()| inner);
+    resolver.callback(());
+    assert!(outer.take_result().is_none(), "waits for the paused inner");
+    handle.unpause();
+    assert_eq!(result_of(&mut outer).expect("a value"), 42);
+}
+
+#[test]
+fn cancelling_an_outer_runs_the_canceller_of_an_inner_whose_resolver_was_dropped() {
+    let ran = Rc::new(Cell::new(false));
+    let r = ran.clone();
+    let (inner_resolver, inner) = Deferred::<u32>::with_canceller(move |_| r.set(true));
+    drop(inner_resolver);
+    let (resolver, outer) = Deferred::<()>::new();
+    let mut outer = outer.add_callback(move |()| inner);
+    resolver.callback(());
+    assert!(outer.take_result().is_none());
+    outer.cancel();
+    assert!(ran.get(), "the inner's canceller ran");
+    let failure = result_of(&mut outer).expect_err("cancelled");
+    assert!(failure.check::<Cancelled>(), "{failure}");
+}
+
+#[test]
+fn dropping_the_last_resolver_fails_the_deferred_naming_where_it_was_created() {
+    let line = line!() + 1;
+    let (resolver, mut d) = Deferred::<u32>::new();
+    let second = resolver.clone();
+    drop(resolver);
+    assert!(!d.is_fired(), "one Resolver is left");
+    drop(second);
+    let failure = result_of(&mut d).expect_err("the Resolvers are gone");
+    assert!(failure.check::<ResolverDropped>(), "{failure}");
+    let at = format!("defer_ownership.rs:{line}");
+    assert!(
+        failure.to_string().contains(&at),
+        "{failure} should name {at}"
+    );
+}
+
+#[test]
+fn a_chain_waiting_on_an_abandoned_inner_fails_instead_of_hanging() {
+    let (inner_resolver, inner) = Deferred::<u32>::new();
+    let (resolver, outer) = Deferred::<()>::new();
+    let mut outer = outer.add_callback(move |()| inner);
+    resolver.callback(());
+    drop(inner_resolver);
+    assert!(
+        result_of(&mut outer)
+            .expect_err("abandoned")
+            .check::<ResolverDropped>()
+    );
+}
+
+#[test]
+fn a_cancel_only_deferred_stays_pending_after_its_resolver_is_dropped() {
+    let (resolver, mut d) = Deferred::<u32>::with_canceller(|_| {});
+    drop(resolver);
+    assert!(
+        d.take_result().is_none(),
+        "still pending: it can be cancelled"
+    );
+    d.cancel();
+    assert!(
+        result_of(&mut d)
+            .expect_err("cancelled")
+            .check::<Cancelled>()
+    );
+}
+
+#[test]
+fn a_canceller_that_fires_its_resolver_decides_the_result() {
+    let (resolver, mut d) = Deferred::<u32>::with_canceller(|r| r.callback(7));
+    drop(resolver);
+    d.cancel();
+    assert_eq!(result_of(&mut d).expect("the canceller's value"), 7);
+}
+
+#[test]
+fn a_spawned_future_awaiting_an_abandoned_deferred_fails() {
+    let (inner_resolver, inner) = Deferred::<u32>::new();
+    let mut task = spawn(async move { Ok(inner.await? + 1) });
+    assert!(task.take_result().is_none());
+    drop(inner_resolver);
+    assert!(
+        result_of(&mut task)
+            .expect_err("abandoned")
+            .check::<ResolverDropped>()
+    );
+}
+
+#[test]
+fn with_a_reactor_running_a_dropped_resolver_fails_after_the_current_callback() {
+    let reactor = Reactor::new().expect("reactor");
+    let seen = Rc::new(Cell::new((false, false)));
+    let (r, s) = (reactor.clone(), seen.clone());
+    reactor.call_later(0.0, move || {
+        let (resolver, d) = Deferred::<u32>::new();
+        let fired = Rc::new(Cell::new(false));
+        let f = fired.clone();
+        drop(d.add_errback(move |failure| {
+            f.set(failure.check::<ResolverDropped>());
+            Ok(0)
+        }));
+        drop(resolver);
+        let during = fired.get();
+        let (r2, f2) = (r.clone(), fired.clone());
+        r.call_soon(move || {
+            s.set((during, f2.get()));
+            let _ = r2.stop();
+        });
+    });
+    reactor.run().expect("run");
+    let (during, after) = seen.get();
+    assert!(!during, "not inside the callback that dropped the Resolver");
+    assert!(after, "failed right after it returned");
+}
