@@ -8,7 +8,7 @@
 //! unhandled failure, a panic in a callback or protocol, or a failed listen, are printed to
 //! stderr instead, with where they arose. Debug and info events need a subscriber.
 //!
-//! Invariant: every error or warning torsion reports goes through [`error!`] or [`warning!`]
+//! Invariant: every error or warning torsion reports goes through the crate's `log::error!` or `log::warning!`
 //! here, never straight through `tracing`, so that none can vanish.
 
 use std::fmt;
