@@ -18,6 +18,8 @@ struct Echo {
 impl Protocol for Echo {
     fn connection_made(&mut self, transport: Transport) {
         let _ = transport.set_tcp_nodelay(true);
+        // A peer that sends and never reads must not make our buffer grow without bound.
+        transport.throttle_reading(true);
         self.transport = Some(transport);
     }
 

@@ -7,19 +7,44 @@
 
 use std::fmt;
 
-macro_rules! simple_error {
-    ($(#[$doc:meta])* $name:ident, $msg:expr) => {
+/// Declares an error type in one line: a unit struct with a fixed message, implementing
+/// `Debug`, `Display` and `std::error::Error`, so it converts into a
+/// [`Failure`](crate::Failure) and can be told apart with `check::<T>()` (Twisted's
+/// `class GibberishError(Exception): pass`).
+///
+/// # Examples
+///
+/// ```
+/// torsion::error_type!(
+///     /// The poem came back as gibberish.
+///     pub GibberishError, "the poem is gibberish"
+/// );
+///
+/// let failure = torsion::Failure::new(GibberishError);
+/// assert!(failure.check::<GibberishError>());
+/// assert_eq!(failure.to_string(), "the poem is gibberish");
+/// ```
+#[macro_export]
+macro_rules! error_type {
+    ($(#[$doc:meta])* $vis:vis $name:ident, $msg:expr) => {
         $(#[$doc])*
         #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
-        pub struct $name;
+        $vis struct $name;
 
-        impl fmt::Display for $name {
-            fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        impl ::std::fmt::Display for $name {
+            fn fmt(&self, f: &mut ::std::fmt::Formatter<'_>) -> ::std::fmt::Result {
                 f.write_str($msg)
             }
         }
 
-        impl std::error::Error for $name {}
+        impl ::std::error::Error for $name {}
+    };
+}
+
+/// torsion's own one-line errors are public.
+macro_rules! simple_error {
+    ($(#[$doc:meta])* $name:ident, $msg:expr) => {
+        $crate::error_type!($(#[$doc])* pub $name, $msg);
     };
 }
 

@@ -368,6 +368,35 @@ impl<T: 'static> Deferred<T> {
         })
     }
 
+    /// Adds a callback that may fail with any error convertible to a [`Failure`] (an
+    /// `std::io::Error`, a type from [`error_type!`](crate::error_type), …): Twisted's
+    /// `addCallback` with a function that raises. `Ok` carries on with the value, `Err`
+    /// switches to the errbacks.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// use torsion::Deferred;
+    ///
+    /// let mut len = Deferred::succeed("/no/such/poem")
+    ///     .try_map(std::fs::read)
+    ///     .map(|poem| poem.len());
+    /// let failure = len.take_result().unwrap().unwrap_err();
+    /// assert!(failure.check::<std::io::Error>());
+    /// ```
+    pub fn try_map<U: 'static, E: Into<Failure>>(
+        self,
+        f: impl FnOnce(T) -> Result<U, E> + 'static,
+    ) -> Deferred<U> {
+        self.push(true, false, move |r: Result<T, Failure>| match r {
+            Ok(v) => match f(v) {
+                Ok(u) => Resolved::Value(u),
+                Err(e) => Resolved::Failure(e.into()),
+            },
+            Err(e) => Resolved::Failure(e),
+        })
+    }
+
     /// Adds an errback (Twisted's `addErrback`): it gets the failure and returns `Ok(value)`
     /// to recover, `Err(failure)` to go on failing, or a `Deferred`. A value passes it by.
     pub fn add_errback<R, G>(self, g: G) -> Deferred<T>

@@ -63,6 +63,10 @@ struct State {
     reading: bool,
     /// `pause_producing` was called.
     paused: bool,
+    /// `throttle_reading(true)`: reading pauses while our own output is backed up.
+    throttle: bool,
+    /// Reading is paused by the throttle (output over the high-water mark).
+    throttled: bool,
     disconnecting: bool,
     aborting: bool,
     /// `connection_lost` has been delivered or is being delivered.
@@ -184,6 +188,27 @@ impl Connection {
         }
     }
 
+    /// Whether reading is wanted apart from the throttle: not stopped, paused or lost.
+    fn reading_unpaused(&self) -> bool {
+        let st = self.state.borrow();
+        st.reading && !st.paused && !st.lost
+    }
+
+    /// Reads again once a throttled connection's output drained below the low-water mark.
+    fn release_throttle(&self) {
+        let release = {
+            let mut st = self.state.borrow_mut();
+            let release = st.throttled && st.buffered() < LOW_WATER_MARK;
+            if release {
+                st.throttled = false;
+            }
+            release
+        };
+        if release && self.reading_unpaused() {
+            self.set_reading(true);
+        }
+    }
+
     fn eof(&self) -> Result<(), Failure> {
         let half_close = self
             .protocol
@@ -236,6 +261,7 @@ impl Connection {
                 return;
             }
         };
+        self.release_throttle();
         if !drained {
             let (register, resume) = {
                 let mut st = self.state.borrow_mut();
@@ -423,12 +449,17 @@ impl TransportOps for Connection {
         if data.is_empty() {
             return;
         }
+        let throttle;
         let pause = {
             let mut st = self.state.borrow_mut();
             if st.lost || st.write_shut || st.write_shut_pending {
                 return;
             }
             st.out.extend_from_slice(data);
+            throttle = st.throttle && !st.throttled && st.buffered() > HIGH_WATER_MARK;
+            if throttle {
+                st.throttled = true;
+            }
             let pause = st.streaming
                 && !st.producer_paused
                 && st.buffered() > HIGH_WATER_MARK
@@ -439,8 +470,23 @@ impl TransportOps for Connection {
             pause.then(|| st.producer.clone()).flatten()
         };
         self.schedule_flush();
+        if throttle && self.reading_unpaused() {
+            self.set_reading(false);
+        }
         if let Some(producer) = pause {
             producer.pause_producing();
+        }
+    }
+
+    fn throttle_reading(&self, on: bool) {
+        let resume = {
+            let mut st = self.state.borrow_mut();
+            st.throttle = on;
+            let resume = !on && std::mem::replace(&mut st.throttled, false);
+            resume && st.reading && !st.paused && !st.lost
+        };
+        if resume {
+            self.set_reading(true);
         }
     }
 
@@ -498,7 +544,7 @@ impl TransportOps for Connection {
     fn pause_producing(&self) {
         let change = {
             let mut st = self.state.borrow_mut();
-            let was = st.reading && !st.paused;
+            let was = st.reading && !st.paused && !st.throttled;
             st.paused = true;
             was
         };
@@ -510,7 +556,7 @@ impl TransportOps for Connection {
     fn resume_producing(&self) {
         let change = {
             let mut st = self.state.borrow_mut();
-            let change = st.paused && st.reading && !st.lost;
+            let change = st.paused && st.reading && !st.lost && !st.throttled;
             st.paused = false;
             change
         };

@@ -135,6 +135,16 @@ pub trait TransportOps {
     /// `lose_connection` then proceeds.
     fn unregister_producer(&self);
 
+    /// Stops reading while this transport's own output is backed up (over the high-water
+    /// mark) and reads again once it drains below the low-water mark (`on = true`), so a
+    /// protocol whose output grows with its input (an echo) holds bounded memory against a
+    /// peer that sends and never reads. Twisted spells it
+    /// `transport.registerProducer(transport, True)`. Off by default; transports without a
+    /// send buffer ignore it.
+    fn throttle_reading(&self, on: bool) {
+        let _ = on;
+    }
+
     /// How many bytes are queued and not yet sent.
     fn buffered(&self) -> usize;
 

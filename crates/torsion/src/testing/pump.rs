@@ -46,6 +46,9 @@ struct FakeState {
     read_shut: bool,
     lost: bool,
     paused: bool,
+    /// `throttle_reading(true)`: hold delivery to this side while its own output is backed up.
+    throttle: bool,
+    throttled: bool,
     producer: Option<Rc<dyn Producer>>,
     streaming: bool,
     producer_paused: bool,
@@ -84,6 +87,8 @@ impl FakeTransport {
                 read_shut: false,
                 lost: false,
                 paused: false,
+                throttle: false,
+                throttled: false,
                 producer: None,
                 streaming: false,
                 producer_paused: false,
@@ -235,6 +240,13 @@ impl TransportOps for FakeTransport {
         self.wake();
     }
 
+    /// Holds delivery to this side while more than the high-water mark of its own output
+    /// waits, until it drains below the low-water mark, as a TCP connection stops reading.
+    fn throttle_reading(&self, on: bool) {
+        self.state.borrow_mut().throttle = on;
+        self.wake();
+    }
+
     fn register_producer(
         &self,
         producer: Rc<dyn Producer>,
@@ -345,10 +357,17 @@ impl Side {
     }
 
     fn receive(&self) -> Receive {
-        let st = self.transport.state.borrow();
+        let mut st = self.transport.state.borrow_mut();
+        if st.throttle {
+            if st.out.len() > st.high_water {
+                st.throttled = true;
+            } else if st.out.len() < st.low_water {
+                st.throttled = false;
+            }
+        }
         if st.lost || st.disconnecting || st.aborting {
             Receive::Discard
-        } else if st.paused {
+        } else if st.paused || (st.throttle && st.throttled) {
             Receive::Hold
         } else {
             Receive::Deliver
