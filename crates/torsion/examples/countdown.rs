@@ -1,38 +1,26 @@
-//! The tutorials' countdown: `call_later` rescheduling itself, then `stop`.
+//! The tutorials' countdown (`countdown.py` of the Krondo series): `call_later`
+//! rescheduling itself, then `stop`. The callbacks find the running reactor with
+//! [`Reactor::current`], as Twisted code imports the global `reactor`.
 //!
 //! Run with `cargo run -p torsion --example countdown`.
 
-use std::cell::Cell;
-use std::rc::Rc;
+use torsion::prelude::*;
 
-use torsion::Reactor;
-use torsion::time::ReactorTime;
-
-struct Countdown {
-    counter: Cell<u32>,
-    reactor: Reactor,
-}
-
-impl Countdown {
-    fn count(self: Rc<Self>) {
-        if self.counter.get() == 0 {
-            self.reactor.stop().expect("the reactor is running");
-        } else {
-            println!("{} ...", self.counter.get());
-            self.counter.set(self.counter.get() - 1);
-            let again = self.clone();
-            self.reactor.call_later(1.0, move || again.count());
-        }
+fn count(left: u32) {
+    let Some(reactor) = Reactor::current() else {
+        return;
+    };
+    if left == 0 {
+        let _ = reactor.stop();
+    } else {
+        println!("{left} ...");
+        reactor.call_later(1.0, move || count(left - 1));
     }
 }
 
-fn main() -> Result<(), torsion::Failure> {
+fn main() -> Result<(), Failure> {
     let reactor = Reactor::new()?;
-    let countdown = Rc::new(Countdown {
-        counter: Cell::new(5),
-        reactor: reactor.clone(),
-    });
-    reactor.call_when_running(move || countdown.count());
+    reactor.call_when_running(|| count(5));
     println!("Start!");
     reactor.run()?;
     println!("Stop!");

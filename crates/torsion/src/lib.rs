@@ -1,5 +1,7 @@
 //! torsion: an event-driven networking engine, Twisted's model in idiomatic Rust.
 //!
+//! Most programs start with `use torsion::prelude::*;` ([`prelude`]).
+//!
 //! The pieces, and the Twisted modules they stand for:
 //!
 //! - [`Deferred`] and [`Failure`] (`twisted.internet.defer`, `twisted.python.failure`):
@@ -46,6 +48,7 @@ mod executor;
 mod jitter;
 pub mod log;
 pub mod net;
+pub mod prelude;
 pub mod protocol;
 pub mod protocols;
 pub mod reactor;

@@ -151,28 +151,24 @@ pub(crate) trait Flush {
 ///
 /// # Examples
 ///
-/// The tutorials' countdown:
+/// The tutorials' countdown; callbacks reach the running reactor through
+/// [`Reactor::current`], so none captures a clone:
 ///
 /// ```
-/// use std::cell::Cell;
-/// use std::rc::Rc;
-/// use torsion::Reactor;
-/// use torsion::time::ReactorTime;
+/// use torsion::prelude::*;
 ///
-/// fn count(reactor: Reactor, left: Rc<Cell<u32>>) {
-///     if left.get() == 0 {
-///         reactor.stop().unwrap();
+/// fn count(left: u32) {
+///     let Some(reactor) = Reactor::current() else { return };
+///     if left == 0 {
+///         let _ = reactor.stop();
 ///     } else {
-///         println!("{}...", left.get());
-///         left.set(left.get() - 1);
-///         let r = reactor.clone();
-///         reactor.call_later(0.01, move || count(r, left));
+///         println!("{left}...");
+///         reactor.call_later(0.01, move || count(left - 1));
 ///     }
 /// }
 ///
 /// let reactor = Reactor::new().unwrap();
-/// let r = reactor.clone();
-/// reactor.call_when_running(move || count(r, Rc::new(Cell::new(3))));
+/// reactor.call_when_running(|| count(3));
 /// reactor.run().unwrap();
 /// ```
 #[derive(Clone)]
