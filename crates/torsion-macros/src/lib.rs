@@ -72,29 +72,18 @@ pub fn test(args: TokenStream, item: TokenStream) -> TokenStream {
                 #[allow(unused_imports)]
                 use super::*;
                 #body_fn
-                #[test]
-                fn epoll() {
-                    let reactor = ::torsion::Reactor::builder()
-                        .backend(::torsion::reactor::backend::BackendKind::Epoll)
-                        .build()
-                        .expect("cannot build an epoll reactor");
-                    ::torsion::testing::run_test_on(
-                        reactor,
-                        ::std::time::Duration::from_secs_f64(#timeout),
-                        #inner,
-                    );
-                }
-                #[test]
-                fn poll() {
-                    let reactor = ::torsion::Reactor::builder()
-                        .backend(::torsion::reactor::backend::BackendKind::Poll)
-                        .build()
-                        .expect("cannot build a poll reactor");
-                    ::torsion::testing::run_test_on(
-                        reactor,
-                        ::std::time::Duration::from_secs_f64(#timeout),
-                        #inner,
-                    );
+                ::torsion::__test_each_backend! {
+                    |kind| {
+                        let reactor = ::torsion::Reactor::builder()
+                            .backend(kind)
+                            .build()
+                            .expect("cannot build a reactor on this backend");
+                        ::torsion::testing::run_test_on(
+                            reactor,
+                            ::std::time::Duration::from_secs_f64(#timeout),
+                            #inner,
+                        );
+                    }
                 }
             }
         }

@@ -2,7 +2,8 @@
 #![allow(dead_code)]
 
 /// Defines each test once per backend: `fn name(reactor: Reactor) { .. }` becomes the tests
-/// `name::epoll` and `name::poll`, each given a fresh reactor on that backend.
+/// `name::epoll`, `name::poll`, … (torsion's one list of backends), each given a fresh
+/// reactor on that backend.
 #[macro_export]
 macro_rules! reactor_test {
     ($(#[$meta:meta])* fn $name:ident($reactor:ident: Reactor) $body:block $($rest:tt)*) => {
@@ -10,17 +11,11 @@ macro_rules! reactor_test {
             #[allow(unused_imports)]
             use super::*;
             fn body($reactor: torsion::Reactor) $body
-            $(#[$meta])*
-            #[test]
-            fn epoll() {
-                body($crate::common::reactor_on(torsion::reactor::backend::BackendKind::Epoll));
-                $crate::common::assert_not_timed_out();
-            }
-            $(#[$meta])*
-            #[test]
-            fn poll() {
-                body($crate::common::reactor_on(torsion::reactor::backend::BackendKind::Poll));
-                $crate::common::assert_not_timed_out();
+            torsion::__test_each_backend! {
+                $(#[$meta])* |kind| {
+                    body($crate::common::reactor_on(kind));
+                    $crate::common::assert_not_timed_out();
+                }
             }
         }
         $crate::reactor_test! { $($rest)* }

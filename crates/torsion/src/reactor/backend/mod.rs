@@ -294,8 +294,31 @@ fn timeout_millis(timeout: Option<Duration>) -> i32 {
     }
 }
 
-/// Defines one test module per name, running the body once per backend: `name::epoll` and
-/// `name::poll` (as tokio's `rt_test!` does per runtime flavour).
+/// One `#[test]` function per reactor backend, named after it (`epoll`, `poll`), each
+/// running `$body` with `$kind` bound to that [`BackendKind`]: the one list of backends the
+/// whole test suite iterates over (`#[torsion::test(all_backends)]`, the integration
+/// tests' `reactor_test!` and this module's tests all expand to it). A new backend is one
+/// more line here.
+#[doc(hidden)]
+#[macro_export]
+macro_rules! __test_each_backend {
+    ($(#[$meta:meta])* |$kind:ident| $body:block) => {
+        $(#[$meta])*
+        #[test]
+        fn epoll() {
+            let $kind = $crate::reactor::backend::BackendKind::Epoll;
+            $body
+        }
+        $(#[$meta])*
+        #[test]
+        fn poll() {
+            let $kind = $crate::reactor::backend::BackendKind::Poll;
+            $body
+        }
+    };
+}
+
+/// This module's tests, once per backend:
 ///
 /// ```ignore
 /// every_backend! {
@@ -308,22 +331,13 @@ macro_rules! every_backend {
         $(#[$meta:meta])*
         fn $name:ident($kind:ident: BackendKind) $body:block
     )*) => {$(
-        $(#[$meta])*
         mod $name {
             #[allow(unused_imports)]
             use super::*;
 
             fn body($kind: $crate::reactor::backend::BackendKind) $body
 
-            #[test]
-            fn epoll() {
-                body($crate::reactor::backend::BackendKind::Epoll)
-            }
-
-            #[test]
-            fn poll() {
-                body($crate::reactor::backend::BackendKind::Poll)
-            }
+            $crate::__test_each_backend! { $(#[$meta])* |kind| { body(kind) } }
         }
     )*};
 }
