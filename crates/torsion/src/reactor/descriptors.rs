@@ -13,7 +13,10 @@ use crate::defer::Failure;
 
 /// A descriptor the reactor can watch (Twisted's `IFileDescriptor`).
 pub trait FileDescriptor {
-    /// The descriptor number (Twisted's `fileno`). It must stay the same while registered.
+    /// The descriptor number (Twisted's `fileno`). It must stay the same, and open, while
+    /// registered: the reactor hands the backend the number alone (it never claims to own
+    /// or borrow it), so a number closed or reused while registered is not unsafe, but its
+    /// events go astray or the backend reports an error.
     fn fileno(&self) -> RawFd;
 
     /// The descriptor was disconnected: `do_read` or `do_write` returned an error, the

@@ -23,7 +23,7 @@ pub(crate) mod waker;
 use std::cell::{Cell, RefCell};
 use std::collections::{HashMap, VecDeque};
 use std::fmt;
-use std::os::fd::{BorrowedFd, RawFd};
+use std::os::fd::{AsRawFd, RawFd};
 use std::panic::{AssertUnwindSafe, catch_unwind};
 use std::rc::{Rc, Weak};
 use std::sync::atomic::{AtomicBool, AtomicI32, AtomicU64, Ordering};
@@ -237,7 +237,7 @@ impl Builder {
         };
         let mut poller = Poller::new(kind)?;
         let waker = Waker::new()?;
-        poller.register(waker.as_fd(), WAKER_TOKEN, Interest::READABLE)?;
+        poller.register(waker.as_fd().as_raw_fd(), WAKER_TOKEN, Interest::READABLE)?;
         let epoch = Instant::now();
         let timers = TimerQueue::new(Rc::new(move || Time::from_duration(epoch.elapsed())));
         let inner = Inner {
@@ -897,14 +897,10 @@ impl Reactor {
                 change(&mut reg);
                 let interest = interest_of(&reg);
                 let key = self.inner.descriptors.borrow().vacant_key();
-                // SAFETY: the descriptor's owner guarantees `fd` is open while registered
-                // (the contract of `FileDescriptor::fileno`); the poller only records it.
-                let borrowed = unsafe { BorrowedFd::borrow_raw(fd) };
-                self.inner.poller.borrow_mut().register(
-                    borrowed,
-                    token(key, generation),
-                    interest,
-                )?;
+                self.inner
+                    .poller
+                    .borrow_mut()
+                    .register(fd, token(key, generation), interest)?;
                 self.inner.descriptors.borrow_mut().insert(reg);
                 self.inner.by_fd.borrow_mut().insert(fd, key);
                 Ok(())
@@ -934,14 +930,12 @@ impl Reactor {
             self.remove_fd(fd);
             return Ok(());
         }
-        // SAFETY: as in `update_fd`: the descriptor is open while registered.
-        let borrowed = unsafe { BorrowedFd::borrow_raw(fd) };
         let mut poller = self.inner.poller.borrow_mut();
-        let mut result = poller.reregister(borrowed, token(key, generation), interest);
+        let mut result = poller.reregister(fd, token(key, generation), interest);
         if matches!(&result, Err(e) if e.raw_os_error() == Some(libc::ENOENT)) {
             // The descriptor number was closed and reused without being removed first
             // (epoll forgot it): register the new one.
-            result = poller.register(borrowed, token(key, generation), interest);
+            result = poller.register(fd, token(key, generation), interest);
         }
         drop(poller);
         drop(old);
@@ -951,10 +945,7 @@ impl Reactor {
     fn remove_fd(&self, fd: RawFd) -> Option<Registration> {
         let key = self.inner.by_fd.borrow_mut().remove(&fd)?;
         let reg = self.inner.descriptors.borrow_mut().try_remove(key)?;
-        // SAFETY: as in `update_fd`: the descriptor is still open (its owner closes it in
-        // `connection_lost` or after removing it).
-        let borrowed = unsafe { BorrowedFd::borrow_raw(fd) };
-        if let Err(err) = self.inner.poller.borrow_mut().deregister(borrowed) {
+        if let Err(err) = self.inner.poller.borrow_mut().deregister(fd) {
             tracing::debug!(target: "torsion::reactor", "deregistering fd {fd}: {err}");
         }
         Some(reg)

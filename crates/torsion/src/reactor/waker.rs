@@ -96,7 +96,11 @@ mod tests {
         let mut poller = Poller::new(kind).unwrap();
         let waker = Arc::new(Waker::new().unwrap());
         poller
-            .register(waker.as_fd(), WAKER, Interest::READABLE)
+            .register(
+                std::os::fd::AsRawFd::as_raw_fd(&waker.as_fd()),
+                WAKER,
+                Interest::READABLE,
+            )
             .unwrap();
         (poller, waker)
     }

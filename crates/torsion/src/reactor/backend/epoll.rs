@@ -16,7 +16,7 @@
 
 use std::fmt;
 use std::io;
-use std::os::fd::{BorrowedFd, OwnedFd};
+use std::os::fd::{AsRawFd, OwnedFd, RawFd};
 use std::time::Duration;
 
 use rustix::buffer::spare_capacity;
@@ -61,18 +61,8 @@ impl EpollPoller {
     }
 
     /// `EPOLL_CTL_ADD`; `EEXIST` if `fd` is already registered.
-    pub(crate) fn register(
-        &mut self,
-        fd: BorrowedFd<'_>,
-        token: u64,
-        interest: Interest,
-    ) -> io::Result<()> {
-        epoll::add(
-            &self.epoll,
-            fd,
-            epoll::EventData::new_u64(token),
-            flags(interest),
-        )?;
+    pub(crate) fn register(&mut self, fd: RawFd, token: u64, interest: Interest) -> io::Result<()> {
+        self.ctl(libc::EPOLL_CTL_ADD, fd, token, interest)?;
         self.registered += 1;
         Ok(())
     }
@@ -80,24 +70,38 @@ impl EpollPoller {
     /// `EPOLL_CTL_MOD`; `ENOENT` if `fd` is not registered.
     pub(crate) fn reregister(
         &mut self,
-        fd: BorrowedFd<'_>,
+        fd: RawFd,
         token: u64,
         interest: Interest,
     ) -> io::Result<()> {
-        epoll::modify(
-            &self.epoll,
-            fd,
-            epoll::EventData::new_u64(token),
-            flags(interest),
-        )?;
-        Ok(())
+        self.ctl(libc::EPOLL_CTL_MOD, fd, token, interest)
     }
 
     /// `EPOLL_CTL_DEL`; `ENOENT` if `fd` is not registered.
-    pub(crate) fn deregister(&mut self, fd: BorrowedFd<'_>) -> io::Result<()> {
-        epoll::delete(&self.epoll, fd)?;
+    pub(crate) fn deregister(&mut self, fd: RawFd) -> io::Result<()> {
+        self.ctl(libc::EPOLL_CTL_DEL, fd, 0, Interest::NONE)?;
         self.registered = self.registered.saturating_sub(1);
         Ok(())
+    }
+
+    /// One `epoll_ctl` on a descriptor *number*. The reactor registers numbers it does not
+    /// own (a [`FileDescriptor`](crate::reactor::FileDescriptor)'s `fileno`), so it never
+    /// claims to borrow them: epoll only records the number.
+    fn ctl(&self, op: libc::c_int, fd: RawFd, token: u64, interest: Interest) -> io::Result<()> {
+        let mut event = libc::epoll_event {
+            events: flags(interest).bits(),
+            u64: token,
+        };
+        // SAFETY: `epoll_ctl` reads `event`, a live local, and takes `fd` as a plain number
+        // that the kernel checks: a closed or reused number fails with `EBADF` or watches
+        // another file (a logic error, ruled out by `fileno`'s contract), and never touches
+        // this process's memory.
+        let rc = unsafe { libc::epoll_ctl(self.epoll.as_raw_fd(), op, fd, &mut event) };
+        if rc == 0 {
+            Ok(())
+        } else {
+            Err(io::Error::last_os_error())
+        }
     }
 
     /// `epoll_wait`: clears `events`, then fills it with what the wait reports.
@@ -161,7 +165,7 @@ fn flags(interest: Interest) -> epoll::EventFlags {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use std::os::fd::AsFd;
+    use std::os::fd::AsRawFd;
 
     #[test]
     fn interest_maps_to_level_triggered_flags() {
@@ -188,7 +192,7 @@ mod tests {
             .collect();
         for (token, fd) in (0u64..).zip(&fds) {
             poller
-                .register(fd.as_fd(), token, Interest::READABLE)
+                .register(fd.as_raw_fd(), token, Interest::READABLE)
                 .unwrap();
         }
         assert_eq!(poller.registered, 200);
@@ -198,7 +202,7 @@ mod tests {
         assert!(poller.buffer.is_empty());
 
         for fd in &fds[..150] {
-            poller.deregister(fd.as_fd()).unwrap();
+            poller.deregister(fd.as_raw_fd()).unwrap();
         }
         assert_eq!(poller.registered, 50);
         poller.wait(&mut events, Some(Duration::ZERO)).unwrap();
@@ -209,11 +213,17 @@ mod tests {
     fn failed_registration_is_not_counted() {
         let mut poller = EpollPoller::new().unwrap();
         let (r, _w) = rustix::pipe::pipe().unwrap();
-        poller.register(r.as_fd(), 1, Interest::READABLE).unwrap();
-        assert!(poller.register(r.as_fd(), 1, Interest::READABLE).is_err());
+        poller
+            .register(r.as_raw_fd(), 1, Interest::READABLE)
+            .unwrap();
+        assert!(
+            poller
+                .register(r.as_raw_fd(), 1, Interest::READABLE)
+                .is_err()
+        );
         assert_eq!(poller.registered, 1);
-        poller.deregister(r.as_fd()).unwrap();
-        assert!(poller.deregister(r.as_fd()).is_err());
+        poller.deregister(r.as_raw_fd()).unwrap();
+        assert!(poller.deregister(r.as_raw_fd()).is_err());
         assert_eq!(poller.registered, 0);
     }
 
@@ -223,7 +233,7 @@ mod tests {
         let mut poller = EpollPoller::new().unwrap();
         let file = std::fs::File::open("/proc/self/exe").unwrap();
         let err = poller
-            .register(file.as_fd(), 1, Interest::READABLE)
+            .register(file.as_raw_fd(), 1, Interest::READABLE)
             .unwrap_err();
         assert_eq!(err.raw_os_error(), Some(libc::EPERM));
     }

@@ -23,7 +23,7 @@ mod poll;
 
 use std::fmt;
 use std::io;
-use std::os::fd::BorrowedFd;
+use std::os::fd::RawFd;
 use std::str::FromStr;
 use std::time::Duration;
 
@@ -213,18 +213,15 @@ impl Poller {
         }
     }
 
-    /// Starts watching `fd`, reporting its readiness under `token`.
+    /// Starts watching descriptor number `fd`, reporting its readiness under `token`. The
+    /// poller records the number only; it is up to the caller that it stays open while
+    /// registered.
     ///
     /// # Errors
     ///
     /// `EEXIST` if `fd` is already registered; with epoll, `EPERM` for a descriptor epoll
     /// cannot watch (a regular file or a directory).
-    pub(crate) fn register(
-        &mut self,
-        fd: BorrowedFd<'_>,
-        token: u64,
-        interest: Interest,
-    ) -> io::Result<()> {
+    pub(crate) fn register(&mut self, fd: RawFd, token: u64, interest: Interest) -> io::Result<()> {
         match self {
             Poller::Epoll(p) => p.register(fd, token, interest),
             Poller::Poll(p) => p.register(fd, token, interest),
@@ -239,7 +236,7 @@ impl Poller {
     /// `ENOENT` if `fd` is not registered.
     pub(crate) fn reregister(
         &mut self,
-        fd: BorrowedFd<'_>,
+        fd: RawFd,
         token: u64,
         interest: Interest,
     ) -> io::Result<()> {
@@ -254,7 +251,7 @@ impl Poller {
     /// # Errors
     ///
     /// `ENOENT` if `fd` is not registered.
-    pub(crate) fn deregister(&mut self, fd: BorrowedFd<'_>) -> io::Result<()> {
+    pub(crate) fn deregister(&mut self, fd: RawFd) -> io::Result<()> {
         match self {
             Poller::Epoll(p) => p.deregister(fd),
             Poller::Poll(p) => p.deregister(fd),
@@ -348,7 +345,7 @@ pub(crate) use every_backend;
 mod tests {
     use super::*;
     use std::io::{Read, Write};
-    use std::os::fd::{AsFd, OwnedFd};
+    use std::os::fd::{AsRawFd, OwnedFd};
     use std::os::unix::net::UnixStream;
     use std::thread;
     use std::time::Instant;
@@ -484,14 +481,14 @@ mod tests {
         fn pipe_not_readable_before_write(kind: BackendKind) {
             let mut poller = poller(kind);
             let (r, _w) = pipe();
-            poller.register(r.as_fd(), T1, Interest::READABLE).unwrap();
+            poller.register(r.as_raw_fd(), T1, Interest::READABLE).unwrap();
             assert_eq!(poll_now(&mut poller), []);
         }
 
         fn pipe_readable_after_write(kind: BackendKind) {
             let mut poller = poller(kind);
             let (r, w) = pipe();
-            poller.register(r.as_fd(), T1, Interest::READABLE).unwrap();
+            poller.register(r.as_raw_fd(), T1, Interest::READABLE).unwrap();
             write_byte(&w);
             let event = only(&wait_some(&mut poller), T1);
             assert!(event.readable);
@@ -501,7 +498,7 @@ mod tests {
         fn socket_writable_at_once(kind: BackendKind) {
             let mut poller = poller(kind);
             let (a, _b) = UnixStream::pair().unwrap();
-            poller.register(a.as_fd(), T1, Interest::WRITABLE).unwrap();
+            poller.register(a.as_raw_fd(), T1, Interest::WRITABLE).unwrap();
             let event = only(&poll_now(&mut poller), T1);
             assert!(event.writable && !event.readable, "{event:?}");
         }
@@ -509,7 +506,7 @@ mod tests {
         fn zero_timeout_returns_at_once(kind: BackendKind) {
             let mut poller = poller(kind);
             let (r, _w) = pipe();
-            poller.register(r.as_fd(), T1, Interest::READABLE).unwrap();
+            poller.register(r.as_raw_fd(), T1, Interest::READABLE).unwrap();
             let mut events = vec![Event {
                 token: 99,
                 readable: true,
@@ -526,7 +523,7 @@ mod tests {
         fn timeout_waits_at_least_its_duration(kind: BackendKind) {
             let mut poller = poller(kind);
             let (r, _w) = pipe();
-            poller.register(r.as_fd(), T1, Interest::READABLE).unwrap();
+            poller.register(r.as_raw_fd(), T1, Interest::READABLE).unwrap();
             let mut events = Vec::new();
             let start = Instant::now();
             poller.wait(&mut events, Some(Duration::from_millis(20))).unwrap();
@@ -549,7 +546,7 @@ mod tests {
         fn pipe_hangup_when_writer_closes(kind: BackendKind) {
             let mut poller = poller(kind);
             let (r, w) = pipe();
-            poller.register(r.as_fd(), T1, Interest::READABLE).unwrap();
+            poller.register(r.as_raw_fd(), T1, Interest::READABLE).unwrap();
             drop(w);
             let event = only(&wait_some(&mut poller), T1);
             assert!(event.hangup, "{event:?}");
@@ -558,7 +555,7 @@ mod tests {
         fn socket_readable_and_hangup_when_peer_closes(kind: BackendKind) {
             let mut poller = poller(kind);
             let (a, b) = UnixStream::pair().unwrap();
-            poller.register(a.as_fd(), T1, Interest::READABLE).unwrap();
+            poller.register(a.as_raw_fd(), T1, Interest::READABLE).unwrap();
             assert_eq!(poll_now(&mut poller), []);
             drop(b);
             let event = only(&wait_some(&mut poller), T1);
@@ -570,7 +567,7 @@ mod tests {
         fn hangup_reported_without_interest(kind: BackendKind) {
             let mut poller = poller(kind);
             let (r, w) = pipe();
-            poller.register(r.as_fd(), T1, Interest::NONE).unwrap();
+            poller.register(r.as_raw_fd(), T1, Interest::NONE).unwrap();
             write_byte(&w);
             assert_eq!(poll_now(&mut poller), [], "data alone is not reported");
             drop(w);
@@ -581,17 +578,17 @@ mod tests {
         fn deregister_stops_events(kind: BackendKind) {
             let mut poller = poller(kind);
             let (r, w) = pipe();
-            poller.register(r.as_fd(), T1, Interest::READABLE).unwrap();
+            poller.register(r.as_raw_fd(), T1, Interest::READABLE).unwrap();
             write_byte(&w);
             only(&wait_some(&mut poller), T1);
-            poller.deregister(r.as_fd()).unwrap();
+            poller.deregister(r.as_raw_fd()).unwrap();
             assert_eq!(poll_now(&mut poller), []);
             drop(w);
             assert_eq!(poll_now(&mut poller), [], "not even a hang-up");
-            let err = poller.deregister(r.as_fd()).unwrap_err();
+            let err = poller.deregister(r.as_raw_fd()).unwrap_err();
             assert_eq!(err.raw_os_error(), Some(libc::ENOENT));
             // It can be registered again afterwards.
-            poller.register(r.as_fd(), T2, Interest::READABLE).unwrap();
+            poller.register(r.as_raw_fd(), T2, Interest::READABLE).unwrap();
             let event = only(&wait_some(&mut poller), T2);
             assert!(event.readable && event.hangup, "{event:?}");
         }
@@ -599,32 +596,32 @@ mod tests {
         fn reregister_from_readable_to_writable(kind: BackendKind) {
             let mut poller = poller(kind);
             let (a, mut b) = UnixStream::pair().unwrap();
-            poller.register(a.as_fd(), T1, Interest::READABLE).unwrap();
+            poller.register(a.as_raw_fd(), T1, Interest::READABLE).unwrap();
             assert_eq!(poll_now(&mut poller), [], "writable is not asked for");
-            poller.reregister(a.as_fd(), T2, Interest::WRITABLE).unwrap();
+            poller.reregister(a.as_raw_fd(), T2, Interest::WRITABLE).unwrap();
             let event = only(&poll_now(&mut poller), T2);
             assert!(event.writable && !event.readable, "{event:?}");
             b.write_all(b"hello").unwrap();
             let event = only(&poll_now(&mut poller), T2);
             assert!(!event.readable, "readable is no longer asked for: {event:?}");
-            poller.reregister(a.as_fd(), T1, Interest::BOTH).unwrap();
+            poller.reregister(a.as_raw_fd(), T1, Interest::BOTH).unwrap();
             let event = only(&poll_now(&mut poller), T1);
             assert!(event.readable && event.writable, "{event:?}");
-            poller.reregister(a.as_fd(), T1, Interest::NONE).unwrap();
+            poller.reregister(a.as_raw_fd(), T1, Interest::NONE).unwrap();
             assert_eq!(poll_now(&mut poller), []);
         }
 
         fn reregister_unknown_fd_fails(kind: BackendKind) {
             let mut poller = poller(kind);
             let (r, _w) = pipe();
-            let err = poller.reregister(r.as_fd(), T1, Interest::READABLE).unwrap_err();
+            let err = poller.reregister(r.as_raw_fd(), T1, Interest::READABLE).unwrap_err();
             assert_eq!(err.raw_os_error(), Some(libc::ENOENT));
         }
 
         fn level_triggered_reports_unread_data_again(kind: BackendKind) {
             let mut poller = poller(kind);
             let (r, w) = pipe();
-            poller.register(r.as_fd(), T1, Interest::READABLE).unwrap();
+            poller.register(r.as_raw_fd(), T1, Interest::READABLE).unwrap();
             write_byte(&w);
             write_byte(&w);
             for _ in 0..3 {
@@ -640,8 +637,8 @@ mod tests {
         fn double_register_is_eexist(kind: BackendKind) {
             let mut poller = poller(kind);
             let (r, _w) = pipe();
-            poller.register(r.as_fd(), T1, Interest::READABLE).unwrap();
-            let err = poller.register(r.as_fd(), T2, Interest::WRITABLE).unwrap_err();
+            poller.register(r.as_raw_fd(), T1, Interest::READABLE).unwrap();
+            let err = poller.register(r.as_raw_fd(), T2, Interest::WRITABLE).unwrap_err();
             assert_eq!(err.raw_os_error(), Some(libc::EEXIST));
             assert_eq!(err.kind(), io::ErrorKind::AlreadyExists);
         }
@@ -651,7 +648,7 @@ mod tests {
             let mut pipes = Vec::new();
             for token in 0..300u64 {
                 let (r, w) = pipe();
-                poller.register(r.as_fd(), token, Interest::READABLE).unwrap();
+                poller.register(r.as_raw_fd(), token, Interest::READABLE).unwrap();
                 pipes.push((r, w));
             }
             assert_eq!(poll_now(&mut poller), []);
@@ -667,7 +664,7 @@ mod tests {
             assert_eq!(tokens, (0..300).collect::<Vec<_>>());
             // Deregister every other one; the rest are still reported.
             for (r, _) in pipes.iter().step_by(2) {
-                poller.deregister(r.as_fd()).unwrap();
+                poller.deregister(r.as_raw_fd()).unwrap();
             }
             let mut tokens: Vec<u64> = wait_some(&mut poller).iter().map(|e| e.token).collect();
             tokens.sort_unstable();
@@ -688,7 +685,7 @@ mod tests {
                 move || {
                     let mut poller = poller(kind);
                     let (r, _w) = pipe();
-                    poller.register(r.as_fd(), T1, Interest::READABLE).unwrap();
+                    poller.register(r.as_raw_fd(), T1, Interest::READABLE).unwrap();
                     let mut events = Vec::new();
                     let start = Instant::now();
                     let result = poller.wait(&mut events, Some(Duration::from_secs(10)));
@@ -713,7 +710,7 @@ mod tests {
         fn wait_without_timeout_blocks_until_ready(kind: BackendKind) {
             let mut poller = poller(kind);
             let (r, w) = pipe();
-            poller.register(r.as_fd(), T1, Interest::READABLE).unwrap();
+            poller.register(r.as_raw_fd(), T1, Interest::READABLE).unwrap();
             let writer = thread::spawn(move || {
                 thread::sleep(Duration::from_millis(30));
                 write_byte(&w);

@@ -15,7 +15,7 @@
 use std::collections::HashMap;
 use std::fmt;
 use std::io;
-use std::os::fd::{AsRawFd, BorrowedFd, RawFd};
+use std::os::fd::RawFd;
 use std::time::Duration;
 
 use super::{Event, Interest, timeout_millis};
@@ -49,13 +49,7 @@ impl PollPoller {
     }
 
     /// Adds `fd` to the table; `EEXIST` if it is already there.
-    pub(crate) fn register(
-        &mut self,
-        fd: BorrowedFd<'_>,
-        token: u64,
-        interest: Interest,
-    ) -> io::Result<()> {
-        let fd = fd.as_raw_fd();
+    pub(crate) fn register(&mut self, fd: RawFd, token: u64, interest: Interest) -> io::Result<()> {
         if self.index.contains_key(&fd) {
             return Err(io::Error::from_raw_os_error(libc::EEXIST));
         }
@@ -72,7 +66,7 @@ impl PollPoller {
     /// Changes `fd`'s token and interest; `ENOENT` if it is not in the table.
     pub(crate) fn reregister(
         &mut self,
-        fd: BorrowedFd<'_>,
+        fd: RawFd,
         token: u64,
         interest: Interest,
     ) -> io::Result<()> {
@@ -84,9 +78,9 @@ impl PollPoller {
 
     /// Removes `fd` from the table, moving the last entry into its place; `ENOENT` if it is
     /// not there.
-    pub(crate) fn deregister(&mut self, fd: BorrowedFd<'_>) -> io::Result<()> {
+    pub(crate) fn deregister(&mut self, fd: RawFd) -> io::Result<()> {
         let i = self.position(fd)?;
-        self.index.remove(&fd.as_raw_fd());
+        self.index.remove(&fd);
         self.fds.swap_remove(i);
         self.tokens.swap_remove(i);
         if let Some(moved) = self.fds.get(i) {
@@ -96,9 +90,9 @@ impl PollPoller {
     }
 
     /// `fd`'s index in the table, or `ENOENT`.
-    fn position(&self, fd: BorrowedFd<'_>) -> io::Result<usize> {
+    fn position(&self, fd: RawFd) -> io::Result<usize> {
         self.index
-            .get(&fd.as_raw_fd())
+            .get(&fd)
             .copied()
             .ok_or_else(|| io::Error::from_raw_os_error(libc::ENOENT))
     }
@@ -167,7 +161,7 @@ fn events(interest: Interest) -> libc::c_short {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use std::os::fd::{AsFd, OwnedFd};
+    use std::os::fd::{AsRawFd, OwnedFd};
 
     fn pipe() -> (OwnedFd, OwnedFd) {
         rustix::pipe::pipe().expect("pipe")
@@ -196,14 +190,14 @@ mod tests {
         let pipes: Vec<_> = (0..4).map(|_| pipe()).collect();
         for (token, (r, w)) in (0u64..).zip(&pipes) {
             poller
-                .register(r.as_fd(), token, Interest::READABLE)
+                .register(r.as_raw_fd(), token, Interest::READABLE)
                 .unwrap();
             rustix::io::write(w, b"x").unwrap();
         }
         assert_consistent(&poller);
         assert_eq!(tokens_ready(&mut poller), [0, 1, 2, 3]);
 
-        poller.deregister(pipes[1].0.as_fd()).unwrap();
+        poller.deregister(pipes[1].0.as_raw_fd()).unwrap();
         assert_consistent(&poller);
         assert_eq!(
             poller.fds[1].fd,
@@ -214,14 +208,14 @@ mod tests {
 
         // The moved entry can still be changed and removed through the index.
         poller
-            .reregister(pipes[3].0.as_fd(), 30, Interest::READABLE)
+            .reregister(pipes[3].0.as_raw_fd(), 30, Interest::READABLE)
             .unwrap();
         assert_eq!(tokens_ready(&mut poller), [0, 2, 30]);
-        poller.deregister(pipes[3].0.as_fd()).unwrap();
-        poller.deregister(pipes[0].0.as_fd()).unwrap();
+        poller.deregister(pipes[3].0.as_raw_fd()).unwrap();
+        poller.deregister(pipes[0].0.as_raw_fd()).unwrap();
         assert_consistent(&poller);
         assert_eq!(tokens_ready(&mut poller), [2]);
-        poller.deregister(pipes[2].0.as_fd()).unwrap();
+        poller.deregister(pipes[2].0.as_raw_fd()).unwrap();
         assert_consistent(&poller);
         assert!(poller.fds.is_empty());
         assert_eq!(tokens_ready(&mut poller), Vec::<u64>::new());
@@ -242,7 +236,9 @@ mod tests {
         let not_open: RawFd = 1 << 30;
         let mut poller = PollPoller::new();
         let (r, _w) = pipe();
-        poller.register(r.as_fd(), 1, Interest::READABLE).unwrap();
+        poller
+            .register(r.as_raw_fd(), 1, Interest::READABLE)
+            .unwrap();
         poller.index.insert(not_open, poller.fds.len());
         poller.fds.push(libc::pollfd {
             fd: not_open,
