@@ -159,10 +159,7 @@ impl Chain {
                 let _ = chain.fire(Outcome::Err(failure));
             }
         };
-        match crate::reactor::Reactor::current() {
-            Some(reactor) => reactor.call_soon(fail),
-            None => fail(),
-        }
+        after_callback(Box::new(fail));
     }
 
     /// Unfired, with no canceller and none running: only a Resolver could fire it.
@@ -465,6 +462,10 @@ thread_local! {
     /// chains never recurses.
     static GRAVEYARD: RefCell<Vec<VecDeque<Entry>>> = const { RefCell::new(Vec::new()) };
     static DRAINING: Cell<bool> = const { Cell::new(false) };
+    /// Where work goes that must not run inside the callback running now: the running
+    /// reactor's `call_soon` queue, installed by `Reactor::run` (this layer does not know
+    /// the reactor); with none, the work runs at once.
+    static AFTER_CALLBACK: RefCell<Option<Rc<dyn Fn(Box<dyn FnOnce()>)>>> = const { RefCell::new(None) };
     /// When set (by the test harness), unhandled failures are collected here too.
     static CAPTURE: RefCell<Option<Vec<Failure>>> = const { RefCell::new(None) };
 }
@@ -490,6 +491,24 @@ impl Drop for State {
             }
         }
         DRAINING.with(|d| d.set(false));
+    }
+}
+
+/// Installs (or, with `None`, removes) where [`after_callback`] sends work on this thread;
+/// returns what was installed before.
+pub(crate) fn set_after_callback(
+    hook: Option<Rc<dyn Fn(Box<dyn FnOnce()>)>>,
+) -> Option<Rc<dyn Fn(Box<dyn FnOnce()>)>> {
+    AFTER_CALLBACK.with(|h| h.replace(hook))
+}
+
+/// Runs `work` once the callback running now has returned: through the hook a running
+/// reactor installs, else at once.
+fn after_callback(work: Box<dyn FnOnce()>) {
+    let hook = AFTER_CALLBACK.try_with(|h| h.borrow().clone()).ok().flatten();
+    match hook {
+        Some(hook) => hook(work),
+        None => work(),
     }
 }
 

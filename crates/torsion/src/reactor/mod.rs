@@ -338,6 +338,13 @@ impl Reactor {
         self.inner.state.set(RunState::Running);
         self.inner.looping.set(true);
         let previous = CURRENT.with(|c| c.replace(Some(Rc::downgrade(&self.inner))));
+        let weak = Rc::downgrade(&self.inner);
+        let previous_hook = crate::defer::chain::set_after_callback(Some(Rc::new(move |work| {
+            match weak.upgrade() {
+                Some(inner) => inner.soon.borrow_mut().push_back(work),
+                None => work(),
+            }
+        })));
         let unpark_target = self.inner.shared.clone();
         crate::executor::set_unpark(Some(Arc::new(move || unpark_target.waker.wake())));
         let signals = if self.inner.install_signals {
@@ -360,6 +367,10 @@ impl Reactor {
         }
         self.close_thread_calls();
         CURRENT.with(|c| *c.borrow_mut() = previous);
+        crate::defer::chain::set_after_callback(previous_hook);
+        // What the steps since the loop's end queued (a Resolver dropped with the thread
+        // pool, say) runs now rather than never.
+        self.run_soon();
         self.inner.state.set(RunState::Finished);
         match self.inner.exit_failure.borrow_mut().take() {
             Some(failure) => Err(failure),
