@@ -38,7 +38,7 @@ use std::any::Any;
 use std::cell::{Cell, RefCell};
 use std::collections::{HashMap, VecDeque};
 use std::fmt;
-use std::net::{IpAddr, SocketAddr, ToSocketAddrs};
+use std::net::{IpAddr, SocketAddr};
 use std::os::fd::OwnedFd;
 use std::os::unix::ffi::OsStrExt;
 use std::path::{Path, PathBuf};
@@ -50,12 +50,13 @@ use socket2::{Domain, SockRef};
 
 use crate::defer::{Deferred, Failure, Resolver};
 use crate::error::{
-    BadFileError, DnsLookupError, EndpointSyntaxError, EndpointSyntaxProblem, EndpointUnavailable,
-    InvalidArgument, NoInheritedSocket, NoProtocol,
+    BadFileError, EndpointSyntaxError, EndpointSyntaxProblem, EndpointUnavailable, InvalidArgument,
+    NoInheritedSocket, NoProtocol,
 };
 use crate::net::systemd::listen_fds;
 use crate::net::tcp::{
     ConnectOptions, Connector, DEFAULT_BACKLOG, DEFAULT_CONNECT_TIMEOUT, ListenOptions, Port,
+    no_address,
 };
 use crate::net::udp::UdpPort;
 use crate::net::unix::{UnixConnectOptions, UnixListenOptions};
@@ -1092,17 +1093,13 @@ impl ClientEndpoint for HostnameEndpoint {
             race.resolved(Ok(vec![SocketAddr::new(ip, self.port)]));
         } else {
             let (host, port) = (self.host.clone(), self.port);
-            let lookup = self.reactor.defer_to_thread(move || {
-                (host.as_str(), port)
-                    .to_socket_addrs()
-                    .map(Iterator::collect::<Vec<_>>)
-                    .map_err(|e| e.to_string())
-            });
-            let host = self.host.clone();
+            let lookup = self
+                .reactor
+                .defer_to_thread(move || crate::net::tcp::resolve(&host, port));
             drop(lookup.add_both(move |result| {
                 let addresses = match result {
                     Ok(Ok(addresses)) => Ok(addresses),
-                    Ok(Err(reason)) => Err(Failure::new(DnsLookupError { host, reason })),
+                    Ok(Err(lookup)) => Err(Failure::new(lookup)),
                     Err(failure) => Err(failure),
                 };
                 race.resolved(addresses);
@@ -1157,10 +1154,7 @@ impl Race {
             }
             st.remaining = interleave_families(addresses);
             if st.remaining.is_empty() {
-                st.last_failure = Some(Failure::new(DnsLookupError {
-                    host: self.host.clone(),
-                    reason: "no addresses".into(),
-                }));
+                st.last_failure = Some(Failure::new(no_address(&self.host)));
             }
         }
         self.start_next();
@@ -1265,12 +1259,7 @@ impl Race {
             st.done = true;
             st.last_failure.take()
         };
-        let failure = failure.unwrap_or_else(|| {
-            Failure::new(DnsLookupError {
-                host: self.host.clone(),
-                reason: "no addresses".into(),
-            })
-        });
+        let failure = failure.unwrap_or_else(|| Failure::new(no_address(&self.host)));
         let _ = self.resolver.try_errback(failure);
     }
 

@@ -318,22 +318,29 @@ impl fmt::Display for ConnectTimeout {
 
 impl std::error::Error for ConnectTimeout {}
 
-/// A host name did not resolve (Twisted's `error.DNSLookupError`).
-#[derive(Debug, Clone, PartialEq, Eq)]
+/// A host name did not resolve (Twisted's `error.DNSLookupError`), with the resolver's
+/// error as its [`source`](std::error::Error::source).
+#[derive(Debug)]
 pub struct DnsLookupError {
     /// The name.
     pub host: String,
-    /// What the resolver said.
-    pub reason: String,
+    /// What the resolver said: the error `getaddrinfo` gave (through
+    /// [`ToSocketAddrs`](std::net::ToSocketAddrs)), or one of kind
+    /// [`NotFound`](std::io::ErrorKind::NotFound) when the name resolved to no address.
+    pub source: std::io::Error,
 }
 
 impl fmt::Display for DnsLookupError {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(f, "cannot resolve {}: {}", self.host, self.reason)
+        write!(f, "cannot resolve {}: {}", self.host, self.source)
     }
 }
 
-impl std::error::Error for DnsLookupError {}
+impl std::error::Error for DnsLookupError {
+    fn source(&self) -> Option<&(dyn std::error::Error + 'static)> {
+        Some(&self.source)
+    }
+}
 
 /// A port could not be opened for listening (Twisted's `error.CannotListenError`), naming
 /// the address and why (typically `EADDRINUSE`).

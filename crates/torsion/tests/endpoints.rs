@@ -766,6 +766,9 @@ reactor_test! {
         let failure = endpoint.connect(Rc::new(|| Quiet)).take_result().unwrap().err().unwrap();
         let lookup = failure.downcast_ref::<torsion::error::DnsLookupError>().expect("lookup error");
         assert_eq!(lookup.host, "example.test");
+        // The cause stays typed: an io::Error of kind NotFound, as the error's source.
+        assert_eq!(lookup.source.kind(), std::io::ErrorKind::NotFound);
+        assert!(std::error::Error::source(lookup).is_some());
         assert_eq!(library_timers(&reactor), Vec::<String>::new());
     }
 }
