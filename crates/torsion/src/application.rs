@@ -830,6 +830,10 @@ impl fmt::Debug for TimerService {
 /// listening; the stop's Deferred fires once the port is closed (connections already
 /// accepted are left alone, as in Twisted). A listen still in progress is cancelled.
 ///
+/// It listens with its endpoint's backlog: [`DEFAULT_BACKLOG`](crate::net::tcp::DEFAULT_BACKLOG)
+/// (1024; Twisted's is 50) unless the endpoint sets another, as `tcp:8080:backlog=4096` or
+/// [`TcpServerEndpoint::backlog`](crate::endpoints::TcpServerEndpoint::backlog) do.
+///
 /// # Examples
 ///
 /// ```

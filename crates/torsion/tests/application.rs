@@ -14,12 +14,14 @@ use torsion::application::{
     Application, ClientService, MultiService, Service, ServiceState, StreamServerEndpointService,
     TimerService, backoff_policy, run_application,
 };
-use torsion::endpoints::{ClientEndpoint, client_from_string, server_from_string};
+use torsion::endpoints::{
+    ClientEndpoint, TcpServerEndpoint, client_from_string, server_from_string,
+};
 use torsion::error::{
     Cancelled, ConnectionLost, ConnectionRefused, DuplicateServiceName, ServiceHasParent,
     ServiceNotFound,
 };
-use torsion::net::tcp::ListenOptions;
+use torsion::net::tcp::{DEFAULT_BACKLOG, ListenOptions};
 use torsion::net::{Transport, TransportOps};
 use torsion::protocol::{Factory, Protocol};
 use torsion::reactor::{Phase, SystemEvent};
@@ -582,6 +584,52 @@ reactor_test! {
         let failure = service.listen_failure().expect("the failure is kept");
         assert!(failure.check::<torsion::error::CannotListen>(), "{failure}");
         assert!(succeeded(&capture(service.stop_service())));
+    }
+
+    fn stream_server_endpoint_service_listens_with_its_endpoints_backlog(reactor: Reactor) {
+        // The backlog is the endpoint's: DEFAULT_BACKLOG unless `backlog=N` says otherwise.
+        let tcp = StreamServerEndpointService::new(
+            server_from_string(&reactor, "tcp:0:interface=127.0.0.1").unwrap(),
+            Rc::new(|| Greeter),
+        );
+        let endpoint = (tcp.endpoint() as &dyn Any).downcast_ref::<TcpServerEndpoint>().unwrap();
+        assert_eq!(endpoint.backlog, DEFAULT_BACKLOG);
+
+        // Over a UNIX socket the backlog can be seen: with the loop not running nothing is
+        // accepted, and Linux queues backlog + 1 connections, refusing the next (EAGAIN).
+        static NEXT: std::sync::atomic::AtomicUsize = std::sync::atomic::AtomicUsize::new(0);
+        let n = NEXT.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        let path = std::env::temp_dir().join(format!("torsion-app-{}-{n}.sock", std::process::id()));
+        let description = format!("unix:{}:backlog=7:lockfile=0", path.display());
+        let service = Rc::new(StreamServerEndpointService::new(
+            server_from_string(&reactor, &description).unwrap(),
+            Rc::new(|| Greeter),
+        ));
+        service.start_service();
+        assert!(service.port().is_some(), "{:?}", service.listen_failure());
+        let address = socket2::SockAddr::unix(&path).unwrap();
+        let mut queued = Vec::new();
+        loop {
+            let socket = socket2::Socket::new(
+                socket2::Domain::UNIX,
+                socket2::Type::STREAM.nonblocking(),
+                None,
+            )
+            .unwrap();
+            match socket.connect(&address) {
+                Ok(()) => queued.push(socket),
+                Err(err) if err.raw_os_error() == Some(libc::EAGAIN) => break,
+                Err(err) => panic!("connect #{}: {err}", queued.len() + 1),
+            }
+            assert!(queued.len() < 10_000, "the backlog never filled");
+        }
+        assert_eq!(queued.len(), 7 + 1);
+        drop(queued);
+        run_async(&reactor, async move {
+            service.stop_service().await?;
+            Ok(())
+        });
+        assert!(!path.exists(), "the socket file is removed once the port closes");
     }
 
     fn client_service_reconnects_after_the_server_drops_the_connection(reactor: Reactor) {

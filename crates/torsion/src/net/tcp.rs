@@ -36,8 +36,18 @@ use crate::time::{DelayedCall, ReactorTime};
 
 pub use super::connection::{HIGH_WATER_MARK, LOW_WATER_MARK};
 
-/// The default listen backlog (Twisted's 50).
-pub const DEFAULT_BACKLOG: i32 = 50;
+/// The default listen backlog of TCP and UNIX ports: 1024 pending connections.
+///
+/// A deviation from Twisted, whose default is 50. With 50, a burst of a few hundred
+/// simultaneous connects overflows the accept queue: Linux drops the handshakes that do not
+/// fit, and a client whose final ACK was dropped believes it is connected while the server
+/// never accepts it. Against a server that speaks first (a greeting, a banner) such a client
+/// waits for good. 1024 is tokio's default (nginx uses 511); the kernel clamps any backlog
+/// to `net.core.somaxconn` (4096 on Linux since 5.4, 128 before), so raise that too for
+/// bigger bursts. Set another backlog with [`ListenOptions::backlog`],
+/// [`UnixListenOptions::backlog`](super::unix::UnixListenOptions::backlog), or an
+/// endpoint's `backlog=N` (see [`endpoints`](crate::endpoints)).
+pub const DEFAULT_BACKLOG: i32 = 1024;
 /// The default connect timeout (Twisted's 30 s).
 pub const DEFAULT_CONNECT_TIMEOUT: Duration = Duration::from_secs(30);
 
@@ -299,10 +309,12 @@ impl fmt::Debug for Port {
 }
 
 /// Options for [`Reactor::listen_tcp_with`]: backlog and interface (Twisted's
-/// `listenTCP(port, factory, backlog=50, interface='')`).
+/// `listenTCP(port, factory, backlog=50, interface='')`, with a larger default backlog).
 #[derive(Debug, Clone)]
 pub struct ListenOptions {
-    /// The listen backlog (50 by default).
+    /// The listen backlog: [`DEFAULT_BACKLOG`], 1024, by default, where Twisted's is 50 (a
+    /// deviation, so that a burst of connects is served; see the constant). The kernel
+    /// clamps it to `net.core.somaxconn`.
     pub backlog: i32,
     /// The address to bind: `0.0.0.0` by default; `::` for IPv6.
     pub interface: IpAddr,
