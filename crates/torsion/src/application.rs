@@ -6,8 +6,8 @@
 //! state behind `&self` (a [`ServiceState`] they embed, plus their own cells). A
 //! [`MultiService`] holds children, starts them in order and stops them in reverse order;
 //! an [`Application`] is the named root of a program's tree, and [`run_application`] ties
-//! it to a reactor: started once the reactor runs, stopped before it shuts down, the
-//! shutdown waiting for the stop.
+//! it to a reactor: started at once (or the reason it cannot start returned), stopped
+//! before the reactor shuts down, the shutdown waiting for the stop.
 //!
 //! | torsion | Twisted |
 //! | --- | --- |
@@ -21,6 +21,25 @@
 //! Where Twisted's `setServiceParent(parent)` is called on the child, here the parent
 //! adopts it: [`MultiService::add_service`] (which, like `setServiceParent`, first takes
 //! the child away from a previous parent). [`Service::disown_service_parent`] is kept.
+//!
+//! **Constructors.** Every service constructor of this module ([`MultiService::new`] and
+//! [`named`](MultiService::named), [`Application::new`], [`TimerService::new`],
+//! [`StreamServerEndpointService::new`], [`ClientService::new`]) returns an `Rc<Self>`, and
+//! none can fail. Services are always shared: a parent holds its children as
+//! `Rc<dyn Service>`, [`run_application`] takes an `Rc`, and a program keeps a handle to ask
+//! a service things later ([`port`](StreamServerEndpointService::port),
+//! [`when_connected`](ClientService::when_connected)). So the `Rc` is made once, by the
+//! constructor, and `parent.add_service(child.clone())?` needs no wrapping; a
+//! `MultiService` has to be born in an `Rc` anyway, since its children point back to it.
+//! What can be wrong with a service's settings (a [`TimerService`]'s negative interval) is
+//! reported when it starts, as Twisted's `TimerService.startService` raises it.
+//!
+//! **Starting can fail.** [`Service::privileged_start_service`] and
+//! [`Service::start_service`] return `Result<(), Failure>`, as Twisted's
+//! `privilegedStartService` and `startService` may raise: a
+//! [`StreamServerEndpointService`] whose port is taken says so. A [`MultiService`] passes a
+//! child's failure on, and [`run_application`] returns it, so a program exits instead of
+//! running while listening nowhere.
 //!
 //! Invariant: no `RefCell` of this module is borrowed while user code runs (a child's
 //! `start_service` or `stop_service`, a factory or protocol, a Deferred's callbacks, the
@@ -140,7 +159,7 @@ impl fmt::Debug for ServiceState {
 ///
 /// ```
 /// use std::rc::Rc;
-/// use torsion::Deferred;
+/// use torsion::{Deferred, Failure};
 /// use torsion::application::{MultiService, Service, ServiceState};
 ///
 /// /// Says hello when started and goodbye when stopped.
@@ -153,9 +172,10 @@ impl fmt::Debug for ServiceState {
 ///         &self.state
 ///     }
 ///
-///     fn start_service(&self) {
+///     fn start_service(&self) -> Result<(), Failure> {
 ///         self.state.set_running(true);
 ///         println!("hello");
+///         Ok(())
 ///     }
 ///
 ///     fn stop_service(&self) -> Deferred<()> {
@@ -168,7 +188,7 @@ impl fmt::Debug for ServiceState {
 /// let greeter = Rc::new(Greeter { state: ServiceState::named("greeter") });
 /// let root = MultiService::new();
 /// root.add_service(greeter.clone()).unwrap();
-/// root.start_service();
+/// root.start_service().unwrap();
 /// assert!(greeter.running());
 /// assert!(Rc::ptr_eq(&greeter.parent().unwrap(), &root));
 /// ```
@@ -204,11 +224,24 @@ pub trait Service: Any {
     /// Work done while the program still has its privileges, before
     /// [`start_service`](Service::start_service): binding a port below 1024, for example
     /// (Twisted's `privilegedStartService`). Does nothing by default.
-    fn privileged_start_service(&self) {}
+    ///
+    /// # Errors
+    ///
+    /// Why the service cannot start (Twisted's `privilegedStartService` raising), for
+    /// example a port that cannot be bound; [`run_application`] returns it.
+    fn privileged_start_service(&self) -> Result<(), Failure> {
+        Ok(())
+    }
 
     /// Starts the service (Twisted's `startService`); by default, marks it running.
-    fn start_service(&self) {
+    ///
+    /// # Errors
+    ///
+    /// Why the service cannot start (Twisted's `startService` raising); a service that
+    /// fails to start should leave itself stopped. [`run_application`] returns the error.
+    fn start_service(&self) -> Result<(), Failure> {
         self.service_state().set_running(true);
+        Ok(())
     }
 
     /// Stops the service (Twisted's `stopService`); the Deferred fires once it has stopped
@@ -258,7 +291,9 @@ struct Child {
 /// order; stopping it stops them in reverse order, and its Deferred fires once every
 /// child's stop Deferred has. A child added while the `MultiService` runs is started at
 /// once; a child removed while it runs is stopped. Child names are unique (unnamed
-/// children are allowed, any number of them).
+/// children are allowed, any number of them). A child that fails to start stops the start
+/// there, as in Twisted: the error is returned, the children after it are not started, and
+/// the `MultiService` counts as running, so that its stop stops those that did start.
 ///
 /// A `MultiService` is born in an `Rc` ([`MultiService::new`]), because its children point
 /// back to it (weakly) as their [`parent`](Service::parent). To make a service that is
@@ -268,23 +303,22 @@ struct Child {
 /// # Examples
 ///
 /// ```
-/// use std::rc::Rc;
 /// use torsion::application::{MultiService, Service, TimerService};
 /// use torsion::time::Clock;
 ///
 /// let clock = Clock::new();
-/// let heartbeat = TimerService::new(&clock, 5.0, || Ok(())).unwrap();
+/// let heartbeat = TimerService::new(&clock, 5.0, || Ok(()));
 /// heartbeat.set_name("heartbeat").unwrap();
 ///
 /// let services = MultiService::new();
-/// services.add_service(Rc::new(heartbeat)).unwrap();
-/// services.start_service();
-/// assert!(services.get_service_named("heartbeat").unwrap().running());
+/// services.add_service(heartbeat.clone()).unwrap();
+/// services.start_service().unwrap();
+/// assert!(heartbeat.running());
 ///
 /// // Two children cannot share a name.
-/// let again = TimerService::new(&clock, 1.0, || Ok(())).unwrap();
+/// let again = TimerService::new(&clock, 1.0, || Ok(()));
 /// again.set_name("heartbeat").unwrap();
-/// assert!(services.add_service(Rc::new(again)).is_err());
+/// assert!(services.add_service(again).is_err());
 ///
 /// let mut stopped = services.stop_service();
 /// assert!(stopped.take_result().unwrap().is_ok());
@@ -326,12 +360,15 @@ impl MultiService {
     /// # Errors
     ///
     /// [`DuplicateServiceName`] if another child has the same name; nothing changes then.
+    /// While this `MultiService` runs, the child's failure to start (Twisted's
+    /// `setServiceParent` raising it); the child stays added then, as in Twisted, and
+    /// stopping this `MultiService` stops it.
     ///
     /// # Panics
     ///
     /// If `service` is this `MultiService` or one of its ancestors: the tree would be a
     /// cycle.
-    pub fn add_service(&self, service: Rc<dyn Service>) -> Result<(), DuplicateServiceName> {
+    pub fn add_service(&self, service: Rc<dyn Service>) -> Result<(), Failure> {
         let address = address_of(Rc::as_ptr(&service));
         if self.position(address).is_some() {
             return Ok(());
@@ -349,7 +386,7 @@ impl MultiService {
                 .iter()
                 .any(|c| c.name.as_deref() == Some(name.as_str()));
             if taken {
-                return Err(DuplicateServiceName { name: name.clone() });
+                return Err(DuplicateServiceName { name: name.clone() }.into());
             }
         }
         if service.parent().is_some() {
@@ -362,8 +399,8 @@ impl MultiService {
             service: service.clone(),
         });
         if self.running() {
-            service.privileged_start_service();
-            service.start_service();
+            service.privileged_start_service()?;
+            service.start_service()?;
         }
         Ok(())
     }
@@ -467,23 +504,30 @@ impl Service for MultiService {
         &self.state
     }
 
-    /// Runs every child's `privileged_start_service`, in order.
-    fn privileged_start_service(&self) {
+    /// Runs every child's `privileged_start_service`, in order, up to the first that
+    /// fails, whose error it returns.
+    fn privileged_start_service(&self) -> Result<(), Failure> {
         for child in self.services() {
-            child.privileged_start_service();
+            child.privileged_start_service()?;
         }
+        Ok(())
     }
 
     /// Marks this collection running and starts every child, in order. Starting a running
     /// `MultiService` does nothing (Twisted would start every child again).
-    fn start_service(&self) {
+    ///
+    /// A child that fails to start ends the start there, with its error; the children
+    /// after it are not started and this collection stays marked running (as in Twisted),
+    /// so [`stop_service`](Service::stop_service) stops the ones that started.
+    fn start_service(&self) -> Result<(), Failure> {
         if self.running() {
-            return;
+            return Ok(());
         }
         self.state.set_running(true);
         for child in self.services() {
-            child.start_service();
+            child.start_service()?;
         }
+        Ok(())
     }
 
     /// Marks this collection stopped and stops every child, in reverse order (Twisted's
@@ -544,18 +588,24 @@ impl fmt::Debug for MultiService {
 ///     }
 /// }
 ///
-/// let reactor = Reactor::new().unwrap();
-/// let app = Rc::new(Application::new("hello"));
-/// let endpoint = server_from_string(&reactor, "tcp:0:interface=127.0.0.1").unwrap();
-/// app.add_service(Rc::new(StreamServerEndpointService::new(endpoint, Rc::new(|| Hello))))
-///     .unwrap();
+/// # fn main() -> Result<(), torsion::Failure> {
+/// let reactor = Reactor::new()?;
+/// let app = Application::new("hello");
+/// let endpoint = server_from_string(&reactor, "tcp:0:interface=127.0.0.1")?;
+/// app.add_service(StreamServerEndpointService::new(endpoint, Rc::new(|| Hello)))?;
 ///
-/// run_application(&reactor, &app);
+/// // Started now (listening), or the reason it cannot start.
+/// run_application(&reactor, &app)?;
+/// assert!(app.running());
 /// let r = reactor.clone();
-/// reactor.call_when_running(move || drop(r.stop()));
-/// reactor.run().unwrap();
-/// // Started when the reactor ran, stopped before it shut down.
+/// reactor.call_when_running(move || {
+///     let _ = r.stop();
+/// });
+/// reactor.run()?;
+/// // Stopped before the reactor shut down.
 /// assert!(!app.running());
+/// # Ok(())
+/// # }
 /// ```
 pub struct Application {
     services: Rc<MultiService>,
@@ -567,13 +617,24 @@ pub struct Application {
 
 impl Application {
     /// A stopped application named `name`, with no services, running as the current user
-    /// and group.
-    pub fn new(name: impl Into<String>) -> Application {
-        Application {
+    /// and group. Set [`uid`](Self::uid) and [`gid`](Self::gid) with
+    /// [`with_ids`](Self::with_ids).
+    pub fn new(name: impl Into<String>) -> Rc<Application> {
+        Self::with_ids(name, None, None)
+    }
+
+    /// A stopped application named `name`, with no services, to run as user `uid` and
+    /// group `gid` (`None` keeps the current one; Twisted's `Application(name, uid, gid)`).
+    pub fn with_ids(
+        name: impl Into<String>,
+        uid: Option<u32>,
+        gid: Option<u32>,
+    ) -> Rc<Application> {
+        Rc::new(Application {
             services: MultiService::named(name),
-            uid: None,
-            gid: None,
-        }
+            uid,
+            gid,
+        })
     }
 
     /// The [`MultiService`] holding the application's services (Twisted's
@@ -586,8 +647,9 @@ impl Application {
     ///
     /// # Errors
     ///
-    /// [`DuplicateServiceName`] if another service has the same name.
-    pub fn add_service(&self, service: Rc<dyn Service>) -> Result<(), DuplicateServiceName> {
+    /// [`DuplicateServiceName`] if another service has the same name; while the
+    /// application runs, the service's failure to start.
+    pub fn add_service(&self, service: Rc<dyn Service>) -> Result<(), Failure> {
         self.services.add_service(service)
     }
 
@@ -619,12 +681,12 @@ impl Service for Application {
         self.services.service_state()
     }
 
-    fn privileged_start_service(&self) {
-        self.services.privileged_start_service();
+    fn privileged_start_service(&self) -> Result<(), Failure> {
+        self.services.privileged_start_service()
     }
 
-    fn start_service(&self) {
-        self.services.start_service();
+    fn start_service(&self) -> Result<(), Failure> {
+        self.services.start_service()
     }
 
     fn stop_service(&self) -> Deferred<()> {
@@ -642,25 +704,54 @@ impl fmt::Debug for Application {
     }
 }
 
-/// Runs `app` with `reactor` (what Twisted's `twistd` does with an application): once the
-/// reactor runs (at once if it already does), `app` gets
+/// Starts `app` and ties it to `reactor`, as Twisted's `twistd` does with an application
+/// (`privilegedStartService`, then `app.startApplication`): `app` gets
 /// [`privileged_start_service`](Service::privileged_start_service) then
-/// [`start_service`](Service::start_service); before the reactor shuts down,
-/// [`stop_service`](Service::stop_service), and the shutdown waits for its Deferred (up to
-/// the reactor's shutdown timeout).
+/// [`start_service`](Service::start_service) now, before the reactor runs, so that its
+/// ports are bound (or known not to be) before the program goes on; and before the reactor
+/// shuts down, [`stop_service`](Service::stop_service), the shutdown waiting for its
+/// Deferred (up to the reactor's shutdown timeout).
 ///
 /// Any service can be the root; usually it is an [`Application`]. The runner that will
 /// drop privileges between the two starts does its own sequencing.
-pub fn run_application<S: Service + ?Sized>(reactor: &Reactor, app: &Rc<S>) {
-    let starting = app.clone();
-    reactor.call_when_running(move || {
-        starting.privileged_start_service();
-        starting.start_service();
-    });
+///
+/// # Errors
+///
+/// The failure of the first service that could not start, for example a
+/// [`StreamServerEndpointService`] whose port is in use
+/// ([`CannotListen`](crate::error::CannotListen)). Twisted's `twistd` exits then; here
+/// `app` is stopped again (the services that did start close their ports once the reactor
+/// turns), no shutdown trigger is added, and the program should exit rather than run:
+///
+/// ```
+/// # use torsion::{Failure, Reactor};
+/// # use torsion::application::{Application, run_application};
+/// # fn main() -> Result<(), Failure> {
+/// # let reactor = Reactor::new()?;
+/// # let app = Application::new("example");
+/// run_application(&reactor, &app)?;
+/// # let r = reactor.clone();
+/// # reactor.call_when_running(move || {
+/// #     let _ = r.stop();
+/// # });
+/// reactor.run()?;
+/// # Ok(())
+/// # }
+/// ```
+pub fn run_application<S: Service + ?Sized>(reactor: &Reactor, app: &Rc<S>) -> Result<(), Failure> {
+    let started = app
+        .privileged_start_service()
+        .and_then(|()| app.start_service());
+    if let Err(failure) = started {
+        // What did start is stopped; a failure to stop is reported as unhandled.
+        drop(maybe_deferred(|| app.stop_service()));
+        return Err(failure);
+    }
     let stopping = app.clone();
     reactor.add_system_event_trigger(Phase::Before, SystemEvent::Shutdown, move || {
         stopping.stop_service()
     });
+    Ok(())
 }
 
 // ===== clocks =====
@@ -698,7 +789,9 @@ impl ReactorTime for SharedClock {
 /// [`start_service`](Service::start_service). Stopping it stops the loop; the stop's
 /// Deferred fires once a call in progress (one whose Deferred has not fired yet) has
 /// finished. If the function fails, the failure is logged and the loop stops, as in
-/// Twisted; the service still counts as running until stopped.
+/// Twisted; the service still counts as running until stopped. An interval that is
+/// negative or not finite makes `start_service` fail with [`InvalidArgument`], as
+/// Twisted's `startService` raises `ValueError`.
 ///
 /// # Examples
 ///
@@ -708,16 +801,18 @@ impl ReactorTime for SharedClock {
 /// use torsion::application::{Service, TimerService};
 /// use torsion::time::{Clock, ReactorTime};
 ///
+/// // Settings are checked when the service starts.
 /// let clock = Clock::new();
+/// assert!(TimerService::new(&clock, -1.0, || Ok(())).start_service().is_err());
+///
 /// let ticks = Rc::new(Cell::new(0));
 /// let t = ticks.clone();
 /// let timer = TimerService::new(&clock, 1.0, move || {
 ///     t.set(t.get() + 1);
 ///     Ok(())
-/// })
-/// .unwrap();
+/// });
 ///
-/// timer.start_service();
+/// timer.start_service().unwrap();
 /// clock.pump(&[1.0, 1.0]);
 /// assert_eq!(ticks.get(), 3); // at 0, 1 and 2 s
 ///
@@ -727,7 +822,8 @@ impl ReactorTime for SharedClock {
 /// ```
 pub struct TimerService {
     state: ServiceState,
-    interval: Duration,
+    /// The interval, or why it is not one (reported by `start_service`).
+    interval: Result<Duration, InvalidArgument>,
     call: LoopingCall<SharedClock>,
     /// The running loop's Deferred (failures already logged).
     finished: RefCell<Option<Deferred<()>>>,
@@ -735,34 +831,32 @@ pub struct TimerService {
 
 impl TimerService {
     /// A stopped timer calling `f` every `interval` on `clock` (the reactor, or a
-    /// [`Clock`](crate::time::Clock) in tests). `f` returns `Result<(), Failure>` or a
-    /// `Deferred<()>`, as for [`LoopingCall::new`]; the interval is `f64` seconds, a
-    /// [`Duration`] or whole seconds ([`IntoInterval`]).
-    ///
-    /// # Errors
-    ///
-    /// [`InvalidArgument`] if the interval is negative or not finite.
+    /// [`Clock`](crate::time::Clock) in tests; Twisted's `TimerService(step, callable)`).
+    /// `f` returns `Result<(), Failure>` or a `Deferred<()>`, as for [`LoopingCall::new`];
+    /// the interval is `f64` seconds, a [`Duration`] or whole seconds ([`IntoInterval`]).
+    /// An interval that is negative or not finite is reported by
+    /// [`start_service`](Service::start_service).
     pub fn new<C, R>(
         clock: &C,
         interval: impl IntoInterval,
         f: impl FnMut() -> R + 'static,
-    ) -> Result<TimerService, InvalidArgument>
+    ) -> Rc<TimerService>
     where
         C: ReactorTime + Clone + 'static,
         R: IntoOutcome<Output = ()>,
     {
-        let interval = interval.into_interval()?;
-        Ok(TimerService {
+        Rc::new(TimerService {
             state: ServiceState::new(),
-            interval,
+            interval: interval.into_interval(),
             call: LoopingCall::new(SharedClock::new(clock), f),
             finished: RefCell::new(None),
         })
     }
 
-    /// The interval between calls (Twisted's `step`).
-    pub fn interval(&self) -> Duration {
-        self.interval
+    /// The interval between calls (Twisted's `step`); `None` if the interval given is not
+    /// one (negative or not finite), which makes the service fail to start.
+    pub fn interval(&self) -> Option<Duration> {
+        self.interval.as_ref().ok().copied()
     }
 
     /// How many times the function has been called since the service last started.
@@ -778,16 +872,22 @@ impl Service for TimerService {
 
     /// Marks the service running and starts the loop, calling the function at once.
     /// Starting a running service does nothing.
-    fn start_service(&self) {
+    ///
+    /// # Errors
+    ///
+    /// [`InvalidArgument`] if the interval is negative or not finite (Twisted's
+    /// `LoopingCall.start` raises `ValueError`); the service stays stopped.
+    fn start_service(&self) -> Result<(), Failure> {
         if self.running() {
-            return;
+            return Ok(());
         }
+        let interval = self.interval.clone()?;
         self.state.set_running(true);
-        let started = match self.call.start(self.interval, true) {
+        let started = match self.call.start(interval, true) {
             Ok(d) => d,
             Err(e) => {
-                tracing::error!(target: LOG_TARGET, "TimerService could not start its loop: {e}");
-                return;
+                self.state.set_running(false);
+                return Err(e.into());
             }
         };
         let finished = started.add_errback(|failure| {
@@ -796,6 +896,7 @@ impl Service for TimerService {
         });
         let previous = self.finished.borrow_mut().replace(finished);
         drop(previous);
+        Ok(())
     }
 
     /// Marks the service stopped and stops the loop; the Deferred fires once a call in
@@ -825,10 +926,20 @@ impl fmt::Debug for TimerService {
 ///
 /// It listens in [`privileged_start_service`](Service::privileged_start_service), so that a
 /// runner starting as root binds low ports before dropping its privileges, or in
-/// [`start_service`](Service::start_service) if that was not called. A failure to listen is
-/// logged (and kept: see [`listen_failure`](Self::listen_failure)). Stopping it stops
+/// [`start_service`](Service::start_service) if that was not called. A listen that fails at
+/// once (a port in use; TCP, UNIX and systemd endpoints all listen at once) fails that
+/// start, which returns the failure and leaves the service stopped, so that
+/// [`run_application`] fails instead of running while listening nowhere (as Twisted does
+/// for the services twistd builds from strings, with `_raiseSynchronously`). A listen that
+/// fails later, for an endpoint that listens asynchronously, is logged, as in Twisted.
+/// Either failure is kept: see [`listen_failure`](Self::listen_failure). Stopping it stops
 /// listening; the stop's Deferred fires once the port is closed (connections already
 /// accepted are left alone, as in Twisted). A listen still in progress is cancelled.
+///
+/// It listens with its endpoint's backlog:
+/// [`DEFAULT_BACKLOG`](crate::net::tcp::DEFAULT_BACKLOG) (1024; Twisted's is 50) unless the
+/// endpoint sets another, as `tcp:8080:backlog=4096` or
+/// [`TcpServerEndpoint::backlog`](crate::endpoints::TcpServerEndpoint::backlog) do.
 ///
 /// # Examples
 ///
@@ -845,9 +956,18 @@ impl fmt::Debug for TimerService {
 /// let reactor = Reactor::new().unwrap();
 /// let endpoint = server_from_string(&reactor, "tcp:0:interface=127.0.0.1").unwrap();
 /// let service = StreamServerEndpointService::new(endpoint, Rc::new(|| Quiet));
-/// service.start_service();
+/// service.start_service().unwrap();
 /// let port = service.port().unwrap();
 /// assert_ne!(port.host().port(), Some(0));
+///
+/// // A second service on the same port cannot start.
+/// let address = format!("tcp:{}:interface=127.0.0.1", port.host().port().unwrap());
+/// let again = server_from_string(&reactor, &address).unwrap();
+/// let busy = StreamServerEndpointService::new(again, Rc::new(|| Quiet));
+/// let failure = busy.start_service().unwrap_err();
+/// assert!(failure.check::<torsion::error::CannotListen>());
+/// assert!(!busy.running());
+///
 /// drop(service.stop_service());
 /// assert!(service.port().is_none());
 /// ```
@@ -863,16 +983,17 @@ pub struct StreamServerEndpointService {
 }
 
 impl StreamServerEndpointService {
-    /// A stopped service that will listen on `endpoint` with `factory`.
-    pub fn new(endpoint: Box<dyn ServerEndpoint>, factory: Rc<dyn Factory>) -> Self {
-        StreamServerEndpointService {
+    /// A stopped service that will listen on `endpoint` with `factory` (Twisted's
+    /// `StreamServerEndpointService(endpoint, factory)`).
+    pub fn new(endpoint: Box<dyn ServerEndpoint>, factory: Rc<dyn Factory>) -> Rc<Self> {
+        Rc::new(StreamServerEndpointService {
             state: ServiceState::new(),
             endpoint,
             factory,
             waiting: RefCell::new(None),
             port: Rc::new(RefCell::new(None)),
             failure: Rc::new(RefCell::new(None)),
-        }
+        })
     }
 
     /// The endpoint it listens on.
@@ -890,8 +1011,8 @@ impl StreamServerEndpointService {
         self.port.borrow().clone()
     }
 
-    /// Why the last attempt to listen failed, if it did (Twisted logs it; a runner can use
-    /// this to exit when a port is taken). Cleared by the next attempt.
+    /// Why the last attempt to listen failed, if it did: the failure a start returned, or
+    /// one logged because the endpoint failed later. Cleared by the next attempt.
     pub fn listen_failure(&self) -> Option<Failure> {
         self.failure.borrow().clone()
     }
@@ -903,15 +1024,23 @@ impl Service for StreamServerEndpointService {
     }
 
     /// Listens, unless already listening or trying to.
-    fn privileged_start_service(&self) {
+    ///
+    /// # Errors
+    ///
+    /// Why the endpoint could not listen, if it failed at once (for TCP,
+    /// [`CannotListen`](crate::error::CannotListen)). The next start tries again.
+    fn privileged_start_service(&self) -> Result<(), Failure> {
         if self.waiting.borrow().is_some() {
-            return;
+            return Ok(());
         }
         *self.failure.borrow_mut() = None;
         let listening = self.endpoint.listen(self.factory.clone());
         let port_slot = self.port.clone();
         let failure_slot = self.failure.clone();
         let description = format!("{:?}", self.endpoint);
+        // A failure while `listen` is still on the stack is returned, not logged.
+        let at_once = Rc::new(Cell::new(true));
+        let synchronous = at_once.clone();
         let waiting = listening.add_both(move |result| -> Result<_, Failure> {
             match result {
                 Ok(port) => {
@@ -920,24 +1049,43 @@ impl Service for StreamServerEndpointService {
                 }
                 Err(failure) => {
                     if !failure.check::<Cancelled>() {
-                        tracing::error!(
-                            target: LOG_TARGET,
-                            "{description} could not listen: {failure}"
-                        );
+                        if !synchronous.get() {
+                            tracing::error!(
+                                target: LOG_TARGET,
+                                "{description} could not listen: {failure}"
+                            );
+                        }
                         *failure_slot.borrow_mut() = Some(failure);
                     }
                     Ok(None)
                 }
             }
         });
+        at_once.set(false);
+        let failed = self.failure.borrow().clone();
+        if let Some(failure) = failed {
+            // Fired already, with no port: nothing to keep, so the next start listens.
+            drop(waiting);
+            return Err(failure);
+        }
         *self.waiting.borrow_mut() = Some(waiting);
+        Ok(())
     }
 
     /// Marks the service running and listens, if
     /// [`privileged_start_service`](Service::privileged_start_service) did not already.
-    fn start_service(&self) {
+    ///
+    /// # Errors
+    ///
+    /// As for `privileged_start_service`; the service is left stopped (Twisted leaves it
+    /// marked running).
+    fn start_service(&self) -> Result<(), Failure> {
         self.state.set_running(true);
-        self.privileged_start_service();
+        let listening = self.privileged_start_service();
+        if listening.is_err() {
+            self.state.set_running(false);
+        }
+        listening
     }
 
     /// Marks the service stopped and stops listening; the Deferred fires once the port is
@@ -1067,7 +1215,7 @@ pub fn uniform_jitter() -> impl FnMut() -> f64 + 'static {
 ///     },
 ///     |_stopped_first| Ok(()),
 /// );
-/// client.start_service();
+/// client.start_service().unwrap();
 /// // ... reactor.run() ...
 /// let mut stopped = client.stop_service();
 /// assert!(stopped.take_result().unwrap().is_ok());
@@ -1125,7 +1273,7 @@ impl ClientService {
         clock: &C,
         endpoint: Box<dyn ClientEndpoint>,
         factory: Rc<dyn Factory>,
-    ) -> ClientService {
+    ) -> Rc<ClientService> {
         let core = Rc::new_cyclic(|me: &Weak<ClientCore>| ClientCore {
             me: me.clone(),
             endpoint,
@@ -1143,15 +1291,16 @@ impl ClientService {
             prepare: RefCell::new(None),
             machine: RefCell::new(Machine::default()),
         });
-        ClientService {
+        Rc::new(ClientService {
             state: ServiceState::new(),
             core,
-        }
+        })
     }
 
     /// Sets the retry policy (Twisted's `retryPolicy`): given the number of attempts that
     /// failed in a row (counting a lost connection as one), the delay before the next.
-    pub fn retry_policy(self, policy: impl FnMut(u32) -> Duration + 'static) -> Self {
+    /// Takes and gives back the service, to chain after [`new`](Self::new).
+    pub fn retry_policy(self: Rc<Self>, policy: impl FnMut(u32) -> Duration + 'static) -> Rc<Self> {
         *self.core.policy.borrow_mut() = Some(Box::new(policy));
         self
     }
@@ -1160,8 +1309,12 @@ impl ClientService {
     /// `prepareConnection`): to log in, or to check the peer. It returns
     /// `Result<(), Failure>` or a `Deferred<()>`; [`when_connected`](Self::when_connected)
     /// waits for it. If it fails (or panics), the connection is closed and the attempt
-    /// counts as failed.
-    pub fn prepare_connection<R>(self, mut f: impl FnMut(&Transport) -> R + 'static) -> Self
+    /// counts as failed. Takes and gives back the service, to chain after
+    /// [`new`](Self::new).
+    pub fn prepare_connection<R>(
+        self: Rc<Self>,
+        mut f: impl FnMut(&Transport) -> R + 'static,
+    ) -> Rc<Self>
     where
         R: IntoOutcome<Output = ()>,
     {
@@ -1197,13 +1350,14 @@ impl Service for ClientService {
 
     /// Marks the service running and starts connecting. Starting a running service does
     /// nothing (Twisted logs a warning).
-    fn start_service(&self) {
+    fn start_service(&self) -> Result<(), Failure> {
         if self.running() {
             tracing::warn!(target: LOG_TARGET, "duplicate ClientService::start_service");
-            return;
+            return Ok(());
         }
         self.state.set_running(true);
         self.core.start();
+        Ok(())
     }
 
     /// Marks the service stopped, stops retrying and closes the connection; the Deferred

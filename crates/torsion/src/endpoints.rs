@@ -17,6 +17,12 @@
 //! | `tcp:example.com:80:timeout=5:bindAddress=10.0.0.2` | [`TcpClientEndpoint`] (positional: host, port) |
 //! | `unix:/var/run/finger:timeout=5` | [`UnixClientEndpoint`] (positional: path) |
 //!
+//! Stream server endpoints listen with a backlog of [`DEFAULT_BACKLOG`] (1024, where
+//! Twisted's is 50, so that a burst of connects is served) unless a value's `backlog` or a
+//! string's `backlog=N` says otherwise; a
+//! [`StreamServerEndpointService`](crate::application::StreamServerEndpointService) listens
+//! with its endpoint's.
+//!
 //! [`server_from_string`] and [`client_from_string`] parse them; other modules and
 //! programs add their own types with [`register_server_parser`] and
 //! [`register_client_parser`] (TLS registers `ssl` and `tls` this way: until it does, they
@@ -38,7 +44,7 @@ use std::any::Any;
 use std::cell::{Cell, RefCell};
 use std::collections::{HashMap, VecDeque};
 use std::fmt;
-use std::net::{IpAddr, SocketAddr, ToSocketAddrs};
+use std::net::{IpAddr, SocketAddr};
 use std::os::fd::OwnedFd;
 use std::os::unix::ffi::OsStrExt;
 use std::path::{Path, PathBuf};
@@ -50,12 +56,13 @@ use socket2::{Domain, SockRef};
 
 use crate::defer::{Deferred, Failure, Resolver};
 use crate::error::{
-    BadFileError, DnsLookupError, EndpointSyntaxError, EndpointSyntaxProblem, EndpointUnavailable,
-    InvalidArgument, NoInheritedSocket, NoProtocol,
+    BadFileError, EndpointSyntaxError, EndpointSyntaxProblem, EndpointUnavailable, InvalidArgument,
+    NoInheritedSocket, NoProtocol,
 };
 use crate::net::systemd::listen_fds;
 use crate::net::tcp::{
     ConnectOptions, Connector, DEFAULT_BACKLOG, DEFAULT_CONNECT_TIMEOUT, ListenOptions, Port,
+    no_address,
 };
 use crate::net::udp::UdpPort;
 use crate::net::unix::{UnixConnectOptions, UnixListenOptions};
@@ -360,14 +367,14 @@ pub struct TcpServerEndpoint {
     reactor: Reactor,
     /// The port (0 picks a free one).
     pub port: u16,
-    /// The listen backlog (50).
+    /// The listen backlog ([`DEFAULT_BACKLOG`], 1024; Twisted's is 50).
     pub backlog: i32,
     /// The address to bind (`0.0.0.0`, every IPv4 interface).
     pub interface: IpAddr,
 }
 
 impl TcpServerEndpoint {
-    /// Port `port` on every IPv4 interface, backlog 50.
+    /// Port `port` on every IPv4 interface, backlog [`DEFAULT_BACKLOG`].
     pub fn new(reactor: &Reactor, port: u16) -> TcpServerEndpoint {
         TcpServerEndpoint {
             reactor: reactor.clone(),
@@ -431,14 +438,14 @@ pub struct Tcp6ServerEndpoint {
     reactor: Reactor,
     /// The port (0 picks a free one).
     pub port: u16,
-    /// The listen backlog (50).
+    /// The listen backlog ([`DEFAULT_BACKLOG`], 1024; Twisted's is 50).
     pub backlog: i32,
     /// The address to bind (`::`, every IPv6 interface).
     pub interface: IpAddr,
 }
 
 impl Tcp6ServerEndpoint {
-    /// Port `port` on every IPv6 interface, backlog 50.
+    /// Port `port` on every IPv6 interface, backlog [`DEFAULT_BACKLOG`].
     pub fn new(reactor: &Reactor, port: u16) -> Tcp6ServerEndpoint {
         Tcp6ServerEndpoint {
             reactor: reactor.clone(),
@@ -556,7 +563,7 @@ pub struct UnixServerSpec {
     pub path: PathBuf,
     /// The socket file's permission bits (0o666).
     pub mode: u32,
-    /// The listen backlog (50).
+    /// The listen backlog ([`DEFAULT_BACKLOG`], 1024; Twisted's is 50).
     pub backlog: i32,
     /// Guard the path with a lock file holding our PID, so a stale socket file of a dead
     /// process is replaced and a live one's is not (Twisted's `wantPID`). Off for
@@ -565,8 +572,8 @@ pub struct UnixServerSpec {
 }
 
 impl UnixServerSpec {
-    /// `path` with mode 0o666, backlog 50 and no lock file (Twisted's `UNIXServerEndpoint`
-    /// defaults).
+    /// `path` with mode 0o666, backlog [`DEFAULT_BACKLOG`] and no lock file (Twisted's
+    /// `UNIXServerEndpoint` defaults, but for the backlog, which is 50 there).
     pub fn new(path: impl Into<PathBuf>) -> UnixServerSpec {
         UnixServerSpec {
             path: path.into(),
@@ -1092,17 +1099,13 @@ impl ClientEndpoint for HostnameEndpoint {
             race.resolved(Ok(vec![SocketAddr::new(ip, self.port)]));
         } else {
             let (host, port) = (self.host.clone(), self.port);
-            let lookup = self.reactor.defer_to_thread(move || {
-                (host.as_str(), port)
-                    .to_socket_addrs()
-                    .map(Iterator::collect::<Vec<_>>)
-                    .map_err(|e| e.to_string())
-            });
-            let host = self.host.clone();
+            let lookup = self
+                .reactor
+                .defer_to_thread(move || crate::net::tcp::resolve(&host, port));
             drop(lookup.add_both(move |result| {
                 let addresses = match result {
                     Ok(Ok(addresses)) => Ok(addresses),
-                    Ok(Err(reason)) => Err(Failure::new(DnsLookupError { host, reason })),
+                    Ok(Err(lookup)) => Err(Failure::new(lookup)),
                     Err(failure) => Err(failure),
                 };
                 race.resolved(addresses);
@@ -1157,10 +1160,7 @@ impl Race {
             }
             st.remaining = interleave_families(addresses);
             if st.remaining.is_empty() {
-                st.last_failure = Some(Failure::new(DnsLookupError {
-                    host: self.host.clone(),
-                    reason: "no addresses".into(),
-                }));
+                st.last_failure = Some(Failure::new(no_address(&self.host)));
             }
         }
         self.start_next();
@@ -1265,12 +1265,7 @@ impl Race {
             st.done = true;
             st.last_failure.take()
         };
-        let failure = failure.unwrap_or_else(|| {
-            Failure::new(DnsLookupError {
-                host: self.host.clone(),
-                reason: "no addresses".into(),
-            })
-        });
+        let failure = failure.unwrap_or_else(|| Failure::new(no_address(&self.host)));
         let _ = self.resolver.try_errback(failure);
     }
 
@@ -1775,7 +1770,7 @@ pub fn unregister_client_parser(name: &str) -> bool {
 /// let endpoint = server_from_string(&reactor, "unix:/var/run/finger:mode=660").unwrap();
 /// let unix = (&*endpoint as &dyn Any).downcast_ref::<UnixServerEndpoint>().unwrap();
 /// assert_eq!(unix.spec.mode, 0o660);
-/// assert_eq!(unix.spec.backlog, 50);
+/// assert_eq!(unix.spec.backlog, torsion::net::tcp::DEFAULT_BACKLOG);
 ///
 /// let err = server_from_string(&reactor, "tcp:80x").unwrap_err();
 /// assert!(err.to_string().contains("bad port"));
@@ -1880,7 +1875,7 @@ fn parse_tcp6_server(
 }
 
 /// `unix:ADDRESS[:MODE[:BACKLOG[:LOCKFILE]]]` (Twisted's `_parseUNIX`): mode in octal
-/// (666), backlog 50, lockfile 1.
+/// (666), backlog [`DEFAULT_BACKLOG`], lockfile 1.
 fn parse_unix_server(
     reactor: &Reactor,
     args: &EndpointArgs,

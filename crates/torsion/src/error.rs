@@ -364,22 +364,29 @@ impl fmt::Display for ConnectTimeout {
 
 impl std::error::Error for ConnectTimeout {}
 
-/// A host name did not resolve (Twisted's `error.DNSLookupError`).
-#[derive(Debug, Clone, PartialEq, Eq)]
+/// A host name did not resolve (Twisted's `error.DNSLookupError`), with the resolver's
+/// error as its [`source`](std::error::Error::source).
+#[derive(Debug)]
 pub struct DnsLookupError {
     /// The name.
     pub host: String,
-    /// What the resolver said.
-    pub reason: String,
+    /// What the resolver said: the error `getaddrinfo` gave (through
+    /// [`ToSocketAddrs`](std::net::ToSocketAddrs)), or one of kind
+    /// [`NotFound`](std::io::ErrorKind::NotFound) when the name resolved to no address.
+    pub source: std::io::Error,
 }
 
 impl fmt::Display for DnsLookupError {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(f, "cannot resolve {}: {}", self.host, self.reason)
+        write!(f, "cannot resolve {}: {}", self.host, self.source)
     }
 }
 
-impl std::error::Error for DnsLookupError {}
+impl std::error::Error for DnsLookupError {
+    fn source(&self) -> Option<&(dyn std::error::Error + 'static)> {
+        Some(&self.source)
+    }
+}
 
 /// A port could not be opened for listening (Twisted's `error.CannotListenError`), naming
 /// the address and why (typically `EADDRINUSE`).
@@ -854,3 +861,47 @@ impl fmt::Display for ServiceHasParent {
 }
 
 impl std::error::Error for ServiceHasParent {}
+
+/// Why a cooperative task could not be paused or stopped: it had already finished, and
+/// this says how (Twisted's `task.TaskFinished`: `CooperativeTask._checkFinish` raises its
+/// subclass `TaskDone`, `TaskFailed` or `TaskStopped`, or `SchedulerStopped`).
+///
+/// The [`Failed`](TaskFinished::Failed) variant carries the failure that ended the task, so
+/// stopping a task that failed reports that failure rather than saying it is done.
+#[derive(Debug, Clone)]
+pub enum TaskFinished {
+    /// Its iterator was exhausted (Twisted's `TaskDone`).
+    Done,
+    /// Its iterator failed: it yielded an `Err`, panicked, or yielded a Deferred that failed
+    /// (Twisted's `TaskFailed`). This is the failure its `when_done` Deferreds errbacked
+    /// with.
+    Failed(crate::Failure),
+    /// It was stopped by `CooperativeTask::stop` (Twisted's `TaskStopped`).
+    Stopped,
+    /// Its `Cooperator` was stopped (Twisted's `SchedulerStopped`).
+    SchedulerStopped,
+}
+
+impl fmt::Display for TaskFinished {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            TaskFinished::Done => fmt::Display::fmt(&TaskDone, f),
+            TaskFinished::Failed(failure) => {
+                write!(f, "the cooperative task has already failed: {failure}")
+            }
+            TaskFinished::Stopped => fmt::Display::fmt(&TaskStopped, f),
+            TaskFinished::SchedulerStopped => {
+                f.write_str("the cooperative task was stopped with its Cooperator")
+            }
+        }
+    }
+}
+
+impl std::error::Error for TaskFinished {
+    fn source(&self) -> Option<&(dyn std::error::Error + 'static)> {
+        match self {
+            TaskFinished::Failed(failure) => Some(failure.as_error()),
+            _ => None,
+        }
+    }
+}

@@ -28,7 +28,7 @@ use std::time::{Duration, Instant};
 
 use crate::defer::{IntoOutcome, Resolved, maybe_deferred};
 use crate::error::{
-    InvalidArgument, ReactorShutDown, SchedulerStopped, TaskDone, TaskNotPaused, TaskStopped,
+    InvalidArgument, ReactorShutDown, SchedulerStopped, TaskFinished, TaskNotPaused, TaskStopped,
 };
 use crate::time::{DelayedCall, IntoDelay, ReactorTime, Time};
 use crate::{Deferred, Failure, Reactor, Resolver};
@@ -619,8 +619,11 @@ struct TaskState {
     pauses: u32,
     /// Waiting for a Deferred the iterator yielded.
     waiting: bool,
-    /// `Some` once the task has finished.
+    /// `Some` once the task has finished: what its `when_done` Deferreds fire with.
     outcome: Option<Result<(), Failure>>,
+    /// How it finished (Twisted's `_completionState`), set with `outcome`: what `pause`
+    /// and `stop` report afterwards.
+    finished: Option<TaskFinished>,
     waiters: Vec<Resolver<()>>,
     /// Whether `when_done` was ever called, so an unseen failure can be reported.
     observed: bool,
@@ -650,17 +653,17 @@ impl TaskCore {
         match item {
             Err(payload) => {
                 drop(iterator);
-                self.complete(Err(Failure::from_panic(&*payload)));
+                self.fail(Failure::from_panic(&*payload));
             }
             Ok(None) => {
                 drop(iterator);
-                self.complete(Ok(()));
+                self.complete(TaskFinished::Done, Ok(()));
             }
             Ok(Some(unit)) => {
                 *self.iterator.borrow_mut() = Some(iterator);
                 match unit {
                     Resolved::Value(()) => {}
-                    Resolved::Failure(failure) => self.complete(Err(failure)),
+                    Resolved::Failure(failure) => self.fail(failure),
                     Resolved::Deferred(d) => self.wait_for(d),
                 }
             }
@@ -704,7 +707,7 @@ impl TaskCore {
             }
         };
         match result {
-            Err(failure) => self.complete(Err(failure)),
+            Err(failure) => self.fail(failure),
             Ok(()) => {
                 if let Some(scheduler) = scheduler {
                     scheduler.activate(self);
@@ -713,15 +716,22 @@ impl TaskCore {
         }
     }
 
+    /// The iterator failed (Twisted's `_completeWith(TaskFailed(), failure)`).
+    fn fail(self: &Rc<Self>, failure: Failure) {
+        self.complete(TaskFinished::Failed(failure.clone()), Err(failure));
+    }
+
     /// Finishes the task (Twisted's `_completeWith`): it leaves its cooperator first, then
-    /// every `when_done` Deferred fires, so their callbacks see a consistent cooperator.
-    fn complete(self: &Rc<Self>, outcome: Result<(), Failure>) {
+    /// every `when_done` Deferred fires with `outcome`, so their callbacks see a consistent
+    /// cooperator. `how` is what later `pause` and `stop` calls report.
+    fn complete(self: &Rc<Self>, how: TaskFinished, outcome: Result<(), Failure>) {
         let (scheduler, waiters) = {
             let mut st = self.state.borrow_mut();
             if st.outcome.is_some() {
                 return;
             }
             st.outcome = Some(outcome.clone());
+            st.finished = Some(how);
             (st.scheduler.take(), std::mem::take(&mut st.waiters))
         };
         if let Some(scheduler) = scheduler {
@@ -741,12 +751,26 @@ impl TaskCore {
 impl Drop for TaskCore {
     fn drop(&mut self) {
         let st = self.state.get_mut();
-        if let Some(Err(failure)) = st.outcome.take()
+        if let Some(TaskFinished::Failed(failure)) = st.finished.take()
             && !st.observed
-            && !failure.check::<TaskStopped>()
-            && !failure.check::<SchedulerStopped>()
         {
             crate::defer::chain::report_unhandled(failure);
+        }
+    }
+}
+
+impl TaskState {
+    /// Twisted's `_checkFinish`: how the task finished, if it has. A failure handed to the
+    /// caller this way counts as seen.
+    fn check_finish(&mut self) -> Result<(), TaskFinished> {
+        match &self.finished {
+            None => Ok(()),
+            Some(how) => {
+                if matches!(how, TaskFinished::Failed(_)) {
+                    self.observed = true;
+                }
+                Err(how.clone())
+            }
         }
     }
 }
@@ -755,7 +779,9 @@ impl Drop for TaskCore {
 /// stop it, or wait for it with [`when_done`](CooperativeTask::when_done).
 ///
 /// A cheap handle: clones refer to the same task. An iterator failure that no `when_done`
-/// Deferred ever saw is logged as an unhandled error when the last handle goes.
+/// Deferred ever saw (and no [`pause`](CooperativeTask::pause) or
+/// [`stop`](CooperativeTask::stop) reported) is logged as an unhandled error when the last
+/// handle goes.
 #[derive(Clone)]
 pub struct CooperativeTask {
     core: Rc<TaskCore>,
@@ -767,14 +793,14 @@ impl CooperativeTask {
     ///
     /// # Errors
     ///
-    /// [`TaskDone`] if the task has finished (exhausted, failed or stopped; Twisted raises
-    /// the reason itself).
-    pub fn pause(&self) -> Result<(), TaskDone> {
+    /// [`TaskFinished`] if the task has finished, saying how: exhausted
+    /// ([`Done`](TaskFinished::Done)), failed ([`Failed`](TaskFinished::Failed), with the
+    /// failure), stopped, or stopped with its cooperator (Twisted raises `TaskDone`,
+    /// `TaskFailed`, `TaskStopped` or `SchedulerStopped`).
+    pub fn pause(&self) -> Result<(), TaskFinished> {
         let scheduler = {
             let mut st = self.core.state.borrow_mut();
-            if st.outcome.is_some() {
-                return Err(TaskDone);
-            }
+            st.check_finish()?;
             st.pauses += 1;
             if st.pauses == 1 {
                 st.scheduler.clone()
@@ -818,13 +844,15 @@ impl CooperativeTask {
     ///
     /// # Errors
     ///
-    /// [`TaskDone`] if the task had already finished.
+    /// [`TaskFinished`] if the task had already finished, saying how, as Twisted's
+    /// `_checkFinish` does: a task whose iterator failed gives
+    /// [`TaskFinished::Failed`] with that failure (Twisted's `TaskFailed`), one that was
+    /// exhausted [`TaskFinished::Done`], one already stopped [`TaskFinished::Stopped`].
     #[track_caller]
-    pub fn stop(&self) -> Result<(), TaskDone> {
-        if self.is_finished() {
-            return Err(TaskDone);
-        }
-        self.core.complete(Err(Failure::new(TaskStopped)));
+    pub fn stop(&self) -> Result<(), TaskFinished> {
+        self.core.state.borrow_mut().check_finish()?;
+        self.core
+            .complete(TaskFinished::Stopped, Err(Failure::new(TaskStopped)));
         Ok(())
     }
 
@@ -1086,6 +1114,7 @@ impl<C: ReactorTime + 'static> Cooperator<C> {
                 pauses: 0,
                 waiting: false,
                 outcome: None,
+                finished: None,
                 waiters: Vec::new(),
                 observed: false,
                 scheduler: Some(scheduler),
@@ -1132,7 +1161,10 @@ impl<C: ReactorTime + 'static> Cooperator<C> {
             let _ = call.cancel();
         }
         for task in tasks {
-            task.complete(Err(Failure::new(SchedulerStopped)));
+            task.complete(
+                TaskFinished::SchedulerStopped,
+                Err(Failure::new(SchedulerStopped)),
+            );
         }
     }
 

@@ -14,12 +14,14 @@ use torsion::application::{
     Application, ClientService, MultiService, Service, ServiceState, StreamServerEndpointService,
     TimerService, backoff_policy, run_application,
 };
-use torsion::endpoints::{ClientEndpoint, client_from_string, server_from_string};
-use torsion::error::{
-    Cancelled, ConnectionLost, ConnectionRefused, DuplicateServiceName, ServiceHasParent,
-    ServiceNotFound,
+use torsion::endpoints::{
+    ClientEndpoint, TcpServerEndpoint, client_from_string, server_from_string,
 };
-use torsion::net::tcp::ListenOptions;
+use torsion::error::{
+    Cancelled, CannotListen, ConnectionLost, ConnectionRefused, DuplicateServiceName,
+    InvalidArgument, ServiceHasParent, ServiceNotFound,
+};
+use torsion::net::tcp::{DEFAULT_BACKLOG, ListenOptions};
 use torsion::net::{Transport, TransportOps};
 use torsion::protocol::{Factory, Protocol};
 use torsion::reactor::{Phase, SystemEvent};
@@ -80,15 +82,17 @@ impl Service for Recorder {
         &self.state
     }
 
-    fn privileged_start_service(&self) {
+    fn privileged_start_service(&self) -> Result<(), Failure> {
         self.log
             .borrow_mut()
             .push(format!("privileged {}", self.label));
+        Ok(())
     }
 
-    fn start_service(&self) {
+    fn start_service(&self) -> Result<(), Failure> {
         self.state.set_running(true);
         self.log.borrow_mut().push(format!("start {}", self.label));
+        Ok(())
     }
 
     fn stop_service(&self) -> Deferred<()> {
@@ -140,7 +144,10 @@ fn a_duplicate_child_name_is_an_error() {
     let second = Recorder::new(Some("web"), "second", &log);
     parent.add_service(first.clone()).unwrap();
     let err = parent.add_service(second.clone()).unwrap_err();
-    assert_eq!(err, DuplicateServiceName { name: "web".into() });
+    assert_eq!(
+        err.downcast_ref::<DuplicateServiceName>(),
+        Some(&DuplicateServiceName { name: "web".into() })
+    );
     assert!(err.to_string().contains("\"web\""), "{err}");
     // Nothing changed: the second is not a child and has no parent.
     assert_eq!(parent.services().len(), 1);
@@ -179,7 +186,7 @@ fn a_child_added_to_a_running_multiservice_starts_and_removing_it_stops_it() {
     // CHECKLIST 74.
     let log = log();
     let parent = MultiService::new();
-    parent.start_service();
+    parent.start_service().unwrap();
     assert!(parent.running());
 
     let late = Recorder::new(Some("late"), "late", &log);
@@ -233,8 +240,8 @@ fn disowning_a_parent_and_moving_a_child_to_another_parent() {
     let log = log();
     let a = MultiService::named("a");
     let b = MultiService::named("b");
-    a.start_service();
-    b.start_service();
+    a.start_service().unwrap();
+    b.start_service().unwrap();
     let child = Recorder::new(Some("child"), "child", &log);
     a.add_service(child.clone()).unwrap();
     take(&log);
@@ -284,14 +291,14 @@ fn multiservice_starts_children_in_order_and_passes_privileged_start_down() {
     root.add_service(Recorder::new(Some("c"), "c", &log))
         .unwrap();
 
-    root.privileged_start_service();
+    root.privileged_start_service().unwrap();
     assert_eq!(take(&log), ["privileged a", "privileged b", "privileged c"]);
     assert!(!root.running(), "privileged start does not mark it running");
-    root.start_service();
+    root.start_service().unwrap();
     assert_eq!(take(&log), ["start a", "start b", "start c"]);
     assert!(nested.running());
     // Starting again does nothing.
-    root.start_service();
+    root.start_service().unwrap();
     assert!(take(&log).is_empty());
     drop(root.stop_service());
     assert_eq!(take(&log), ["stop c", "stop b", "stop a"]);
@@ -309,7 +316,7 @@ fn multiservice_stops_children_in_reverse_order_and_its_stop_waits_for_all_of_th
     for child in &children {
         parent.add_service(child.clone()).unwrap();
     }
-    parent.start_service();
+    parent.start_service().unwrap();
     assert_eq!(take(&log), ["start a", "start b", "start c"]);
 
     let stopped = capture(parent.stop_service());
@@ -346,17 +353,163 @@ fn a_child_failing_to_stop_does_not_keep_the_others_running() {
     parent
         .add_service(Rc::new(Failing(ServiceState::new())))
         .unwrap();
-    parent.start_service();
+    parent.start_service().unwrap();
     take(&log);
     // As Twisted's DeferredList: the stop succeeds; the failure is reported as unhandled.
     assert!(succeeded(&capture(parent.stop_service())));
     assert_eq!(take(&log), ["stop a"]);
 }
 
+/// A service that cannot start: its start fails with `Boom`, in the privileged start or
+/// the plain one.
+struct CannotStart {
+    state: ServiceState,
+    privileged: bool,
+    log: Log,
+}
+
+#[derive(Debug)]
+struct Boom;
+
+impl fmt::Display for Boom {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("boom")
+    }
+}
+
+impl std::error::Error for Boom {}
+
+impl CannotStart {
+    fn new(name: &str, privileged: bool, log: &Log) -> Rc<CannotStart> {
+        Rc::new(CannotStart {
+            state: ServiceState::named(name),
+            privileged,
+            log: log.clone(),
+        })
+    }
+}
+
+impl Service for CannotStart {
+    fn service_state(&self) -> &ServiceState {
+        &self.state
+    }
+    fn privileged_start_service(&self) -> Result<(), Failure> {
+        if self.privileged {
+            self.log.borrow_mut().push("privileged failed".into());
+            return Err(Failure::new(Boom));
+        }
+        Ok(())
+    }
+    fn start_service(&self) -> Result<(), Failure> {
+        self.log.borrow_mut().push("start failed".into());
+        Err(Failure::new(Boom))
+    }
+    fn stop_service(&self) -> Deferred<()> {
+        self.log.borrow_mut().push("stop failed one".into());
+        self.state.set_running(false);
+        Deferred::succeed(())
+    }
+}
+
+#[test]
+fn a_child_that_cannot_start_fails_the_multiservice_start_and_later_children_wait() {
+    // As Twisted's MultiService.startService, where the child's exception propagates out of
+    // the loop: the children after it are not started.
+    let log = log();
+    let parent = MultiService::new();
+    parent
+        .add_service(Recorder::new(Some("a"), "a", &log))
+        .unwrap();
+    parent
+        .add_service(CannotStart::new("bad", false, &log))
+        .unwrap();
+    parent
+        .add_service(Recorder::new(Some("c"), "c", &log))
+        .unwrap();
+    let failure = parent.start_service().unwrap_err();
+    assert!(failure.check::<Boom>(), "{failure}");
+    assert_eq!(take(&log), ["start a", "start failed"]);
+    assert!(
+        parent.running(),
+        "marked running, so that its stop stops what started"
+    );
+    assert!(succeeded(&capture(parent.stop_service())));
+    assert_eq!(take(&log), ["stop c", "stop failed one", "stop a"]);
+
+    // The privileged start stops at the failure the same way.
+    let parent = MultiService::new();
+    parent
+        .add_service(Recorder::new(Some("a"), "a", &log))
+        .unwrap();
+    parent
+        .add_service(CannotStart::new("bad", true, &log))
+        .unwrap();
+    parent
+        .add_service(Recorder::new(Some("c"), "c", &log))
+        .unwrap();
+    assert!(
+        parent
+            .privileged_start_service()
+            .unwrap_err()
+            .check::<Boom>()
+    );
+    assert_eq!(take(&log), ["privileged a", "privileged failed"]);
+}
+
+#[test]
+fn adding_a_child_that_cannot_start_to_a_running_multiservice_fails() {
+    // Twisted's setServiceParent raises what the child's startService raised; the child
+    // stays added.
+    let log = log();
+    let parent = MultiService::new();
+    parent.start_service().unwrap();
+    let bad = CannotStart::new("bad", false, &log);
+    let failure = parent.add_service(bad.clone()).unwrap_err();
+    assert!(failure.check::<Boom>(), "{failure}");
+    assert_eq!(take(&log), ["start failed"]);
+    assert!(Rc::ptr_eq(&bad.parent().unwrap(), &parent));
+    assert!(!bad.running());
+    // A stopped parent starts nothing, so adding cannot fail that way.
+    let stopped = MultiService::new();
+    stopped
+        .add_service(CannotStart::new("bad", true, &log))
+        .unwrap();
+    assert!(take(&log).is_empty());
+}
+
+#[test]
+fn every_service_constructor_gives_an_rc_ready_to_add() {
+    // One shape: `Rc<Self>`, infallible, added to a parent without wrapping.
+    let clock = Clock::new();
+    let reactor = Reactor::new().unwrap();
+    let root: Rc<MultiService> = MultiService::new();
+    let named: Rc<MultiService> = MultiService::named("named");
+    let app: Rc<Application> = Application::new("app");
+    let timer: Rc<TimerService> = TimerService::new(&clock, 1.0, || Ok(()));
+    let server: Rc<StreamServerEndpointService> = StreamServerEndpointService::new(
+        server_from_string(&reactor, "tcp:0:interface=127.0.0.1").unwrap(),
+        Rc::new(|| Greeter),
+    );
+    let client: Rc<ClientService> = ClientService::new(
+        &clock,
+        Box::new(Manual::default()),
+        recording_factory(&log()),
+    )
+    .retry_policy(|_| Duration::from_secs(1));
+    root.add_service(named.clone()).unwrap();
+    root.add_service(app.clone()).unwrap();
+    named.add_service(timer.clone()).unwrap();
+    app.add_service(server.clone()).unwrap();
+    app.add_service(client.clone()).unwrap();
+    assert_eq!(root.services().len(), 2);
+    assert!(Rc::ptr_eq(&timer.parent().unwrap(), &named));
+    assert!(Rc::ptr_eq(&server.parent().unwrap(), app.multi_service()));
+}
+
 #[test]
 fn an_empty_multiservice_stops_at_once() {
     let parent = MultiService::new();
-    parent.start_service();
+    parent.start_service().unwrap();
     assert!(succeeded(&capture(parent.stop_service())));
 }
 
@@ -370,12 +523,11 @@ fn timer_service_calls_at_once_then_every_interval_until_stopped() {
     let timer = TimerService::new(&clock, 2.0, move || {
         c.borrow_mut().push(k.seconds());
         Ok(())
-    })
-    .unwrap();
-    assert_eq!(timer.interval(), Duration::from_secs(2));
+    });
+    assert_eq!(timer.interval(), Some(Duration::from_secs(2)));
     assert!(calls.borrow().is_empty(), "nothing before start");
 
-    timer.start_service();
+    timer.start_service().unwrap();
     assert!(timer.running());
     assert_eq!(*calls.borrow(), [0.0], "the first call is made at once");
     clock.pump(&[1.0, 1.0, 1.0, 1.0, 1.0]);
@@ -390,7 +542,7 @@ fn timer_service_calls_at_once_then_every_interval_until_stopped() {
     assert_eq!(calls.borrow().len(), 3);
 
     // It starts again.
-    timer.start_service();
+    timer.start_service().unwrap();
     assert_eq!(*calls.borrow(), [0.0, 2.0, 4.0, 15.0]);
     drop(timer.stop_service());
     assert!(clock.delayed_calls().is_empty());
@@ -405,9 +557,8 @@ fn timer_service_stop_waits_for_a_call_in_progress() {
         let (resolver, d) = Deferred::new();
         *p.borrow_mut() = Some(resolver);
         d
-    })
-    .unwrap();
-    timer.start_service();
+    });
+    timer.start_service().unwrap();
     let stopped = capture(timer.stop_service());
     assert!(!fired(&stopped), "the first call's Deferred has not fired");
     pending.borrow_mut().take().unwrap().callback(());
@@ -427,9 +578,8 @@ fn timer_service_logs_a_failure_and_stops_looping() {
         } else {
             Ok(())
         }
-    })
-    .unwrap();
-    timer.start_service();
+    });
+    timer.start_service().unwrap();
     clock.pump(&[1.0, 1.0, 1.0]);
     assert_eq!(calls.get(), 2, "the loop stopped at the failure");
     assert!(clock.delayed_calls().is_empty());
@@ -438,9 +588,30 @@ fn timer_service_logs_a_failure_and_stops_looping() {
 }
 
 #[test]
-fn timer_service_rejects_a_negative_interval() {
+fn timer_service_reports_a_bad_interval_when_it_starts() {
+    // Twisted's TimerService(-1, f) is made, and startService raises ValueError.
     let clock = Clock::new();
-    assert!(TimerService::new(&clock, -1.0, || Ok(())).is_err());
+    for interval in [-1.0, f64::NAN, f64::INFINITY] {
+        let calls = Rc::new(Cell::new(0));
+        let c = calls.clone();
+        let timer = TimerService::new(&clock, interval, move || {
+            c.set(c.get() + 1);
+            Ok(())
+        });
+        assert_eq!(timer.interval(), None);
+        let failure = timer.start_service().unwrap_err();
+        assert!(failure.check::<InvalidArgument>(), "{failure}");
+        assert!(!timer.running());
+        assert_eq!(calls.get(), 0);
+        assert!(clock.delayed_calls().is_empty());
+        // Through a parent and run_application alike.
+        let app = Application::new("timers");
+        app.add_service(timer.clone()).unwrap();
+        let reactor = Reactor::new().unwrap();
+        let failure = run_application(&reactor, &app).unwrap_err();
+        assert!(failure.check::<InvalidArgument>(), "{failure}");
+        assert!(!app.running());
+    }
 }
 
 // ===== shared protocols =====
@@ -529,15 +700,15 @@ impl Protocol for DropFirst {
 reactor_test! {
     fn stream_server_endpoint_service_listens_on_start_and_closes_on_stop(reactor: Reactor) {
         let endpoint = server_from_string(&reactor, "tcp:0:interface=127.0.0.1").unwrap();
-        let service = Rc::new(StreamServerEndpointService::new(endpoint, Rc::new(|| Greeter)));
+        let service = StreamServerEndpointService::new(endpoint, Rc::new(|| Greeter));
         assert!(service.port().is_none());
 
         // privileged_start_service listens (as Twisted, to bind low ports early); the
         // start that follows does not listen again.
-        service.privileged_start_service();
+        service.privileged_start_service().unwrap();
         let port = service.port().expect("listening after the privileged start");
         assert!(!service.running());
-        service.start_service();
+        service.start_service().unwrap();
         assert!(service.running());
         assert!(Rc::ptr_eq(&port, &service.port().unwrap()));
         let address = port.host().socket_addr().unwrap();
@@ -570,18 +741,119 @@ reactor_test! {
         });
     }
 
-    fn stream_server_endpoint_service_logs_and_keeps_a_listen_failure(reactor: Reactor) {
+    fn stream_server_endpoint_service_on_a_port_in_use_fails_to_start(reactor: Reactor) {
         let taken = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
         let busy = taken.local_addr().unwrap().port();
         let endpoint =
             server_from_string(&reactor, &format!("tcp:{busy}:interface=127.0.0.1")).unwrap();
         let service = StreamServerEndpointService::new(endpoint, Rc::new(|| Greeter));
-        service.start_service();
-        assert!(service.running(), "a listen failure is logged, not fatal");
+        // The privileged start (where a runner binds) and the plain start both say so.
+        let failure = service.privileged_start_service().unwrap_err();
+        assert!(failure.check::<CannotListen>(), "{failure}");
+        let failure = service.start_service().unwrap_err();
+        assert!(failure.check::<CannotListen>(), "{failure}");
+        assert!(!service.running(), "a service that cannot listen is not running");
         assert!(service.port().is_none());
-        let failure = service.listen_failure().expect("the failure is kept");
-        assert!(failure.check::<torsion::error::CannotListen>(), "{failure}");
+        let kept = service.listen_failure().expect("the failure is kept");
+        assert!(kept.check::<CannotListen>(), "{kept}");
         assert!(succeeded(&capture(service.stop_service())));
+
+        // Once the port is free, starting again listens.
+        drop(taken);
+        service.start_service().unwrap();
+        assert!(service.running());
+        assert_eq!(service.port().unwrap().host().port(), Some(busy));
+        assert!(service.listen_failure().is_none());
+        run_async(&reactor, async move {
+            service.stop_service().await?;
+            Ok(())
+        });
+    }
+
+    fn run_application_fails_when_a_service_cannot_listen(reactor: Reactor) {
+        // Twisted's twistd exits when a port is taken; the program is told, instead of
+        // running while listening nowhere.
+        let taken = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        let busy = taken.local_addr().unwrap().port();
+        let log = log();
+        let app = Application::new("busy");
+        let first = StreamServerEndpointService::new(
+            server_from_string(&reactor, "tcp:0:interface=127.0.0.1").unwrap(),
+            Rc::new(|| Greeter),
+        );
+        app.add_service(first.clone()).unwrap();
+        app.add_service(Recorder::new(Some("before"), "before", &log)).unwrap();
+        app.add_service(StreamServerEndpointService::new(
+            server_from_string(&reactor, &format!("tcp:{busy}:interface=127.0.0.1")).unwrap(),
+            Rc::new(|| Greeter),
+        ))
+        .unwrap();
+        app.add_service(Recorder::new(Some("after"), "after", &log)).unwrap();
+
+        let failure = run_application(&reactor, &app).unwrap_err();
+        assert!(failure.check::<CannotListen>(), "{failure}");
+        assert!(failure.to_string().contains(&busy.to_string()), "{failure}");
+        // The privileged start stopped at the busy port; nothing was started, and what
+        // had listened was stopped again.
+        assert_eq!(take(&log), ["privileged before", "stop after", "stop before"]);
+        assert!(!app.running());
+        assert!(first.port().is_none(), "the first service's port is closed again");
+
+        // No shutdown trigger stops the application a second time.
+        let r = reactor.clone();
+        reactor.call_when_running(move || {
+        let _ = r.stop();
+    });
+        common::safety_stop(&reactor, 10.0);
+        reactor.run().unwrap();
+        common::assert_not_timed_out();
+        assert!(take(&log).is_empty());
+    }
+
+    fn stream_server_endpoint_service_listens_with_its_endpoints_backlog(reactor: Reactor) {
+        // The backlog is the endpoint's: DEFAULT_BACKLOG unless `backlog=N` says otherwise.
+        let tcp = StreamServerEndpointService::new(
+            server_from_string(&reactor, "tcp:0:interface=127.0.0.1").unwrap(),
+            Rc::new(|| Greeter),
+        );
+        let endpoint = (tcp.endpoint() as &dyn Any).downcast_ref::<TcpServerEndpoint>().unwrap();
+        assert_eq!(endpoint.backlog, DEFAULT_BACKLOG);
+
+        // Over a UNIX socket the backlog can be seen: with the loop not running nothing is
+        // accepted, and Linux queues backlog + 1 connections, refusing the next (EAGAIN).
+        static NEXT: std::sync::atomic::AtomicUsize = std::sync::atomic::AtomicUsize::new(0);
+        let n = NEXT.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        let path = std::env::temp_dir().join(format!("torsion-app-{}-{n}.sock", std::process::id()));
+        let description = format!("unix:{}:backlog=7:lockfile=0", path.display());
+        let service = StreamServerEndpointService::new(
+            server_from_string(&reactor, &description).unwrap(),
+            Rc::new(|| Greeter),
+        );
+        service.start_service().unwrap();
+        assert!(service.port().is_some(), "{:?}", service.listen_failure());
+        let address = socket2::SockAddr::unix(&path).unwrap();
+        let mut queued = Vec::new();
+        loop {
+            let socket = socket2::Socket::new(
+                socket2::Domain::UNIX,
+                socket2::Type::STREAM.nonblocking(),
+                None,
+            )
+            .unwrap();
+            match socket.connect(&address) {
+                Ok(()) => queued.push(socket),
+                Err(err) if err.raw_os_error() == Some(libc::EAGAIN) => break,
+                Err(err) => panic!("connect #{}: {err}", queued.len() + 1),
+            }
+            assert!(queued.len() < 10_000, "the backlog never filled");
+        }
+        assert_eq!(queued.len(), 7 + 1);
+        drop(queued);
+        run_async(&reactor, async move {
+            service.stop_service().await?;
+            Ok(())
+        });
+        assert!(!path.exists(), "the socket file is removed once the port closes");
     }
 
     fn client_service_reconnects_after_the_server_drops_the_connection(reactor: Reactor) {
@@ -613,7 +885,7 @@ reactor_test! {
         let reactor2 = reactor.clone();
         run_async(&reactor, async move {
             let first = client.when_connected();
-            client.start_service();
+            client.start_service().unwrap();
             let first = first.await?;
             wait_until(&reactor2, || events.borrow().iter().any(|e| e == "data hello")).await;
 
@@ -666,7 +938,7 @@ reactor_test! {
         run_async(&reactor, async move {
             let gave_up = client.when_connected_fail_after(1);
             let waiting = client.when_connected();
-            client.start_service();
+            client.start_service().unwrap();
             match gave_up.await {
                 Err(failure) => assert!(failure.check::<ConnectionRefused>(), "{failure}"),
                 Ok(_) => panic!("connected to a closed port"),
@@ -687,7 +959,7 @@ reactor_test! {
 
     fn the_reactor_shutdown_waits_for_the_application_to_stop(reactor: Reactor) {
         let log = log();
-        let app = Rc::new(Application::new("waiting"));
+        let app = Application::new("waiting");
         assert_eq!(app.name().as_deref(), Some("waiting"));
         let slow = Rc::new(SlowStop {
             state: ServiceState::named("slow"),
@@ -697,8 +969,8 @@ reactor_test! {
         app.add_service(slow.clone()).unwrap();
         app.add_service(Recorder::new(Some("quick"), "quick", &log)).unwrap();
 
-        run_application(&reactor, &app);
-        assert!(!app.running(), "started only once the reactor runs");
+        run_application(&reactor, &app).unwrap();
+        assert!(app.running(), "started at once, as twistd starts it before the reactor runs");
         let l = log.clone();
         reactor.add_system_event_trigger(Phase::After, SystemEvent::Shutdown, move || {
             l.borrow_mut().push("after shutdown".into());
@@ -743,9 +1015,10 @@ impl Service for SlowStop {
         &self.state
     }
 
-    fn start_service(&self) {
+    fn start_service(&self) -> Result<(), Failure> {
         self.state.set_running(true);
         self.log.borrow_mut().push("start slow".into());
+        Ok(())
     }
 
     fn stop_service(&self) -> Deferred<()> {
@@ -761,11 +1034,16 @@ impl Service for SlowStop {
 
 #[test]
 fn an_application_is_a_named_root_with_optional_ids() {
-    let mut app = Application::new("finger");
-    assert_eq!((app.uid, app.gid), (None, None));
-    app.uid = Some(1000);
-    app.gid = Some(1000);
-    let app = Rc::new(app);
+    assert_eq!(
+        (
+            Application::new("finger").uid,
+            Application::new("finger").gid
+        ),
+        (None, None)
+    );
+    let app = Application::with_ids("finger", Some(1000), Some(1000));
+    assert_eq!((app.uid, app.gid), (Some(1000), Some(1000)));
+    assert_eq!(app.name().as_deref(), Some("finger"));
     let log = log();
     let child = Recorder::new(Some("web"), "web", &log);
     app.add_service(child.clone()).unwrap();
@@ -775,8 +1053,8 @@ fn an_application_is_a_named_root_with_optional_ids() {
         app.add_service(Recorder::new(Some("web"), "again", &log))
             .is_err()
     );
-    app.privileged_start_service();
-    app.start_service();
+    app.privileged_start_service().unwrap();
+    app.start_service().unwrap();
     assert_eq!(take(&log), ["privileged web", "start web"]);
     assert!(succeeded(&capture(app.remove_service(&child).unwrap())));
     assert_eq!(take(&log), ["stop web"]);
@@ -865,7 +1143,7 @@ fn client_service_backs_off_and_when_connected_fails_after_failures() {
     let patient = capture(client.when_connected());
     let after_two = capture(client.when_connected_fail_after(2));
     assert_eq!(endpoint.attempts(), 0, "nothing before start");
-    client.start_service();
+    client.start_service().unwrap();
     assert_eq!(endpoint.attempts(), 1);
 
     endpoint.refuse();
@@ -924,7 +1202,7 @@ fn client_service_stop_cancels_an_attempt_in_progress_and_waits_for_the_connecti
     );
 
     // Stopping while connecting cancels the attempt; the stop fires at once.
-    client.start_service();
+    client.start_service().unwrap();
     assert_eq!(endpoint.attempts(), 1);
     let stopped = capture(client.stop_service());
     assert!(succeeded(&stopped));
@@ -935,7 +1213,7 @@ fn client_service_stop_cancels_an_attempt_in_progress_and_waits_for_the_connecti
 
     // Started again: connects, and stopping while connected waits for the loss.
     endpoint.0.attempts.borrow_mut().clear();
-    client.start_service();
+    client.start_service().unwrap();
     let (mut protocol, transport) = endpoint.accept();
     let stopped = capture(client.stop_service());
     assert!(transport.disconnecting(), "the connection is being closed");
@@ -946,10 +1224,10 @@ fn client_service_stop_cancels_an_attempt_in_progress_and_waits_for_the_connecti
     assert_eq!(endpoint.attempts(), 0);
 
     // Restarted while the connection is still closing: it reconnects once it is gone.
-    client.start_service();
+    client.start_service().unwrap();
     let (mut protocol, _transport) = endpoint.accept();
     let stopped = capture(client.stop_service());
-    client.start_service();
+    client.start_service().unwrap();
     assert_eq!(endpoint.attempts(), 0, "waits for the old connection to go");
     protocol.connection_lost(Failure::new(torsion::error::ConnectionDone));
     assert!(succeeded(&stopped));
@@ -977,7 +1255,7 @@ fn client_service_prepares_each_connection_before_handing_it_out() {
         d
     });
     let connected = capture(client.when_connected());
-    client.start_service();
+    client.start_service().unwrap();
     let (_protocol, transport) = endpoint.accept();
     assert_eq!(transport.value(), b"LOGIN\r\n");
     assert!(!fired(&connected), "waits for the preparation");

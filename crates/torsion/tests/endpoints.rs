@@ -21,7 +21,7 @@ use socket2::{Domain, SockAddr, Socket, Type};
 use torsion::endpoints::{
     ClientEndpoint, EndpointArgs, HostnameEndpoint, ServerEndpoint, SystemdDomain,
     SystemdServerEndpoint, SystemdSocket, Tcp6ServerEndpoint, TcpClientEndpoint, TcpServerEndpoint,
-    UnixClientEndpoint, UnixClientSpec, UnixServerEndpoint, client_from_string,
+    UnixClientEndpoint, UnixClientSpec, UnixServerEndpoint, UnixServerSpec, client_from_string,
     connect_protocol as connect_endpoint_protocol, quote_string_argument, register_client_parser,
     register_server_parser, server_from_string, unregister_server_parser,
 };
@@ -29,7 +29,7 @@ use torsion::error::{
     BadFileError, Cancelled, CannotListen, ConnectionRefused, EndpointSyntaxProblem,
     EndpointUnavailable, InvalidArgument, NoInheritedSocket, NoProtocol,
 };
-use torsion::net::tcp::{ConnectOptions, Connector, ListenOptions, Port};
+use torsion::net::tcp::{ConnectOptions, Connector, DEFAULT_BACKLOG, ListenOptions, Port};
 use torsion::net::{Address, Transport};
 use torsion::protocol::{
     Backoff, ClientFactory, Factory, Protocol, ReconnectingClientFactory, connect_protocol,
@@ -75,13 +75,13 @@ fn client_problem(description: &str) -> EndpointSyntaxProblem {
 // ===== parsing =====
 
 #[test]
-fn unix_path_gives_mode_0o666_and_backlog_50_and_mode_is_octal() {
+fn unix_path_gives_mode_0o666_and_the_default_backlog_and_mode_is_octal() {
     // CHECKLIST 71.
     let endpoint = server("unix:/var/run/finger");
     let unix = downcast::<UnixServerEndpoint>(&*endpoint);
     assert_eq!(unix.spec.path.to_str(), Some("/var/run/finger"));
     assert_eq!(unix.spec.mode, 0o666);
-    assert_eq!(unix.spec.backlog, 50);
+    assert_eq!(unix.spec.backlog, DEFAULT_BACKLOG);
     assert!(
         unix.spec.want_pid,
         "lockfile defaults to 1 in strings, as in Twisted"
@@ -200,7 +200,7 @@ fn tcp_servers_take_port_interface_and_backlog() {
     // Defaults, and positionally: port, interface, backlog.
     let endpoint = server("tcp:80");
     let tcp = downcast::<TcpServerEndpoint>(&*endpoint);
-    assert_eq!((tcp.port, tcp.backlog), (80, 50));
+    assert_eq!((tcp.port, tcp.backlog), (80, DEFAULT_BACKLOG));
     assert_eq!(tcp.interface.to_string(), "0.0.0.0");
     let endpoint = server("TCP:80:127.0.0.1:5");
     let tcp = downcast::<TcpServerEndpoint>(&*endpoint);
@@ -766,6 +766,9 @@ reactor_test! {
         let failure = endpoint.connect(Rc::new(|| Quiet)).take_result().unwrap().err().unwrap();
         let lookup = failure.downcast_ref::<torsion::error::DnsLookupError>().expect("lookup error");
         assert_eq!(lookup.host, "example.test");
+        // The cause stays typed: an io::Error of kind NotFound, as the error's source.
+        assert_eq!(lookup.source.kind(), std::io::ErrorKind::NotFound);
+        assert!(std::error::Error::source(lookup).is_some());
         assert_eq!(library_timers(&reactor), Vec::<String>::new());
     }
 }
@@ -1002,6 +1005,51 @@ fn connect_options_default_to_twisteds() {
     assert_eq!(tcp.timeout, ConnectOptions::default().timeout);
     let server = TcpServerEndpoint::new(&reactor, 1);
     assert_eq!(server.backlog, ListenOptions::default().backlog);
+}
+
+#[test]
+fn server_endpoints_listen_with_the_default_backlog_unless_told_otherwise() {
+    // Not Twisted's 50 but DEFAULT_BACKLOG, in endpoint values and strings alike; a value's
+    // `backlog` and a string's `backlog=N` set another.
+    let reactor = reactor();
+    assert_eq!(DEFAULT_BACKLOG, 1024);
+    assert_eq!(TcpServerEndpoint::new(&reactor, 1).backlog, DEFAULT_BACKLOG);
+    assert_eq!(
+        Tcp6ServerEndpoint::new(&reactor, 1).backlog,
+        DEFAULT_BACKLOG
+    );
+    assert_eq!(UnixServerSpec::new("/run/x").backlog, DEFAULT_BACKLOG);
+    assert_eq!(
+        TcpServerEndpoint::new(&reactor, 1).backlog(2048).backlog,
+        2048
+    );
+    assert_eq!(
+        Tcp6ServerEndpoint::new(&reactor, 1).backlog(2048).backlog,
+        2048
+    );
+    for (description, expected) in [("tcp:80", DEFAULT_BACKLOG), ("tcp:80:backlog=2048", 2048)] {
+        assert_eq!(
+            downcast::<TcpServerEndpoint>(&*server(description)).backlog,
+            expected
+        );
+    }
+    for (description, expected) in [("tcp6:80", DEFAULT_BACKLOG), ("tcp6:80:backlog=2048", 2048)] {
+        assert_eq!(
+            downcast::<Tcp6ServerEndpoint>(&*server(description)).backlog,
+            expected
+        );
+    }
+    for (description, expected) in [
+        ("unix:/run/x", DEFAULT_BACKLOG),
+        ("unix:/run/x:backlog=2048", 2048),
+    ] {
+        assert_eq!(
+            downcast::<UnixServerEndpoint>(&*server(description))
+                .spec
+                .backlog,
+            expected
+        );
+    }
 }
 
 // ===== UNIX sockets and systemd, over real sockets =====

@@ -10,7 +10,7 @@ use std::rc::Rc;
 use std::time::Duration;
 
 use torsion::error::{
-    Cancelled, InvalidArgument, Panicked, ReactorShutDown, SchedulerStopped, TaskDone,
+    Cancelled, InvalidArgument, Panicked, ReactorShutDown, SchedulerStopped, TaskFinished,
     TaskNotPaused, TaskStopped,
 };
 use torsion::task::{Cooperator, LoopingCall, defer_later, react_result, react_with, sleep};
@@ -515,11 +515,11 @@ fn pause_and_resume_are_counted() {
     clock.advance(0);
     assert_eq!(take(&seen), ["a0", "a1"]);
     assert_eq!(a.resume(), Err(TaskNotPaused));
-    assert_eq!(a.pause(), Err(TaskDone));
+    assert!(matches!(a.pause(), Err(TaskFinished::Done)));
 }
 
 #[test]
-fn stop_gives_task_stopped_to_when_done_and_a_second_stop_is_task_done() {
+fn stop_gives_task_stopped_to_when_done_and_a_second_stop_says_it_was_stopped() {
     let clock = Clock::new();
     let coop = Cooperator::new(clock.clone());
     let seen = log();
@@ -530,12 +530,72 @@ fn stop_gives_task_stopped_to_when_done_and_a_second_stop_is_task_done() {
     let mut after = a.when_done();
     assert!(result_of(&mut before).unwrap_err().check::<TaskStopped>());
     assert!(result_of(&mut after).unwrap_err().check::<TaskStopped>());
-    assert_eq!(a.stop(), Err(TaskDone));
+    // As Twisted's _checkFinish raises the completion state: TaskStopped, then TaskDone.
+    assert!(matches!(a.stop(), Err(TaskFinished::Stopped)));
+    assert!(matches!(a.pause(), Err(TaskFinished::Stopped)));
     clock.advance(0);
     assert_eq!(take(&seen), ["b0", "b1"]);
     let mut late = b.when_done(); // after it finished: already fired
     result_of(&mut late).unwrap();
-    assert_eq!(b.stop(), Err(TaskDone));
+    assert!(matches!(b.stop(), Err(TaskFinished::Done)));
+}
+
+#[test]
+fn stopping_a_failed_task_reports_its_failure_not_task_done() {
+    // Twisted's CooperativeTask._checkFinish raises TaskFailed for a task whose iterator
+    // failed; here the failure itself comes with it.
+    let clock = Clock::new();
+    let coop = Cooperator::new(clock.clone());
+    let failing = coop
+        .cooperate((0..3).map(|i| {
+            if i == 1 {
+                Err(Failure::new(Boom))
+            } else {
+                Ok(())
+            }
+        }))
+        .unwrap();
+    let (resolver, gate) = Deferred::<()>::new();
+    let waiting = coop.cooperate(std::iter::once(gate)).unwrap();
+    let panicking = coop
+        .cooperate(std::iter::once_with(|| -> () {
+            panic!("iterator panicked")
+        }))
+        .unwrap();
+    clock.advance(0);
+    resolver.errback(Boom);
+
+    for (task, name) in [(&failing, "Err"), (&waiting, "failed Deferred")] {
+        match task.stop() {
+            Err(TaskFinished::Failed(failure)) => assert!(failure.check::<Boom>(), "{failure}"),
+            other => panic!("stop after a {name} gave {other:?}"),
+        }
+        match task.pause() {
+            Err(TaskFinished::Failed(failure)) => assert!(failure.check::<Boom>(), "{failure}"),
+            other => panic!("pause after a {name} gave {other:?}"),
+        }
+    }
+    let stopped = panicking.stop().unwrap_err();
+    assert!(
+        matches!(&stopped, TaskFinished::Failed(f) if f.check::<Panicked>()),
+        "{stopped:?}"
+    );
+    // The failure is the error's source, and its message says the task failed.
+    let source = std::error::Error::source(&stopped).expect("the failure as the source");
+    assert!(source.to_string().contains("iterator panicked"), "{source}");
+    assert!(stopped.to_string().contains("failed"), "{stopped}");
+    assert!(clock.delayed_calls().is_empty());
+}
+
+#[test]
+fn stopping_a_task_of_a_stopped_cooperator_says_the_scheduler_stopped() {
+    let clock = Clock::new();
+    let coop = Cooperator::new(clock.clone());
+    let seen = log();
+    let task = coop.cooperate(logging(&seen, "a", 3)).unwrap();
+    coop.stop();
+    assert!(matches!(task.stop(), Err(TaskFinished::SchedulerStopped)));
+    assert!(matches!(task.pause(), Err(TaskFinished::SchedulerStopped)));
 }
 
 #[test]

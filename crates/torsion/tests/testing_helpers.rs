@@ -11,7 +11,7 @@ use torsion::Failure;
 use torsion::error::{
     ConnectionAborted, ConnectionDone, ConnectionLost, ProducerAlreadyRegistered,
 };
-use torsion::net::tcp::{ConnectOptions, ListenOptions};
+use torsion::net::tcp::{ConnectOptions, DEFAULT_BACKLOG, ListenOptions};
 use torsion::net::{Address, Producer, Transport, TransportOps};
 use torsion::protocol::Protocol;
 use torsion::testing::{
@@ -956,7 +956,7 @@ fn memory_reactor_records_tcp_listens() {
     let servers = reactor.tcp_servers();
     assert_eq!(servers.len(), 2);
     assert_eq!(servers[0].port, 8080);
-    assert_eq!(servers[0].backlog, 50);
+    assert_eq!(servers[0].backlog, DEFAULT_BACKLOG);
     assert_eq!(servers[0].interface, IpAddr::from([0, 0, 0, 0]));
     assert!(!servers[0].reuse_port);
     let as_dyn: Rc<dyn torsion::protocol::Factory> = factory;
@@ -1030,7 +1030,7 @@ fn memory_reactor_records_unix_and_udp() {
     assert_eq!(servers[0].path, PathBuf::from("/var/run/finger"));
     assert_eq!(
         (servers[0].backlog, servers[0].mode, servers[0].want_pid),
-        (50, 0o666, false)
+        (DEFAULT_BACKLOG, 0o666, false)
     );
     assert_eq!(
         (servers[1].backlog, servers[1].mode, servers[1].want_pid),

@@ -11,6 +11,7 @@
 //! `unix.Port` and `unix.Connector` subclass the TCP ones the same way).
 
 use std::cell::{Cell, RefCell};
+use std::collections::VecDeque;
 use std::fmt;
 use std::io;
 use std::net::{IpAddr, SocketAddr, ToSocketAddrs};
@@ -26,7 +27,7 @@ use super::connection::{Connection, ConnectionEnded};
 use crate::defer::{Deferred, Failure};
 use crate::error::{
     CannotListen, ConnectCancelled, ConnectTimeout, ConnectionDone, ConnectionRefused,
-    DnsLookupError,
+    DnsLookupError, InvalidArgument,
 };
 use crate::net::{Address, Transport, TransportOps};
 use crate::protocol::{ClientFactory, Factory};
@@ -35,8 +36,18 @@ use crate::time::{DelayedCall, ReactorTime};
 
 pub use super::connection::{HIGH_WATER_MARK, LOW_WATER_MARK};
 
-/// The default listen backlog (Twisted's 50).
-pub const DEFAULT_BACKLOG: i32 = 50;
+/// The default listen backlog of TCP and UNIX ports: 1024 pending connections.
+///
+/// A deviation from Twisted, whose default is 50. With 50, a burst of a few hundred
+/// simultaneous connects overflows the accept queue: Linux drops the handshakes that do not
+/// fit, and a client whose final ACK was dropped believes it is connected while the server
+/// never accepts it. Against a server that speaks first (a greeting, a banner) such a client
+/// waits for good. 1024 is tokio's default (nginx uses 511); the kernel clamps any backlog
+/// to `net.core.somaxconn` (4096 on Linux since 5.4, 128 before), so raise that too for
+/// bigger bursts. Set another backlog with [`ListenOptions::backlog`],
+/// [`UnixListenOptions::backlog`](super::unix::UnixListenOptions::backlog), or an
+/// endpoint's `backlog=N` (see [`endpoints`](crate::endpoints)).
+pub const DEFAULT_BACKLOG: i32 = 1024;
 /// The default connect timeout (Twisted's 30 s).
 pub const DEFAULT_CONNECT_TIMEOUT: Duration = Duration::from_secs(30);
 
@@ -298,10 +309,12 @@ impl fmt::Debug for Port {
 }
 
 /// Options for [`Reactor::listen_tcp_with`]: backlog and interface (Twisted's
-/// `listenTCP(port, factory, backlog=50, interface='')`).
+/// `listenTCP(port, factory, backlog=50, interface='')`, with a larger default backlog).
 #[derive(Debug, Clone)]
 pub struct ListenOptions {
-    /// The listen backlog (50 by default).
+    /// The listen backlog: [`DEFAULT_BACKLOG`], 1024, by default, where Twisted's is 50 (a
+    /// deviation, so that a burst of connects is served; see the constant). The kernel
+    /// clamps it to `net.core.somaxconn`.
     pub backlog: i32,
     /// The address to bind: `0.0.0.0` by default; `::` for IPv6.
     pub interface: IpAddr,
@@ -402,9 +415,19 @@ impl Reactor {
     }
 
     /// Connects to `host:port` over TCP, building the protocol with `factory` once connected
-    /// (Twisted's `connectTCP`, with its 30 s timeout). Host names are resolved in the
-    /// thread pool, never blocking the loop. Failures always arrive asynchronously, through
-    /// [`ClientFactory::client_connection_failed`].
+    /// (Twisted's `connectTCP`, with its 30 s timeout). Failures always arrive
+    /// asynchronously, through [`ClientFactory::client_connection_failed`].
+    ///
+    /// `host` is an IP address or a name. A name is resolved in the thread pool, never
+    /// blocking the loop, and every address it resolves to is tried in the resolver's
+    /// order, one after another, until one connects (Twisted's `connectTCP` takes only the
+    /// first IPv4 address). So `localhost` connects whether the server listens on `::1` or
+    /// on `127.0.0.1`. If none connects, the failure is the last address's (for example
+    /// [`ConnectionRefused`]); the timeout covers all the attempts together. A name that
+    /// does not resolve fails with [`DnsLookupError`], whose
+    /// [`source`](std::error::Error::source) is the resolver's [`io::Error`]. To race the
+    /// addresses instead of trying them in turn (RFC 8305, "Happy Eyeballs"), use
+    /// [`HostnameEndpoint`](crate::endpoints::HostnameEndpoint).
     pub fn connect_tcp<F: ClientFactory>(
         &self,
         host: &str,
@@ -427,6 +450,51 @@ impl Reactor {
             port,
         };
         Connector::start(self, destination, factory, options)
+    }
+
+    /// Connects over TCP to the first of `addresses` that accepts, trying them in order,
+    /// one after another, as [`connect_tcp`](Reactor::connect_tcp) tries the addresses a
+    /// name resolves to; for addresses resolved some other way. The connector's
+    /// [`connect`](Connector::connect) starts again from the first address.
+    ///
+    /// If none connects, the factory's `client_connection_failed` gets the last address's
+    /// failure; with no address at all, [`InvalidArgument`].
+    pub fn connect_tcp_addresses<F: ClientFactory>(
+        &self,
+        addresses: Vec<SocketAddr>,
+        factory: Rc<F>,
+        options: ConnectOptions,
+    ) -> Connector {
+        Connector::start(self, Destination::TcpAddresses(addresses), factory, options)
+    }
+}
+
+/// Resolves `host` to its addresses, in the resolver's order (blocking: run it in the
+/// thread pool). Shared by the connectors and the endpoints.
+///
+/// # Errors
+///
+/// [`DnsLookupError`] with the resolver's error, or with one of kind `NotFound` when the
+/// name has no address.
+pub(crate) fn resolve(host: &str, port: u16) -> Result<Vec<SocketAddr>, DnsLookupError> {
+    let addresses: Vec<SocketAddr> = (host, port)
+        .to_socket_addrs()
+        .map_err(|source| DnsLookupError {
+            host: host.to_string(),
+            source,
+        })?
+        .collect();
+    if addresses.is_empty() {
+        return Err(no_address(host));
+    }
+    Ok(addresses)
+}
+
+/// The [`DnsLookupError`] of a name that resolved to no address.
+pub(crate) fn no_address(host: &str) -> DnsLookupError {
+    DnsLookupError {
+        host: host.to_string(),
+        source: io::Error::new(io::ErrorKind::NotFound, "the name has no address"),
     }
 }
 
@@ -470,6 +538,8 @@ pub struct Connector(Rc<ConnectorInner>);
 pub(crate) enum Destination {
     /// A host name or IP literal, and a port.
     Tcp { host: String, port: u16 },
+    /// Addresses to try in order.
+    TcpAddresses(Vec<SocketAddr>),
     /// A UNIX socket path, as given (a leading `@` or NUL names an abstract socket).
     Unix(std::path::PathBuf),
 }
@@ -495,6 +565,8 @@ struct Attempt {
     fd: Cell<RawFd>,
     /// The address being connected to, once resolved.
     peer: RefCell<Option<Address>>,
+    /// The TCP addresses still to try if this one fails.
+    remaining: RefCell<VecDeque<SocketAddr>>,
     timeout: RefCell<Option<DelayedCall>>,
     done: Cell<bool>,
 }
@@ -552,6 +624,7 @@ impl Connector {
             socket: RefCell::new(None),
             fd: Cell::new(-1),
             peer: RefCell::new(None),
+            remaining: RefCell::new(VecDeque::new()),
             timeout: RefCell::new(None),
             done: Cell::new(false),
         });
@@ -567,6 +640,14 @@ impl Connector {
         inner.factory.started_connecting(self);
         let (host, port) = match &inner.destination {
             Destination::Tcp { host, port } => (host.clone(), *port),
+            Destination::TcpAddresses(addresses) => {
+                let a = attempt.clone();
+                let addresses = addresses.clone();
+                inner
+                    .reactor
+                    .call_later(Duration::ZERO, move || a.try_addresses(addresses));
+                return;
+            }
             Destination::Unix(path) => {
                 let a = attempt.clone();
                 let path = path.clone();
@@ -584,33 +665,21 @@ impl Connector {
             Ok(ip) => {
                 let a = attempt.clone();
                 let address = SocketAddr::new(ip, port);
-                inner.reactor.call_later(Duration::ZERO, move || {
-                    a.start(SockAddr::from(address), Address::Tcp(address))
-                });
+                inner
+                    .reactor
+                    .call_later(Duration::ZERO, move || a.try_addresses(vec![address]));
             }
             Err(_) => {
                 let a = attempt.clone();
-                let name = host.clone();
-                let resolved = inner.reactor.defer_to_thread(move || {
-                    (name.as_str(), port)
-                        .to_socket_addrs()
-                        .map(|mut addrs| addrs.next())
-                        .map_err(|e| e.to_string())
-                });
-                drop(resolved.map(move |result| {
+                let resolved = inner.reactor.defer_to_thread(move || resolve(&host, port));
+                drop(resolved.add_both(move |result| {
                     match result {
-                        Ok(Some(address)) => {
-                            a.start(SockAddr::from(address), Address::Tcp(address))
-                        }
-                        Ok(None) => a.fail(
-                            DnsLookupError {
-                                host,
-                                reason: "no address".into(),
-                            }
-                            .into(),
-                        ),
-                        Err(reason) => a.fail(DnsLookupError { host, reason }.into()),
+                        Ok(Ok(addresses)) => a.try_addresses(addresses),
+                        Ok(Err(lookup)) => a.fail(Failure::new(lookup)),
+                        // The thread pool could not run the lookup (it is stopping).
+                        Err(failure) => a.fail(failure),
                     }
+                    Ok::<(), Failure>(())
                 }));
             }
         }
@@ -648,6 +717,11 @@ impl Connector {
     pub fn destination(&self) -> String {
         match &self.0.destination {
             Destination::Tcp { host, port } => format!("{host}:{port}"),
+            Destination::TcpAddresses(addresses) => addresses
+                .iter()
+                .map(SocketAddr::to_string)
+                .collect::<Vec<_>>()
+                .join(", "),
             Destination::Unix(path) => path.display().to_string(),
         }
     }
@@ -709,6 +783,62 @@ impl fmt::Debug for Connector {
 }
 
 impl Attempt {
+    /// Tries `addresses` in order, from the first.
+    fn try_addresses(self: Rc<Self>, addresses: Vec<SocketAddr>) {
+        if self.done.get() {
+            return;
+        }
+        *self.remaining.borrow_mut() = addresses.into();
+        self.next_address(None);
+    }
+
+    /// Connects to the next address left, or fails with `last` (the previous address's
+    /// failure) if none is.
+    fn next_address(self: Rc<Self>, last: Option<Failure>) {
+        let next = self.remaining.borrow_mut().pop_front();
+        match (next, last) {
+            (Some(address), _) => self.start(SockAddr::from(address), Address::Tcp(address)),
+            (None, Some(last)) => self.fail(last),
+            (None, None) => self.fail(
+                InvalidArgument("connect_tcp_addresses: no address to connect to".into()).into(),
+            ),
+        }
+    }
+
+    /// Connecting to the current address failed with `reason`: try the next one, or end
+    /// the attempt with `reason` if it was the last.
+    fn address_failed(self: Rc<Self>, reason: Failure) {
+        if self.done.get() {
+            return;
+        }
+        if self.remaining.borrow().is_empty() {
+            return self.fail(reason);
+        }
+        if self.fd.get() >= 0 {
+            self.connector.reactor.remove_writer(self.fd.get());
+            self.fd.set(-1);
+        }
+        // Kept open until the next socket exists, so the two never share a descriptor
+        // number within one dispatch.
+        let failed = self.socket.borrow_mut().take();
+        let peer = self.peer.borrow().clone();
+        if let Some(peer) = peer {
+            tracing::debug!(
+                target: "torsion::tcp",
+                "connecting to {peer} failed: {reason}; trying the next address"
+            );
+        }
+        self.next_address(Some(reason));
+        drop(failed);
+    }
+
+    /// The attempt itself as the `Rc` it is registered as, while it is the connector's
+    /// current attempt.
+    fn current(&self) -> Option<Rc<Attempt>> {
+        let me = self.connector.attempt.borrow().clone()?;
+        std::ptr::eq(Rc::as_ptr(&me), self).then_some(me)
+    }
+
     /// Connects a new socket to `target`, whose address is `peer`.
     fn start(self: Rc<Self>, target: SockAddr, peer: Address) {
         if self.done.get() {
@@ -723,13 +853,13 @@ impl Attempt {
             (!unix).then_some(SockProtocol::TCP),
         ) {
             Ok(s) => s,
-            Err(err) => return self.fail(Failure::new(err)),
+            Err(err) => return self.address_failed(Failure::new(err)),
         };
         if let Some(bind) = connector.options.bind_address
             && !unix
             && let Err(err) = socket.bind(&SockAddr::from(bind))
         {
-            return self.fail(Failure::new(err));
+            return self.address_failed(Failure::new(err));
         }
         match socket.connect(&target) {
             Ok(()) => {}
@@ -742,7 +872,7 @@ impl Attempt {
                 reactor.call_later(UNIX_RETRY, move || self.start(target, peer));
                 return;
             }
-            Err(err) => return self.fail(connect_error(err, &peer)),
+            Err(err) => return self.address_failed(connect_error(err, &peer)),
         }
         self.fd.set(socket.as_raw_fd());
         *self.socket.borrow_mut() = Some(socket);
@@ -855,8 +985,9 @@ impl FileDescriptor for Attempt {
             .as_ref()
             .and_then(|sock| sock.take_error().ok().flatten());
         let peer = self.peer.borrow().clone();
-        match (error, peer) {
-            (Some(err), Some(peer)) => self.fail(connect_error(err, &peer)),
+        match (error, peer, self.current()) {
+            (Some(err), Some(peer), Some(me)) => me.address_failed(connect_error(err, &peer)),
+            (Some(err), Some(peer), None) => self.fail(connect_error(err, &peer)),
             _ => self.fail(reason),
         }
     }
@@ -873,15 +1004,12 @@ impl WriteDescriptor for Attempt {
             .borrow()
             .clone()
             .unwrap_or_else(|| Address::Tcp(SocketAddr::from(([0, 0, 0, 0], 0))));
-        match error {
-            Ok(None) => {
-                // `self` is registered as an `Rc`; find it again to hand on.
-                let me = self.connector.attempt.borrow().clone();
-                if let Some(me) = me {
-                    me.connected();
-                }
-            }
-            Ok(Some(err)) | Err(err) => self.fail(connect_error(err, &peer)),
+        // `self` is registered as an `Rc`; find it again to hand on.
+        match (error, self.current()) {
+            (Ok(None), Some(me)) => me.connected(),
+            (Ok(None), None) => {}
+            (Ok(Some(err)) | Err(err), Some(me)) => me.address_failed(connect_error(err, &peer)),
+            (Ok(Some(err)) | Err(err), None) => self.fail(connect_error(err, &peer)),
         }
         Ok(())
     }

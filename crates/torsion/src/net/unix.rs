@@ -74,10 +74,12 @@ pub struct PeerCredentials {
 }
 
 /// Options for [`Reactor::listen_unix_with`] (Twisted's `listenUNIX(address, factory,
-/// backlog=50, mode=0o666, wantPID=0)`).
+/// backlog=50, mode=0o666, wantPID=0)`, with a larger default backlog).
 #[derive(Debug, Clone)]
 pub struct UnixListenOptions {
-    /// The listen backlog (50 by default).
+    /// The listen backlog: [`DEFAULT_BACKLOG`], 1024, by default, where Twisted's is 50 (a
+    /// deviation, so that a burst of connects is served; see the constant). The kernel
+    /// clamps it to `net.core.somaxconn`.
     pub backlog: i32,
     /// The socket file's permission bits (0o666 by default). Ignored for abstract sockets.
     pub mode: u32,
@@ -114,9 +116,9 @@ impl Default for UnixConnectOptions {
 
 impl Reactor {
     /// Listens for connections on the UNIX socket `path`, building a protocol for each with
-    /// `factory` (Twisted's `listenUNIX`), with mode 0o666 and backlog 50. A stale socket
-    /// file is replaced; a leading NUL or `@` names an abstract socket (see the
-    /// [module docs](self)).
+    /// `factory` (Twisted's `listenUNIX`), with mode 0o666 and backlog [`DEFAULT_BACKLOG`]
+    /// (1024; Twisted's is 50). A stale socket file is replaced; a leading NUL or `@` names
+    /// an abstract socket (see the [module docs](self)).
     ///
     /// # Errors
     ///
