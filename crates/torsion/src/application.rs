@@ -891,7 +891,7 @@ impl Service for TimerService {
             }
         };
         let finished = started.add_errback(|failure| {
-            tracing::error!(target: LOG_TARGET, "TimerService's function failed: {failure:#}");
+            crate::log::error!(target: LOG_TARGET, "TimerService's function failed: {failure:#}");
             Ok(())
         });
         let previous = self.finished.borrow_mut().replace(finished);
@@ -1050,7 +1050,7 @@ impl Service for StreamServerEndpointService {
                 Err(failure) => {
                     if !failure.check::<Cancelled>() {
                         if !synchronous.get() {
-                            tracing::error!(
+                            crate::log::error!(
                                 target: LOG_TARGET,
                                 "{description} could not listen: {failure}"
                             );
@@ -1352,7 +1352,7 @@ impl Service for ClientService {
     /// nothing (Twisted logs a warning).
     fn start_service(&self) -> Result<(), Failure> {
         if self.running() {
-            tracing::warn!(target: LOG_TARGET, "duplicate ClientService::start_service");
+            crate::log::warning!(target: LOG_TARGET, "duplicate ClientService::start_service");
             return Ok(());
         }
         self.state.set_running(true);

@@ -192,7 +192,7 @@ impl PortInner {
     /// Out of descriptors: use the reserve to accept and close one pending client, and stop
     /// accepting for a moment, so the level-triggered socket does not spin.
     fn out_of_descriptors(&self, err: Errno) {
-        tracing::error!(
+        crate::log::error!(
             target: "torsion::tcp",
             "accept on {} failed: {err}; refusing pending connections for 100 ms",
             self.host
@@ -215,7 +215,7 @@ impl PortInner {
                     && me.listening.get()
                     && let Err(err) = me.reactor.add_reader(me.clone())
                 {
-                    tracing::error!(target: "torsion::tcp", "cannot resume accepting: {err}");
+                    crate::log::error!(target: "torsion::tcp", "cannot resume accepting: {err}");
                 }
             });
     }
@@ -256,7 +256,7 @@ impl ReadDescriptor for PortInner {
                     break;
                 }
                 Err(err) => {
-                    tracing::error!(target: "torsion::tcp", "accept on {} failed: {err}", self.host);
+                    crate::log::error!(target: "torsion::tcp", "accept on {} failed: {err}", self.host);
                     break;
                 }
             };
@@ -269,7 +269,7 @@ impl ReadDescriptor for PortInner {
                 Ok(Some(protocol)) => protocol,
                 Ok(None) => continue,
                 Err(payload) => {
-                    tracing::error!(
+                    crate::log::error!(
                         target: "torsion::tcp",
                         "build_protocol for {peer} panicked: {}",
                         Failure::from_panic(&*payload)
