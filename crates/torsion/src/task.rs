@@ -27,9 +27,7 @@ use std::rc::{Rc, Weak};
 use std::time::{Duration, Instant};
 
 use crate::defer::{IntoOutcome, Resolved, maybe_deferred};
-use crate::error::{
-    InvalidArgument, ReactorShutDown, SchedulerStopped, TaskFinished, TaskNotPaused, TaskStopped,
-};
+use crate::error::{InvalidArgument, SchedulerStopped, TaskFinished, TaskNotPaused, TaskStopped};
 use crate::time::{DelayedCall, IntoDelay, ReactorTime, Time};
 use crate::{Deferred, Failure, Reactor, Resolver};
 
@@ -1261,14 +1259,16 @@ where
 /// reactor is stopped, unless it is already stopping (`main` may have stopped it itself: it
 /// is never stopped twice); `run` returns and so does this, with `main`'s outcome.
 ///
-/// If the reactor stops before `main` has finished (a signal, or some other code calling
-/// `stop`), the result is an `Err` of [`ReactorShutDown`], so the exit code is 1; Twisted
-/// exits 0 then. `main`'s unfinished future is cancelled (see [`spawn`](crate::spawn)).
+/// If the reactor stops before `main` has finished (SIGINT or SIGTERM, or other code calling
+/// `stop`), the outcome is `Ok`, so the program exits 0, as Twisted's `react` does; `main`'s
+/// unfinished future is cancelled (see [`spawn`](crate::spawn)). A server's `main` usually
+/// ends with [`Reactor::until_shutdown`], so it finishes as the reactor stops.
 ///
 /// # Errors
 ///
-/// `main`'s failure (a panic included), [`ReactorShutDown`] as above, or `run`'s error if
-/// the reactor has already run ([`ReactorNotRestartable`](crate::error::ReactorNotRestartable)).
+/// `main`'s failure (a panic included), the failure the reactor was stopped with
+/// ([`Reactor::stop_with_failure`]), or `run`'s error if the reactor has already run
+/// ([`ReactorNotRestartable`](crate::error::ReactorNotRestartable)).
 pub fn react_result<F, Fut>(reactor: Reactor, main: F) -> Result<(), Failure>
 where
     F: FnOnce(Reactor) -> Fut + 'static,
@@ -1296,5 +1296,5 @@ where
         handle.cancel();
     }
     ran?;
-    result.unwrap_or_else(|| Err(Failure::new(ReactorShutDown)))
+    result.unwrap_or(Ok(()))
 }

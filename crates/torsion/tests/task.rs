@@ -10,8 +10,8 @@ use std::rc::Rc;
 use std::time::Duration;
 
 use torsion::error::{
-    Cancelled, InvalidArgument, Panicked, ReactorShutDown, SchedulerStopped, TaskFinished,
-    TaskNotPaused, TaskStopped,
+    Cancelled, InvalidArgument, Panicked, SchedulerStopped, TaskFinished, TaskNotPaused,
+    TaskStopped,
 };
 use torsion::task::{Cooperator, LoopingCall, defer_later, react_result, react_with, sleep};
 use torsion::testing::collect_unhandled_failures;
@@ -788,7 +788,7 @@ reactor_test! {
         assert!(!r.is_running());
     }
 
-    fn react_when_the_reactor_stops_before_main_finishes_is_reactor_shut_down(reactor: Reactor) {
+    fn react_when_the_reactor_stops_before_main_finishes_succeeds_as_in_twisted(reactor: Reactor) {
         common::safety_stop(&reactor, 10.0);
         let result = react_result(reactor, |r| async move {
             let stopper = r.clone();
@@ -796,7 +796,33 @@ reactor_test! {
             sleep(&r, 60.0).await?; // never reached: the reactor stops first
             Ok(())
         });
-        assert!(result.unwrap_err().check::<ReactorShutDown>());
+        assert!(result.is_ok(), "{result:?}");
+    }
+
+    fn react_returns_the_failure_the_reactor_was_stopped_with(reactor: Reactor) {
+        common::safety_stop(&reactor, 10.0);
+        let result = react_result(reactor, |r| async move {
+            let stopper = r.clone();
+            r.call_later(0.01, move || stopper.stop_with_failure(Failure::msg("no poems left")));
+            sleep(&r, 60.0).await?;
+            Ok(())
+        });
+        assert_eq!(result.unwrap_err().to_string(), "no poems left");
+    }
+
+    fn a_server_main_ending_with_until_shutdown_returns_as_the_reactor_stops(reactor: Reactor) {
+        common::safety_stop(&reactor, 10.0);
+        let returned = Rc::new(Cell::new(false));
+        let ret = returned.clone();
+        let result = react_result(reactor, move |r| async move {
+            let stopper = r.clone();
+            r.call_later(0.01, move || stopper.stop().unwrap());
+            r.until_shutdown().await?;
+            ret.set(true);
+            Ok(())
+        });
+        assert!(result.is_ok(), "{result:?}");
+        assert!(returned.get(), "main ran to its end");
     }
 
     fn cooperator_on_a_reactor_does_not_starve_a_timer(reactor: Reactor) {

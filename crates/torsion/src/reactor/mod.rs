@@ -450,6 +450,39 @@ impl Reactor {
         }
     }
 
+    /// A Deferred that fires when the reactor begins to shut down (at the start of the
+    /// before-shutdown phase), so a server's `async` main can end with
+    /// `reactor.until_shutdown().await` and return as the reactor stops, after a signal
+    /// or a `stop`. Twisted has no counterpart: its servers return from `main` into
+    /// `reactor.run()`.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// use torsion::prelude::*;
+    ///
+    /// let reactor = Reactor::new().unwrap();
+    /// let r = reactor.clone();
+    /// reactor.call_later(0.01, move || {
+    ///     let _ = r.stop();
+    /// });
+    /// let mut stopped = reactor.until_shutdown();
+    /// reactor.run().unwrap();
+    /// assert!(stopped.take_result().unwrap().is_ok());
+    /// ```
+    #[track_caller]
+    pub fn until_shutdown(&self) -> Deferred<()> {
+        let (resolver, stopped) = Deferred::new();
+        if self.inner.shutting_down.get() {
+            resolver.callback(());
+        } else {
+            self.add_system_event_trigger(Phase::Before, SystemEvent::Shutdown, move || {
+                resolver.callback(());
+            });
+        }
+        stopped
+    }
+
     /// The reactor running on this thread, if one is: valid from anywhere `run` has called
     /// into (callbacks, protocols, tasks), so code there needs no clone of the reactor
     /// (Twisted's global `from twisted.internet import reactor`). `None` outside `run`.
