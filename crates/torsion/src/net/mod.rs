@@ -18,6 +18,7 @@
 
 mod adopt;
 mod connection;
+mod interfaces;
 pub mod systemd;
 pub mod tcp;
 pub mod udp;
@@ -29,6 +30,8 @@ use std::path::PathBuf;
 use std::rc::Rc;
 
 use crate::defer::Failure;
+
+pub use interfaces::{ConnectorOps, ListeningPort, ReactorTcp, ReactorUdp, ReactorUnix};
 
 /// The address of one end of a connection (Twisted's `IPv4Address`, `IPv6Address`,
 /// `UNIXAddress`).

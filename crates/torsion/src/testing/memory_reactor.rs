@@ -18,9 +18,11 @@ use std::rc::Rc;
 use std::time::Duration;
 
 use crate::defer::{Deferred, Failure};
-use crate::net::Address;
 use crate::net::tcp::{ConnectOptions, DEFAULT_BACKLOG, DEFAULT_CONNECT_TIMEOUT, ListenOptions};
-use crate::protocol::{ClientFactory, Factory};
+use crate::net::udp::UdpOptions;
+use crate::net::unix::{UnixConnectOptions, UnixListenOptions};
+use crate::net::{Address, ConnectorOps, ListeningPort, ReactorTcp, ReactorUdp, ReactorUnix};
+use crate::protocol::{ClientFactory, DatagramProtocol, Factory};
 use crate::time::{Clock, DelayedCall, DelayedCallInfo, IntoDelay, ReactorTime, Time};
 
 /// The default mode of a listening UNIX socket (Twisted's `listenUNIX(mode=0o666)`).
@@ -568,5 +570,104 @@ impl fmt::Debug for MemoryReactor {
             .field("unix_clients", &records.unix_clients.len())
             .field("udp_servers", &records.udp_servers.len())
             .finish()
+    }
+}
+
+// The reactor's network traits, as the real reactor implements them (net/interfaces.rs).
+
+impl ListeningPort for ListeningPortRecord {
+    fn host(&self) -> Address {
+        ListeningPortRecord::host(self)
+    }
+    fn stop_listening(&self) -> Deferred<()> {
+        ListeningPortRecord::stop_listening(self)
+    }
+}
+
+impl ConnectorOps for ConnectorRecord {
+    fn connect(&self) {
+        ConnectorRecord::connect(self);
+    }
+    fn stop_connecting(&self) {
+        ConnectorRecord::stop_connecting(self);
+    }
+    fn disconnect(&self) {
+        ConnectorRecord::disconnect(self);
+    }
+    fn destination(&self) -> String {
+        ConnectorRecord::destination(self)
+    }
+}
+
+impl ReactorTcp for MemoryReactor {
+    type Port = ListeningPortRecord;
+    type Connector = ConnectorRecord;
+
+    fn listen_tcp_with<F: Factory>(
+        &self,
+        port: u16,
+        factory: Rc<F>,
+        options: ListenOptions,
+    ) -> Result<ListeningPortRecord, Failure> {
+        MemoryReactor::listen_tcp_with(self, port, factory, options)
+    }
+
+    fn connect_tcp_with<F: ClientFactory>(
+        &self,
+        host: &str,
+        port: u16,
+        factory: Rc<F>,
+        options: ConnectOptions,
+    ) -> ConnectorRecord {
+        MemoryReactor::connect_tcp_with(self, host, port, factory, options)
+    }
+}
+
+impl ReactorUnix for MemoryReactor {
+    type Port = ListeningPortRecord;
+    type Connector = ConnectorRecord;
+
+    fn listen_unix_with<F: Factory>(
+        &self,
+        path: &Path,
+        factory: Rc<F>,
+        options: UnixListenOptions,
+    ) -> Result<ListeningPortRecord, Failure> {
+        MemoryReactor::listen_unix_with(
+            self,
+            path,
+            factory,
+            options.backlog,
+            options.mode,
+            options.want_pid,
+        )
+    }
+
+    fn connect_unix_with<F: ClientFactory>(
+        &self,
+        path: &Path,
+        factory: Rc<F>,
+        options: UnixConnectOptions,
+    ) -> ConnectorRecord {
+        MemoryReactor::connect_unix_with(self, path, factory, options.timeout, false)
+    }
+}
+
+impl ReactorUdp for MemoryReactor {
+    type Port = ListeningPortRecord;
+
+    fn listen_udp_with(
+        &self,
+        port: u16,
+        protocol: Box<dyn DatagramProtocol>,
+        options: UdpOptions,
+    ) -> Result<ListeningPortRecord, Failure> {
+        MemoryReactor::listen_udp_with(
+            self,
+            port,
+            protocol,
+            options.interface,
+            options.max_packet_size,
+        )
     }
 }
