@@ -33,7 +33,7 @@ fn main() -> Result<(), Failure> {
     let reactor = Reactor::new()?;
     let r = reactor.clone();
     reactor.call_when_running(move || {
-        let done = r.spawn(my_callbacks(r.clone()));
+        let done = torsion::spawn(my_callbacks(r.clone()));
         drop(done.add_errback(|failure| {
             eprintln!("my_callbacks failed: {failure}");
             Ok(())

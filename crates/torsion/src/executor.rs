@@ -252,7 +252,8 @@ impl Executor {
 }
 
 /// Runs `future` on this thread and returns a Deferred of its output (Twisted's
-/// `inlineCallbacks`, `ensureDeferred` and `Deferred.fromCoroutine`).
+/// `inlineCallbacks`, `ensureDeferred` and `Deferred.fromCoroutine`): torsion's one way to
+/// spawn.
 ///
 /// The future runs at once, up to its first `.await` of something not yet available. `?`
 /// and `match` on awaited Deferreds replace `try`/`except`; `return` replaces
@@ -283,6 +284,9 @@ impl Executor {
 /// assert_eq!(lines.take_result().unwrap().unwrap(), 2);
 /// ```
 #[track_caller]
+#[doc(alias = "inlineCallbacks")]
+#[doc(alias = "ensureDeferred")]
+#[doc(alias = "fromCoroutine")]
 pub fn spawn<T, F>(future: F) -> Deferred<T>
 where
     T: 'static,

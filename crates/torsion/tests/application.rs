@@ -668,7 +668,7 @@ where
 {
     common::safety_stop(reactor, 10.0);
     let r = reactor.clone();
-    let mut done = reactor.spawn(async move {
+    let mut done = torsion::spawn(async move {
         let result = body.await;
         let _ = r.stop();
         result

@@ -1144,7 +1144,7 @@ fn run_until_done<T: 'static>(
     reactor: &Reactor,
     future: impl Future<Output = Result<T, Failure>> + 'static,
 ) -> Result<T, Failure> {
-    let outcome = capture(reactor.spawn(future));
+    let outcome = capture(torsion::spawn(future));
     stop_when_fired(reactor, &outcome);
     common::safety_stop(reactor, 20.0);
     reactor.run().unwrap();

@@ -208,12 +208,3 @@ fn a_long_line_of_tasks_each_awaiting_the_previous_does_not_overflow() {
         .join()
         .unwrap();
 }
-
-#[test]
-fn deferred_from_future_is_spawn() {
-    let (r, d) = Deferred::<u32>::new();
-    let mut out = Deferred::from_future(async move { Ok(d.await? * 2) });
-    assert!(out.take_result().is_none());
-    r.callback(21);
-    assert_eq!(out.take_result().unwrap().unwrap(), 42);
-}

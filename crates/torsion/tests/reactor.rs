@@ -391,7 +391,7 @@ reactor_test! {
 
     fn spawned_future_is_resumed_by_a_timer(reactor: Reactor) {
         let r = reactor.clone();
-        let d = reactor.spawn(async move {
+        let d = torsion::spawn(async move {
             let (resolver, tick) = Deferred::<u32>::new();
             r.call_later(0.01, move || resolver.callback(3));
             let v = tick.await?;

@@ -301,13 +301,6 @@ impl<T: 'static> Deferred<T> {
         (resolver, d)
     }
 
-    /// Runs `future` on this thread and returns a Deferred of its output (Twisted's
-    /// `Deferred.fromCoroutine` / `ensureDeferred`); the same as [`spawn`](crate::spawn).
-    #[track_caller]
-    pub fn from_future(future: impl Future<Output = Result<T, Failure>> + 'static) -> Deferred<T> {
-        crate::executor::spawn(future)
-    }
-
     /// A Deferred already fired with `value` (Twisted's `succeed`).
     #[track_caller]
     pub fn succeed(value: T) -> Deferred<T> {

@@ -1057,15 +1057,6 @@ impl Reactor {
         drop(dropped);
     }
 
-    /// Runs `future` on this reactor's thread (see [`spawn`](crate::spawn)).
-    #[track_caller]
-    pub fn spawn<T: 'static>(
-        &self,
-        future: impl Future<Output = Result<T, Failure>> + 'static,
-    ) -> Deferred<T> {
-        crate::executor::spawn(future)
-    }
-
     /// What is left on the reactor that a finished test should not leave behind: pending
     /// delayed calls, registered descriptors, unfinished spawned tasks, and Deferreds of
     /// functions still running in the thread pool.
