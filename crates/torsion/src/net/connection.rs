@@ -405,7 +405,7 @@ impl ReadDescriptor for Connection {
         if !self.state.borrow().reading {
             return Ok(());
         }
-        let mut buffer = self.reactor.take_read_buffer();
+        let mut buffer = super::read_buffer::take();
         let received = {
             let sock = self.socket.borrow();
             match sock.as_ref() {
@@ -432,7 +432,7 @@ impl ReadDescriptor for Connection {
                 Err(ConnectionLost.into())
             }
         };
-        self.reactor.return_read_buffer(buffer);
+        super::read_buffer::give_back(buffer);
         result
     }
 }

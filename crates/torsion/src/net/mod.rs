@@ -19,6 +19,7 @@
 mod adopt;
 mod connection;
 mod interfaces;
+pub(crate) mod read_buffer;
 pub mod systemd;
 pub mod tcp;
 pub mod udp;

@@ -34,8 +34,9 @@ use socket2::{Domain, Protocol as SockProtocol, SockAddr, Socket, Type};
 use crate::defer::{Deferred, Failure};
 use crate::error::{CannotListen, InvalidArgument, MessageLengthError, MulticastJoinError};
 use crate::net::Address;
+use crate::net::read_buffer::{self, READ_BUFFER_SIZE};
 use crate::protocol::DatagramProtocol;
-use crate::reactor::{FileDescriptor, READ_BUFFER_SIZE, Reactor, ReadDescriptor};
+use crate::reactor::{FileDescriptor, Reactor, ReadDescriptor};
 use crate::time::ReactorTime;
 
 /// The default largest datagram a port reads whole (Twisted's `maxPacketSize`, 8192);
@@ -542,7 +543,7 @@ impl UdpInner {
 
     fn take_buffer(&self) -> Box<[u8]> {
         if self.max_packet_size <= READ_BUFFER_SIZE {
-            return self.reactor.take_read_buffer();
+            return read_buffer::take();
         }
         self.big_buffer
             .borrow_mut()
@@ -552,7 +553,7 @@ impl UdpInner {
 
     fn return_buffer(&self, buffer: Box<[u8]>) {
         if self.max_packet_size <= READ_BUFFER_SIZE {
-            self.reactor.return_read_buffer(buffer);
+            read_buffer::give_back(buffer);
         } else {
             *self.big_buffer.borrow_mut() = Some(buffer);
         }

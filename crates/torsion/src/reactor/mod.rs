@@ -16,6 +16,8 @@
 
 pub mod backend;
 mod descriptors;
+mod fdset;
+mod handle;
 mod signals;
 mod triggers;
 pub(crate) mod waker;
@@ -27,24 +29,23 @@ use std::os::fd::{AsRawFd, RawFd};
 use std::panic::{AssertUnwindSafe, catch_unwind};
 use std::rc::{Rc, Weak};
 use std::sync::atomic::{AtomicBool, AtomicI32, AtomicU64, Ordering};
-use std::sync::{Arc, Mutex, PoisonError};
-use std::thread::ThreadId;
+use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use slab::Slab;
 
-use crate::defer::{Deferred, DeferredList, Failure};
-use crate::error::{
-    ConnectionDone, ConnectionLost, InvalidArgument, ReactorAlreadyRunning, ReactorNotRestartable,
-    ReactorNotRunning,
-};
+use crate::defer::{Deferred, Failure};
+use crate::error::{ReactorAlreadyRunning, ReactorNotRestartable, ReactorNotRunning};
 use crate::threads::ThreadPool;
 use crate::time::{DelayedCall, DelayedCallInfo, ReactorTime, Time, TimerQueue};
 
 use backend::{BackendKind, Event, Interest, Poller};
 use descriptors::Registration;
 pub use descriptors::{FileDescriptor, ReadDescriptor, WriteDescriptor};
-use triggers::{EventTriggers, Trigger, run_trigger};
+pub use handle::ReactorHandle;
+pub(crate) use handle::ThreadResult;
+use handle::{Shared, ThreadCalls};
+use triggers::EventTriggers;
 pub use triggers::{Phase, SystemEvent, TriggerId, TriggerOutput};
 use waker::Waker;
 
@@ -62,27 +63,6 @@ thread_local! {
 const TASK_BUDGET: usize = 128;
 /// Twisted's default for how long shutdown waits for `before` triggers' Deferreds.
 const DEFAULT_SHUTDOWN_TIMEOUT: Duration = Duration::from_secs(30);
-
-type ThreadCall = Box<dyn FnOnce(&Reactor) + Send>;
-/// Completes the Deferred of a thread-pool call with its (type-erased) result.
-pub(crate) type ThreadResult = Box<dyn FnOnce(Box<dyn std::any::Any + Send>)>;
-
-/// The part of a reactor other threads (and signal handlers) reach.
-struct Shared {
-    owner: ThreadId,
-    waker: Waker,
-    calls: Mutex<ThreadCalls>,
-    /// Set when calls are queued and not yet taken, so a burst costs one wake-up.
-    notified: AtomicBool,
-    /// A signal asked the reactor to stop (the signal number, or 0).
-    stop_signal: AtomicI32,
-}
-
-struct ThreadCalls {
-    queue: VecDeque<ThreadCall>,
-    /// The reactor has finished: calls are dropped instead of queued.
-    closed: bool,
-}
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 enum RunState {
@@ -126,17 +106,12 @@ struct Inner {
     pool_max: Cell<usize>,
     thread_results: RefCell<Slab<ThreadResult>>,
     install_signals: bool,
-    /// The one buffer every connection reads into (taken out while a read is delivered).
-    read_buffer: RefCell<Option<Box<[u8]>>>,
     /// Transports with output to send before the next wait.
     flushes: RefCell<Vec<Rc<dyn Flush>>>,
     /// How many ports and connectors use each factory (by address), for
     /// `start_factory` / `stop_factory`.
     factory_users: RefCell<HashMap<usize, usize>>,
 }
-
-/// Size of the shared read buffer: one `recv` reads at most this much (Twisted's 64 KiB).
-pub(crate) const READ_BUFFER_SIZE: usize = 64 * 1024;
 
 /// Something with buffered output to send when the loop gets to it.
 pub(crate) trait Flush {
@@ -174,13 +149,6 @@ pub(crate) trait Flush {
 #[derive(Clone)]
 pub struct Reactor {
     inner: Rc<Inner>,
-}
-
-/// The `Send + Sync` handle of a [`Reactor`], for other threads (Twisted's
-/// `callFromThread` and `stop` from a thread).
-#[derive(Clone)]
-pub struct ReactorHandle {
-    shared: Arc<Shared>,
 }
 
 /// Builds a [`Reactor`] with options (Twisted: which reactor is installed, and how).
@@ -274,7 +242,6 @@ impl Builder {
             pool_max: Cell::new(10),
             thread_results: RefCell::new(Slab::new()),
             install_signals: self.install_signals,
-            read_buffer: RefCell::new(None),
             flushes: RefCell::new(Vec::new()),
             factory_users: RefCell::new(HashMap::new()),
         };
@@ -529,130 +496,6 @@ impl Reactor {
         }
     }
 
-    /// Adds a trigger for a system event (Twisted's `addSystemEventTrigger`). A `before`
-    /// trigger of shutdown may return a Deferred: the `during` and `after` phases wait for it
-    /// (at most the builder's shutdown timeout). A trigger that fails or panics is logged and
-    /// the others still run.
-    pub fn add_system_event_trigger<R: TriggerOutput>(
-        &self,
-        phase: Phase,
-        event: SystemEvent,
-        f: impl FnOnce() -> R + 'static,
-    ) -> TriggerId {
-        let serial = self.inner.trigger_serial.get() + 1;
-        self.inner.trigger_serial.set(serial);
-        let trigger: Trigger = Box::new(move || f().into_wait());
-        self.triggers(event)
-            .borrow_mut()
-            .phase_mut(phase)
-            .push_back((serial, trigger));
-        TriggerId {
-            reactor: self.inner.id,
-            event,
-            phase,
-            serial,
-        }
-    }
-
-    /// Removes a trigger that has not run yet (Twisted's `removeSystemEventTrigger`).
-    ///
-    /// # Errors
-    ///
-    /// [`InvalidArgument`] if `id` belongs to another reactor, or its trigger has already
-    /// run or been removed (Twisted raises `ValueError`).
-    pub fn remove_system_event_trigger(&self, id: TriggerId) -> Result<(), InvalidArgument> {
-        if id.reactor != self.inner.id {
-            return Err(InvalidArgument(format!(
-                "{id:?} belongs to another reactor"
-            )));
-        }
-        let removed = {
-            let mut triggers = self.triggers(id.event).borrow_mut();
-            let list = triggers.phase_mut(id.phase);
-            list.iter()
-                .position(|(serial, _)| *serial == id.serial)
-                .and_then(|i| list.remove(i))
-        };
-        match removed {
-            Some(trigger) => {
-                drop(trigger);
-                Ok(())
-            }
-            None => Err(InvalidArgument(format!(
-                "{id:?} has already run or been removed"
-            ))),
-        }
-    }
-
-    fn triggers(&self, event: SystemEvent) -> &RefCell<EventTriggers> {
-        match event {
-            SystemEvent::Startup => &self.inner.startup,
-            SystemEvent::Shutdown => &self.inner.shutdown,
-        }
-    }
-
-    /// Fires `event`: the before phase, then (once its Deferreds fired) during and after.
-    fn fire_event(&self, event: SystemEvent) {
-        let mut waits = Vec::new();
-        while let Some((_, trigger)) = self.pop_trigger(event, Phase::Before) {
-            if let Some(d) = run_trigger(trigger) {
-                waits.push(d);
-            }
-        }
-        if waits.is_empty() {
-            self.continue_event(event);
-            return;
-        }
-        let this = self.clone();
-        let continued = Rc::new(Cell::new(false));
-        let timeout = self.inner.shutdown_timeout.get();
-        let on_timeout = {
-            let this = this.clone();
-            let continued = continued.clone();
-            self.call_later(timeout, move || {
-                if !continued.replace(true) {
-                    crate::log::warning!(
-                        target: "torsion::reactor",
-                        "{event:?} went on after {timeout:?}: a before-{event:?} trigger's Deferred had not fired"
-                    );
-                    this.continue_event(event);
-                }
-            })
-        };
-        // The last Deferred may fire inside any callback (a protocol's `data_received`):
-        // the rest of the event runs after it returns, never inside it.
-        drop(DeferredList::new(waits).into_deferred().map(move |_| {
-            let _ = on_timeout.cancel();
-            if !continued.replace(true) {
-                let r = this.clone();
-                this.call_soon(move || r.continue_event(event));
-            }
-        }));
-    }
-
-    fn continue_event(&self, event: SystemEvent) {
-        match event {
-            SystemEvent::Startup => self.inner.running.set(true),
-            SystemEvent::Shutdown => {
-                self.inner.looping.set(false);
-                self.disconnect_all();
-            }
-        }
-        while let Some((_, trigger)) = self.pop_trigger(event, Phase::During) {
-            drop(run_trigger(trigger));
-        }
-        while let Some((_, trigger)) = self.pop_trigger(event, Phase::After) {
-            drop(run_trigger(trigger));
-        }
-    }
-
-    fn pop_trigger(&self, event: SystemEvent, phase: Phase) -> Option<(u64, Trigger)> {
-        self.triggers(event)
-            .borrow_mut()
-            .phase_mut(phase)
-            .pop_front()
-    }
-
     /// One turn of the loop.
     fn iterate(&self) {
         self.run_thread_calls();
@@ -698,20 +541,6 @@ impl Reactor {
     /// Queues `transport` to send its buffered output before the next wait.
     pub(crate) fn schedule_flush(&self, transport: Rc<dyn Flush>) {
         self.inner.flushes.borrow_mut().push(transport);
-    }
-
-    /// Takes the shared read buffer (or a fresh one if it is out already).
-    pub(crate) fn take_read_buffer(&self) -> Box<[u8]> {
-        self.inner
-            .read_buffer
-            .borrow_mut()
-            .take()
-            .unwrap_or_else(|| vec![0u8; READ_BUFFER_SIZE].into_boxed_slice())
-    }
-
-    /// Gives the shared read buffer back.
-    pub(crate) fn return_read_buffer(&self, buffer: Box<[u8]>) {
-        *self.inner.read_buffer.borrow_mut() = Some(buffer);
     }
 
     /// Counts one more user of `factory` (a port or a connector); the first calls its
@@ -783,278 +612,6 @@ impl Reactor {
         }
         events.clear();
         *self.inner.events.borrow_mut() = events;
-    }
-
-    fn dispatch(&self, event: Event) {
-        let key = (event.token & 0xffff_ffff) as usize;
-        let generation = (event.token >> 32) as u32;
-        let (reader, writer) = {
-            let descriptors = self.inner.descriptors.borrow();
-            match descriptors.get(key) {
-                Some(r) if r.generation == generation => (r.reader.clone(), r.writer.clone()),
-                _ => return,
-            }
-        };
-        let mut why: Option<Failure> = None;
-        if (event.hangup || event.error) && !event.readable {
-            why = Some(if reader.is_some() {
-                ConnectionDone.into()
-            } else {
-                ConnectionLost.into()
-            });
-        } else {
-            if event.readable
-                && let Some(reader) = &reader
-            {
-                why = guarded(|| reader.do_read()).err();
-            }
-            if why.is_none()
-                && event.writable
-                && let Some(writer) = &writer
-                && self.still_writer(key, generation)
-            {
-                why = guarded(|| writer.do_write()).err();
-            }
-        }
-        if let Some(reason) = why {
-            let fd = match (&reader, &writer) {
-                (Some(r), _) => r.fileno(),
-                (None, Some(w)) => w.fileno(),
-                (None, None) => return,
-            };
-            self.remove_fd(fd);
-            let target: Option<Rc<dyn FileDescriptor>> = match (reader, writer) {
-                (Some(r), _) => Some(r),
-                (None, Some(w)) => Some(w),
-                (None, None) => None,
-            };
-            if let Some(target) = target {
-                let lost = catch_unwind(AssertUnwindSafe(|| target.connection_lost(reason)));
-                if let Err(payload) = lost {
-                    crate::log::error!(
-                        target: "torsion::reactor",
-                        "connection_lost of {} panicked: {}",
-                        target.log_prefix(),
-                        Failure::from_panic(&*payload)
-                    );
-                }
-            }
-        }
-    }
-
-    fn still_writer(&self, key: usize, generation: u32) -> bool {
-        self.inner
-            .descriptors
-            .borrow()
-            .get(key)
-            .is_some_and(|r| r.generation == generation && r.writer.is_some())
-    }
-
-    /// Watches `reader` for readability (Twisted's `addReader`). Adding the same descriptor
-    /// again replaces it.
-    ///
-    /// # Errors
-    ///
-    /// The backend refused the descriptor (for example epoll and a regular file: `EPERM`).
-    #[track_caller]
-    pub fn add_reader(&self, reader: Rc<dyn ReadDescriptor>) -> std::io::Result<()> {
-        let fd = reader.fileno();
-        self.update_fd(fd, |r| r.reader = Some(reader))
-    }
-
-    /// Watches `writer` for writability (Twisted's `addWriter`).
-    ///
-    /// # Errors
-    ///
-    /// As [`add_reader`](Reactor::add_reader).
-    #[track_caller]
-    pub fn add_writer(&self, writer: Rc<dyn WriteDescriptor>) -> std::io::Result<()> {
-        let fd = writer.fileno();
-        self.update_fd(fd, |r| r.writer = Some(writer))
-    }
-
-    /// Stops watching `fd` for readability (Twisted's `removeReader`).
-    pub fn remove_reader(&self, fd: RawFd) {
-        if let Err(err) = self.update_fd_existing(fd, |r| r.reader = None) {
-            tracing::debug!(target: "torsion::reactor", "remove_reader({fd}): {err}");
-        }
-    }
-
-    /// Stops watching `fd` for writability (Twisted's `removeWriter`).
-    pub fn remove_writer(&self, fd: RawFd) {
-        if let Err(err) = self.update_fd_existing(fd, |r| r.writer = None) {
-            tracing::debug!(target: "torsion::reactor", "remove_writer({fd}): {err}");
-        }
-    }
-
-    /// Stops watching every descriptor and returns them (Twisted's `removeAll`).
-    pub fn remove_all(&self) -> Vec<Rc<dyn FileDescriptor>> {
-        let fds: Vec<RawFd> = self.inner.by_fd.borrow().keys().copied().collect();
-        let mut removed = Vec::new();
-        for fd in fds {
-            if let Some(reg) = self.remove_fd(fd) {
-                match (reg.reader, reg.writer) {
-                    (Some(r), _) => removed.push(r as Rc<dyn FileDescriptor>),
-                    (None, Some(w)) => removed.push(w as Rc<dyn FileDescriptor>),
-                    (None, None) => {}
-                }
-            }
-        }
-        removed
-    }
-
-    /// The descriptors being read from (Twisted's `getReaders`).
-    pub fn readers(&self) -> Vec<RawFd> {
-        self.inner
-            .descriptors
-            .borrow()
-            .iter()
-            .filter(|(_, r)| r.reader.is_some())
-            .map(|(_, r)| r.fd)
-            .collect()
-    }
-
-    /// The descriptors waiting to write (Twisted's `getWriters`).
-    pub fn writers(&self) -> Vec<RawFd> {
-        self.inner
-            .descriptors
-            .borrow()
-            .iter()
-            .filter(|(_, r)| r.writer.is_some())
-            .map(|(_, r)| r.fd)
-            .collect()
-    }
-
-    fn update_fd(&self, fd: RawFd, change: impl FnOnce(&mut Registration)) -> std::io::Result<()> {
-        let existing = self.inner.by_fd.borrow().get(&fd).copied();
-        match existing {
-            Some(_) => self.update_fd_existing(fd, change),
-            None => {
-                let generation = self.next_generation();
-                let mut reg = Registration {
-                    fd,
-                    generation,
-                    reader: None,
-                    writer: None,
-                    added_at: std::panic::Location::caller(),
-                };
-                change(&mut reg);
-                let interest = interest_of(&reg);
-                let key = self.inner.descriptors.borrow().vacant_key();
-                self.inner
-                    .poller
-                    .borrow_mut()
-                    .register(fd, token(key, generation), interest)?;
-                self.inner.descriptors.borrow_mut().insert(reg);
-                self.inner.by_fd.borrow_mut().insert(fd, key);
-                Ok(())
-            }
-        }
-    }
-
-    fn update_fd_existing(
-        &self,
-        fd: RawFd,
-        change: impl FnOnce(&mut Registration),
-    ) -> std::io::Result<()> {
-        let Some(key) = self.inner.by_fd.borrow().get(&fd).copied() else {
-            return Ok(());
-        };
-        let (interest, generation, old) = {
-            let mut descriptors = self.inner.descriptors.borrow_mut();
-            let Some(reg) = descriptors.get_mut(key) else {
-                return Ok(());
-            };
-            let before = (reg.reader.clone(), reg.writer.clone());
-            change(reg);
-            (interest_of(reg), reg.generation, before)
-        };
-        if interest.is_none() {
-            drop(old);
-            self.remove_fd(fd);
-            return Ok(());
-        }
-        let mut poller = self.inner.poller.borrow_mut();
-        let mut result = poller.reregister(fd, token(key, generation), interest);
-        if matches!(&result, Err(e) if e.raw_os_error() == Some(libc::ENOENT)) {
-            // The descriptor number was closed and reused without being removed first
-            // (epoll forgot it): register the new one.
-            result = poller.register(fd, token(key, generation), interest);
-        }
-        drop(poller);
-        drop(old);
-        result
-    }
-
-    fn remove_fd(&self, fd: RawFd) -> Option<Registration> {
-        let key = self.inner.by_fd.borrow_mut().remove(&fd)?;
-        let reg = self.inner.descriptors.borrow_mut().try_remove(key)?;
-        if let Err(err) = self.inner.poller.borrow_mut().deregister(fd) {
-            tracing::debug!(target: "torsion::reactor", "deregistering fd {fd}: {err}");
-        }
-        Some(reg)
-    }
-
-    fn next_generation(&self) -> u32 {
-        let g = self.inner.generation.get().wrapping_add(1).max(1);
-        self.inner.generation.set(g);
-        g
-    }
-
-    /// At shutdown: every descriptor is removed and told `ConnectionLost` (Twisted's
-    /// `disconnectAll`).
-    fn disconnect_all(&self) {
-        for descriptor in self.remove_all() {
-            let lost = catch_unwind(AssertUnwindSafe(|| {
-                descriptor.connection_lost(ConnectionLost.into())
-            }));
-            if let Err(payload) = lost {
-                crate::log::error!(
-                    target: "torsion::reactor",
-                    "connection_lost of {} panicked: {}",
-                    descriptor.log_prefix(),
-                    Failure::from_panic(&*payload)
-                );
-            }
-        }
-    }
-
-    fn run_thread_calls(&self) {
-        if !self.inner.shared.notified.swap(false, Ordering::AcqRel) {
-            return;
-        }
-        let calls = std::mem::take(
-            &mut self
-                .inner
-                .shared
-                .calls
-                .lock()
-                .unwrap_or_else(PoisonError::into_inner)
-                .queue,
-        );
-        for call in calls {
-            if let Err(payload) = catch_unwind(AssertUnwindSafe(|| call(self))) {
-                crate::log::error!(
-                    target: "torsion::reactor",
-                    "a call from another thread panicked: {}",
-                    Failure::from_panic(&*payload)
-                );
-            }
-        }
-    }
-
-    fn close_thread_calls(&self) {
-        let dropped = {
-            let mut calls = self
-                .inner
-                .shared
-                .calls
-                .lock()
-                .unwrap_or_else(PoisonError::into_inner);
-            calls.closed = true;
-            std::mem::take(&mut calls.queue)
-        };
-        drop(dropped);
     }
 
     /// What is left on the reactor that a finished test should not leave behind: pending
@@ -1133,24 +690,6 @@ impl Reactor {
     }
 }
 
-fn guarded(f: impl FnOnce() -> Result<(), Failure>) -> Result<(), Failure> {
-    match catch_unwind(AssertUnwindSafe(f)) {
-        Ok(r) => r,
-        Err(payload) => Err(Failure::from_panic(&*payload)),
-    }
-}
-
-fn interest_of(reg: &Registration) -> Interest {
-    Interest {
-        readable: reg.reader.is_some(),
-        writable: reg.writer.is_some(),
-    }
-}
-
-fn token(key: usize, generation: u32) -> u64 {
-    (u64::from(generation) << 32) | key as u64
-}
-
 impl ReactorTime for Reactor {
     fn now(&self) -> Time {
         Time::from_duration(self.inner.epoch.elapsed())
@@ -1174,66 +713,5 @@ impl fmt::Debug for Reactor {
             .field("state", &self.inner.state.get())
             .field("running", &self.inner.running.get())
             .finish()
-    }
-}
-
-impl Drop for Inner {
-    fn drop(&mut self) {
-        let mut calls = self
-            .shared
-            .calls
-            .lock()
-            .unwrap_or_else(PoisonError::into_inner);
-        calls.closed = true;
-        let dropped = std::mem::take(&mut calls.queue);
-        drop(calls);
-        drop(dropped);
-    }
-}
-
-impl ReactorHandle {
-    /// Runs `f` on the reactor's thread, in the order calls were made, on the reactor's
-    /// next iteration (Twisted's `callFromThread`). Calls made before `run` wait for it. A
-    /// burst of calls costs one wake-up. After the reactor has finished, `f` is dropped
-    /// without running.
-    pub fn call_from_thread(&self, f: impl FnOnce(&Reactor) + Send + 'static) {
-        {
-            let mut calls = self
-                .shared
-                .calls
-                .lock()
-                .unwrap_or_else(PoisonError::into_inner);
-            if calls.closed {
-                return;
-            }
-            calls.queue.push_back(Box::new(f));
-        }
-        if !self.shared.notified.swap(true, Ordering::AcqRel) {
-            self.shared.waker.wake();
-        }
-    }
-
-    /// Asks the reactor to stop from another thread (Twisted's
-    /// `callFromThread(reactor.stop)`); a reactor not running ignores it.
-    pub fn stop(&self) {
-        self.call_from_thread(|reactor| {
-            let _ = reactor.stop();
-        });
-    }
-
-    /// Whether the calling thread is the reactor's own (Twisted's `isInIOThread`).
-    pub fn is_reactor_thread(&self) -> bool {
-        std::thread::current().id() == self.shared.owner
-    }
-
-    fn signal_stop(shared: &Shared, signal: i32) {
-        shared.stop_signal.store(signal, Ordering::Release);
-        shared.waker.wake_from_signal();
-    }
-}
-
-impl fmt::Debug for ReactorHandle {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.debug_struct("ReactorHandle").finish_non_exhaustive()
     }
 }
