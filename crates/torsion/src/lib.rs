@@ -44,7 +44,6 @@ pub mod application;
 pub mod defer;
 pub mod endpoints;
 pub mod error;
-mod executor;
 mod jitter;
 pub mod log;
 pub mod net;
@@ -57,7 +56,7 @@ pub mod testing;
 pub mod threads;
 pub mod time;
 
+pub use defer::spawn;
 pub use defer::{Deferred, Failure, Resolver};
-pub use executor::spawn;
 pub use reactor::{Reactor, ReactorHandle};
 pub use torsion_macros::{main, test};

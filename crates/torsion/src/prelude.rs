@@ -18,9 +18,8 @@
 //! reactor.run().unwrap();
 //! ```
 
-pub use crate::defer::{Deferred, DeferredList, Failure, Resolver};
+pub use crate::defer::{Deferred, DeferredList, Failure, Resolver, spawn};
 pub use crate::error_type;
-pub use crate::executor::spawn;
 pub use crate::net::{Address, Producer, Transport, TransportOps};
 pub use crate::protocol::{ClientFactory, DatagramProtocol, Factory, Protocol};
 pub use crate::protocols::basic::{LineHandler, LineOnlyHandler, StringHandler};

@@ -453,7 +453,7 @@ fn wake_waiter(chain: &Chain) {
         }
     };
     if let Some(waker) = waker {
-        crate::executor::wake_inline(waker);
+        crate::defer::executor::wake_inline(waker);
     }
 }
 

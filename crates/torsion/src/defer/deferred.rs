@@ -544,7 +544,7 @@ impl<T: 'static> Future for Deferred<T> {
         match self.chain.poll_result(cx.waker()) {
             Some(outcome) => Poll::Ready(outcome.into_result()),
             None => {
-                crate::executor::note_awaiting(&self.chain);
+                crate::defer::executor::note_awaiting(&self.chain);
                 Poll::Pending
             }
         }

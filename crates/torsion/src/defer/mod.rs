@@ -4,9 +4,11 @@
 //! side. Callbacks run in a single loop with no recursion, whatever the chain's length or
 //! nesting. [`DeferredList`], [`gather_results`] and [`race`] combine several Deferreds;
 //! [`DeferredLock`], [`DeferredSemaphore`] and [`DeferredQueue`] coordinate chains.
+//! [`spawn`] runs `async` code as a Deferred (`executor.rs`: Twisted's `inlineCallbacks`).
 
 pub(crate) mod chain;
 mod deferred;
+pub(crate) mod executor;
 mod failure;
 mod list;
 mod sync;
@@ -14,6 +16,7 @@ mod sync;
 pub use deferred::{
     Deferred, DeferredHandle, IntoOutcome, Resolved, Resolver, fail, maybe_deferred, succeed,
 };
+pub use executor::spawn;
 pub use failure::{Failure, FailureError};
 pub use list::{DeferredList, gather_results, race};
 pub use sync::{DeferredLock, DeferredQueue, DeferredSemaphore};

@@ -313,7 +313,7 @@ impl Reactor {
             }
         })));
         let unpark_target = self.inner.shared.clone();
-        crate::executor::set_unpark(Some(Arc::new(move || unpark_target.waker.wake())));
+        crate::defer::executor::set_unpark(Some(Arc::new(move || unpark_target.waker.wake())));
         let signals = if self.inner.install_signals {
             signals::install(&self.inner.shared)
         } else {
@@ -328,7 +328,7 @@ impl Reactor {
         self.run_thread_calls();
         self.run_soon();
         signals::uninstall(signals);
-        crate::executor::set_unpark(None);
+        crate::defer::executor::set_unpark(None);
         if let Some(pool) = self.inner.pool.borrow_mut().take() {
             pool.stop();
         }
@@ -503,7 +503,7 @@ impl Reactor {
         let now = self.now();
         self.inner.timers.run_due(now);
         self.run_soon();
-        crate::executor::run_ready(TASK_BUDGET);
+        crate::defer::executor::run_ready(TASK_BUDGET);
         self.run_soon();
         if self.inner.shared.stop_signal.swap(0, Ordering::AcqRel) != 0 {
             let _ = self.stop();
@@ -584,7 +584,7 @@ impl Reactor {
         if self.inner.just_stopped.get()
             || !self.inner.soon.borrow().is_empty()
             || self.inner.shared.notified.load(Ordering::Acquire)
-            || crate::executor::has_ready()
+            || crate::defer::executor::has_ready()
         {
             return Some(Duration::ZERO);
         }
@@ -639,7 +639,7 @@ impl Reactor {
                 reg.added_at
             ));
         }
-        for location in crate::executor::live_tasks() {
+        for location in crate::defer::executor::live_tasks() {
             out.push(format!(
                 "a spawned task still running, spawned at {location}"
             ));

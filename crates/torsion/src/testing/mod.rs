@@ -157,7 +157,7 @@ where
     });
     let leftovers = reactor.leftovers();
     reactor.release_leftovers();
-    crate::executor::drop_all_tasks();
+    crate::defer::executor::drop_all_tasks();
     let mut problems = Vec::new();
     match outcome.borrow_mut().take() {
         Some(Ok(())) => {}
