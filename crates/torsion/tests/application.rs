@@ -4,6 +4,7 @@
 
 mod common;
 
+use common::{Boom, Log, log};
 use std::any::Any;
 use std::cell::{Cell, RefCell};
 use std::fmt;
@@ -28,12 +29,6 @@ use torsion::reactor::{Phase, SystemEvent};
 use torsion::testing::StringTransport;
 use torsion::time::{Clock, ReactorTime};
 use torsion::{Deferred, Failure, Reactor, Resolver};
-
-type Log = Rc<RefCell<Vec<String>>>;
-
-fn log() -> Log {
-    Rc::new(RefCell::new(Vec::new()))
-}
 
 fn take(log: &Log) -> Vec<String> {
     std::mem::take(&mut *log.borrow_mut())
@@ -367,17 +362,6 @@ struct CannotStart {
     privileged: bool,
     log: Log,
 }
-
-#[derive(Debug)]
-struct Boom;
-
-impl fmt::Display for Boom {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str("boom")
-    }
-}
-
-impl std::error::Error for Boom {}
 
 impl CannotStart {
     fn new(name: &str, privileged: bool, log: &Log) -> Rc<CannotStart> {

@@ -1,26 +1,14 @@
 //! Deferred behaviour (CHECKLIST "Deferred" 1–16, 21; Twisted's test_defer.py).
 
+mod common;
+
+use common::{Boom, log};
 use std::cell::{Cell, RefCell};
 use std::rc::Rc;
 
 use torsion::defer::{DeferredHandle, fail, maybe_deferred, succeed};
 use torsion::error::{AlreadyCalled, Cancelled};
 use torsion::{Deferred, Failure};
-
-#[derive(Debug)]
-struct Boom;
-impl std::fmt::Display for Boom {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.write_str("boom")
-    }
-}
-impl std::error::Error for Boom {}
-
-type Log = Rc<RefCell<Vec<String>>>;
-
-fn log() -> Log {
-    Rc::new(RefCell::new(Vec::new()))
-}
 
 fn result_of<T: 'static>(mut d: Deferred<T>) -> Result<T, Failure> {
     d.take_result().expect("the Deferred has no result yet")

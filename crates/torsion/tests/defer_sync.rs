@@ -1,6 +1,9 @@
 //! DeferredLock, DeferredSemaphore and DeferredQueue (CHECKLIST "Deferred" 24–26; Twisted's
 //! test_defer.py `LockTests`/`DeferredSemaphoreTests`/`QueueTests`).
 
+mod common;
+
+use common::{Boom, Log, log};
 use std::cell::{Cell, RefCell};
 use std::rc::Rc;
 
@@ -8,21 +11,6 @@ use torsion::defer::{DeferredLock, DeferredQueue, DeferredSemaphore, fail};
 use torsion::error::{Cancelled, InvalidArgument, Panicked, QueueOverflow, QueueUnderflow};
 use torsion::testing::collect_unhandled_failures;
 use torsion::{Deferred, Failure};
-
-#[derive(Debug)]
-struct Boom;
-impl std::fmt::Display for Boom {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.write_str("boom")
-    }
-}
-impl std::error::Error for Boom {}
-
-type Log = Rc<RefCell<Vec<String>>>;
-
-fn log() -> Log {
-    Rc::new(RefCell::new(Vec::new()))
-}
 
 fn note(log: &Log, what: impl Into<String>) {
     log.borrow_mut().push(what.into());

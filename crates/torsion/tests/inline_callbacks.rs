@@ -1,20 +1,14 @@
 //! async as inlineCallbacks (CHECKLIST 27–31; Twisted's test_inlinecb.py).
 
+mod common;
+
+use common::Boom;
 use std::cell::{Cell, RefCell};
 use std::rc::Rc;
 
 use torsion::defer::succeed;
 use torsion::error::Cancelled;
 use torsion::{Deferred, Failure, spawn};
-
-#[derive(Debug)]
-struct Boom;
-impl std::fmt::Display for Boom {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.write_str("boom")
-    }
-}
-impl std::error::Error for Boom {}
 
 #[test]
 fn awaiting_gives_the_value_failures_can_be_matched_and_return_ends() {

@@ -4,12 +4,12 @@
 
 mod common;
 
+use common::listen_local;
 use std::cell::{Cell, RefCell};
 use std::rc::Rc;
 use std::time::Duration;
 
 use torsion::error::ConnectionDone;
-use torsion::net::tcp::ListenOptions;
 use torsion::net::{Address, Producer, Transport, TransportOps};
 use torsion::protocol::{Factory, Protocol};
 use torsion::protocols::policies::{
@@ -661,16 +661,6 @@ fn throttling_pauses_the_registered_producers_when_writes_exceed_the_limit() {
 
 // ===== over real TCP =====
 
-fn listen(reactor: &Reactor, factory: Rc<impl Factory>) -> (torsion::net::tcp::Port, u16) {
-    let options = ListenOptions {
-        interface: [127, 0, 0, 1].into(),
-        ..ListenOptions::default()
-    };
-    let port = reactor.listen_tcp_with(0, factory, options).unwrap();
-    let n = port.host().port().unwrap();
-    (port, n)
-}
-
 /// Connects an [`AccumulatingProtocol`] to `port` and hands back its state.
 fn connect(reactor: &Reactor, port: u16) -> Rc<AccumulatorState> {
     let protocol = AccumulatingProtocol::new();
@@ -720,7 +710,7 @@ reactor_test! {
     ) {
         let (make, server_states) = accumulating();
         let factory = LimitTotalConnectionsFactory::new(Rc::new(make), Some(2));
-        let (port, n) = listen(&reactor, factory.clone());
+        let (port, n) = listen_local(&reactor, factory.clone());
         let r = reactor.clone();
         run(&reactor, async move {
             let a = connect(&r, n);
@@ -758,7 +748,7 @@ reactor_test! {
         };
         let (make, server_states) = accumulating();
         let factory = ThrottlingFactory::new(&reactor, Rc::new(make), limits);
-        let (port, n) = listen(&reactor, factory.clone());
+        let (port, n) = listen_local(&reactor, factory.clone());
         let r = reactor.clone();
         run(&reactor, async move {
             let client = connect(&r, n);

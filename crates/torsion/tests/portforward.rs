@@ -3,11 +3,12 @@
 
 mod common;
 
+use common::listen_local;
 use std::cell::{Cell, RefCell};
 use std::rc::Rc;
 
 use torsion::endpoints::{ClientEndpoint, TcpClientEndpoint};
-use torsion::net::tcp::{HIGH_WATER_MARK, ListenOptions, Port};
+use torsion::net::tcp::{HIGH_WATER_MARK, Port};
 use torsion::net::{Producer, Transport, TransportOps};
 use torsion::protocol::{Factory, Protocol};
 use torsion::protocols::policies::{WrappingFactory, WrappingTransport};
@@ -19,16 +20,6 @@ use torsion::{Deferred, Failure, Reactor, spawn};
 
 /// The size of one read from a socket (the reactor's read buffer).
 const READ_SIZE: usize = 64 * 1024;
-
-fn listen(reactor: &Reactor, factory: Rc<impl Factory>) -> (Port, u16) {
-    let options = ListenOptions {
-        interface: [127, 0, 0, 1].into(),
-        ..ListenOptions::default()
-    };
-    let port = reactor.listen_tcp_with(0, factory, options).unwrap();
-    let n = port.host().port().unwrap();
-    (port, n)
-}
 
 /// Connects `protocol` to `port` on loopback.
 fn connect<P: Protocol + Default>(reactor: &Reactor, port: u16, protocol: P) {
@@ -112,7 +103,7 @@ impl Proxy {
         });
         let endpoint: Rc<dyn ClientEndpoint> = outgoing.clone();
         let accepted = WrappingFactory::new(ProxyFactory::with_endpoint(endpoint));
-        let (port, number) = listen(reactor, accepted.clone());
+        let (port, number) = listen_local(reactor, accepted.clone());
         Proxy {
             port,
             number,
@@ -178,7 +169,7 @@ reactor_test! {
             *keep.borrow_mut() = Some(s.state.clone());
             s
         });
-        let (server_port, target) = listen(&reactor, server);
+        let (server_port, target) = listen_local(&reactor, server);
         let proxy = Proxy::new(&reactor, target);
 
         let client = Sender::new(pattern(1000, 1));
@@ -242,7 +233,7 @@ reactor_test! {
         let big = pattern(300_000, 9);
         let payload = big.clone();
         let server = Rc::new(move || Hangup(payload.clone()));
-        let (server_port, target) = listen(&reactor, server);
+        let (server_port, target) = listen_local(&reactor, server);
         let proxy = Proxy::new(&reactor, target);
         let client = AccumulatingProtocol::new();
         let seen = client.state();
@@ -269,7 +260,7 @@ reactor_test! {
             state: state.clone(),
             transport: None,
         });
-        let (server_port, target) = listen(&reactor, server);
+        let (server_port, target) = listen_local(&reactor, server);
         let proxy = Rc::new(Proxy::new(&reactor, target));
         connect(&reactor, proxy.number, Writer { left: TOTAL, transport: None, me: None });
 

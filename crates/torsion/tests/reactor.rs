@@ -3,6 +3,7 @@
 
 mod common;
 
+use common::{log, push};
 use std::cell::{Cell, RefCell};
 use std::io::Write;
 use std::os::fd::{AsRawFd, RawFd};
@@ -16,16 +17,6 @@ use torsion::reactor::{FileDescriptor, Phase, ReadDescriptor, SystemEvent, Write
 use torsion::threads::blocking_call_from_thread;
 use torsion::time::ReactorTime;
 use torsion::{Deferred, Failure, Reactor};
-
-type Log = Rc<RefCell<Vec<String>>>;
-
-fn log() -> Log {
-    Rc::new(RefCell::new(Vec::new()))
-}
-
-fn push(log: &Log, s: impl Into<String>) {
-    log.borrow_mut().push(s.into());
-}
 
 fn stop_soon(reactor: &Reactor) {
     let r = reactor.clone();

@@ -4,6 +4,7 @@
 
 mod common;
 
+use common::listen_local;
 use std::cell::{Cell, RefCell};
 use std::io::{Read, Write};
 use std::rc::Rc;
@@ -11,7 +12,6 @@ use std::time::Duration;
 
 use torsion::error::{ConnectionLost, InvalidArgument};
 use torsion::net::Transport;
-use torsion::net::tcp::ListenOptions;
 use torsion::protocol::Protocol;
 use torsion::reactor::{Phase, SystemEvent};
 use torsion::time::ReactorTime;
@@ -41,21 +41,6 @@ impl Protocol for Draining {
     fn connection_lost(&mut self, reason: Failure) {
         self.lost.borrow_mut().push(reason);
     }
-}
-
-fn listen_local(
-    reactor: &Reactor,
-    factory: Rc<impl torsion::protocol::Factory>,
-) -> (torsion::net::tcp::Port, u16) {
-    let options = ListenOptions {
-        interface: [127, 0, 0, 1].into(),
-        ..ListenOptions::default()
-    };
-    let port = reactor
-        .listen_tcp_with(0, factory, options)
-        .expect("listen");
-    let n = port.host().port().expect("a TCP port");
-    (port, n)
 }
 
 reactor_test! {

@@ -4,6 +4,7 @@
 
 mod common;
 
+use common::{Boom, Log, log};
 use std::cell::{Cell, RefCell};
 use std::process::ExitCode;
 use std::rc::Rc;
@@ -17,21 +18,6 @@ use torsion::task::{Cooperator, LoopingCall, defer_later, react_result, react_wi
 use torsion::testing::collect_unhandled_failures;
 use torsion::time::{Clock, ReactorTime};
 use torsion::{Deferred, Failure};
-
-#[derive(Debug)]
-struct Boom;
-impl std::fmt::Display for Boom {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.write_str("boom")
-    }
-}
-impl std::error::Error for Boom {}
-
-type Log = Rc<RefCell<Vec<String>>>;
-
-fn log() -> Log {
-    Rc::new(RefCell::new(Vec::new()))
-}
 
 fn take(log: &Log) -> Vec<String> {
     std::mem::take(&mut *log.borrow_mut())

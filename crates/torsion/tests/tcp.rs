@@ -3,6 +3,7 @@
 mod common;
 
 use common::Echo;
+use common::{Log, listen_local, log};
 
 use std::cell::{Cell, RefCell};
 use std::net::SocketAddr;
@@ -17,12 +18,6 @@ use torsion::net::{Address, Producer, Transport};
 use torsion::protocol::{ClientFactory, Factory, Protocol};
 use torsion::time::ReactorTime;
 use torsion::{Failure, Reactor};
-
-type Log = Rc<RefCell<Vec<String>>>;
-
-fn log() -> Log {
-    Rc::new(RefCell::new(Vec::new()))
-}
 
 /// Sends `payload` on connect, collects what comes back, reports when the connection ends.
 struct Collector {
@@ -109,16 +104,6 @@ impl ClientFactory for ClientRecorder {
             .push("client_connection_lost".into());
         let _ = self.reactor.stop();
     }
-}
-
-fn local_port(reactor: &Reactor, factory: Rc<impl Factory>) -> (torsion::net::tcp::Port, u16) {
-    let options = ListenOptions {
-        interface: [127, 0, 0, 1].into(),
-        ..ListenOptions::default()
-    };
-    let port = reactor.listen_tcp_with(0, factory, options).unwrap();
-    let n = port.host().port().unwrap();
-    (port, n)
 }
 
 fn a_closed_port() -> u16 {
@@ -231,7 +216,7 @@ fn counting_echo(count: &Rc<Cell<usize>>) -> Rc<impl Factory> {
 
 reactor_test! {
     fn echo_round_trip_then_clean_close(reactor: Reactor) {
-        let (port, n) = local_port(&reactor, Rc::new(Echo::default));
+        let (port, n) = listen_local(&reactor, Rc::new(Echo::default));
         let client = ClientRecorder::new(&reactor, b"hello, world", Some(12));
         reactor.connect_tcp("127.0.0.1", n, client.clone());
         common::safety_stop(&reactor, 20.0);
@@ -300,8 +285,8 @@ reactor_test! {
     fn connect_tcp_addresses_tries_each_in_order_until_one_connects(reactor: Reactor) {
         let (_refused_socket, refused) = refusing(([127, 0, 0, 1], 0).into()).unwrap();
         let (first_count, second_count) = (Rc::new(Cell::new(0)), Rc::new(Cell::new(0)));
-        let (_first_port, first) = local_port(&reactor, counting_echo(&first_count));
-        let (_second_port, second) = local_port(&reactor, counting_echo(&second_count));
+        let (_first_port, first) = listen_local(&reactor, counting_echo(&first_count));
+        let (_second_port, second) = listen_local(&reactor, counting_echo(&second_count));
         let loopback = |port| SocketAddr::from(([127, 0, 0, 1], port));
         // Refused, then a listening server, then another that must not be reached.
         let client = ClientRecorder::new(&reactor, b"ping", Some(4));
@@ -363,7 +348,7 @@ reactor_test! {
     }
 
     fn connection_lost_runs_before_client_connection_lost(reactor: Reactor) {
-        let (_port, n) = local_port(&reactor, Rc::new(Echo::default));
+        let (_port, n) = listen_local(&reactor, Rc::new(Echo::default));
         let client = ClientRecorder::new(&reactor, b"x", Some(1));
         reactor.connect_tcp("127.0.0.1", n, client.clone());
         common::safety_stop(&reactor, 20.0);
@@ -391,8 +376,8 @@ reactor_test! {
         }
         let events = log();
         let factory = Rc::new(Counting { events: events.clone() });
-        let (p1, _) = local_port(&reactor, factory.clone());
-        let (p2, _) = local_port(&reactor, factory.clone());
+        let (p1, _) = listen_local(&reactor, factory.clone());
+        let (p2, _) = listen_local(&reactor, factory.clone());
         assert_eq!(*events.borrow(), vec!["start"]);
         let r = reactor.clone();
         let e = events.clone();
@@ -417,7 +402,7 @@ reactor_test! {
                 None
             }
         }
-        let (_port, n) = local_port(&reactor, Rc::new(Refuse));
+        let (_port, n) = listen_local(&reactor, Rc::new(Refuse));
         let client = ClientRecorder::new(&reactor, b"anyone?", None);
         reactor.connect_tcp("127.0.0.1", n, client.clone());
         common::safety_stop(&reactor, 20.0);
@@ -435,7 +420,7 @@ reactor_test! {
             }
         }
         let k = kept.clone();
-        let (_port, n) = local_port(&reactor, Rc::new(move || Keep(k.clone())));
+        let (_port, n) = listen_local(&reactor, Rc::new(move || Keep(k.clone())));
         let client = ClientRecorder::new(&reactor, b"bye", Some(0));
         reactor.connect_tcp("127.0.0.1", n, client.clone());
         common::safety_stop(&reactor, 20.0);
@@ -472,7 +457,7 @@ reactor_test! {
         let count = Rc::new(Cell::new(0));
         let reason = Rc::new(RefCell::new(None));
         let (c, rs, r) = (count.clone(), reason.clone(), reactor.clone());
-        let (_port, n) = local_port(&reactor, Rc::new(move || Aborter {
+        let (_port, n) = listen_local(&reactor, Rc::new(move || Aborter {
             count: c.clone(),
             reason: rs.clone(),
             reactor: r.clone(),
@@ -525,7 +510,7 @@ reactor_test! {
                 self.write_lost.set(true);
             }
         }
-        let (_port, n) = local_port(&reactor, Rc::new(|| HalfCloser { got: Vec::new(), transport: None }));
+        let (_port, n) = listen_local(&reactor, Rc::new(|| HalfCloser { got: Vec::new(), transport: None }));
         let out = Rc::new(RefCell::new(Vec::new()));
         let write_lost = Rc::new(Cell::new(false));
         let (o, w, r) = (out.clone(), write_lost.clone(), reactor.clone());
@@ -561,7 +546,7 @@ reactor_test! {
             }
         }
         let sl = server_lost.clone();
-        let (_port, n) = local_port(&reactor, Rc::new(move || Plain(sl.clone())));
+        let (_port, n) = listen_local(&reactor, Rc::new(move || Plain(sl.clone())));
         struct HalfCloser;
         impl Protocol for HalfCloser {
             fn connection_made(&mut self, t: Transport) {
@@ -606,7 +591,7 @@ reactor_test! {
             }
         }
         let rs = reasons.clone();
-        let (_port, n) = local_port(&reactor, Rc::new(move || Recording(None, rs.clone())));
+        let (_port, n) = listen_local(&reactor, Rc::new(move || Recording(None, rs.clone())));
         struct Resetter;
         impl Protocol for Resetter {
             fn connection_made(&mut self, t: Transport) {
@@ -671,7 +656,7 @@ reactor_test! {
             data.iter().enumerate().fold(0u64, |acc, (i, &b)| acc.wrapping_mul(31).wrapping_add(b as u64 ^ i as u64))
         };
         let expected = checksum(&payload);
-        let (_port, n) = local_port(&reactor, Rc::new(Echo::default));
+        let (_port, n) = listen_local(&reactor, Rc::new(Echo::default));
         let client = ClientRecorder::new(&reactor, &payload, Some(SIZE));
         drop(payload);
         reactor.connect_tcp("127.0.0.1", n, client.clone());
@@ -811,7 +796,7 @@ reactor_test! {
         let resumed = Rc::new(Cell::new(0));
         let second = Rc::new(RefCell::new(None));
         let (rs, sc) = (resumed.clone(), second.clone());
-        let (_port, n) = local_port(&reactor, Rc::new(move || Registers { resumed: rs.clone(), second: sc.clone() }));
+        let (_port, n) = listen_local(&reactor, Rc::new(move || Registers { resumed: rs.clone(), second: sc.clone() }));
         let client = ClientRecorder::new(&reactor, b"", None);
         reactor.connect_tcp("127.0.0.1", n, client.clone());
         common::safety_stop(&reactor, 20.0);
@@ -904,7 +889,7 @@ reactor_test! {
         let pauses = Rc::new(Cell::new(0));
         let max_buffered = Rc::new(Cell::new(0));
         let (p, m, r) = (pauses.clone(), max_buffered.clone(), reactor.clone());
-        let (_port, n) = local_port(&reactor, Rc::new(move || Server {
+        let (_port, n) = listen_local(&reactor, Rc::new(move || Server {
             pauses: p.clone(),
             max_buffered: m.clone(),
             reactor: r.clone(),

@@ -4,6 +4,7 @@
 mod common;
 
 use common::Echo;
+use common::TempDir;
 
 use std::cell::RefCell;
 use std::ffi::OsStr;
@@ -24,30 +25,6 @@ use torsion::net::unix::{PeerCredentials, UnixListenOptions};
 use torsion::net::{Address, Transport};
 use torsion::protocol::{ClientFactory, Factory, Protocol};
 use torsion::{Deferred, Failure, Reactor};
-
-/// A fresh directory under the system's temporary directory, removed on drop.
-struct TempDir(PathBuf);
-
-impl TempDir {
-    fn new() -> TempDir {
-        static NEXT: AtomicUsize = AtomicUsize::new(0);
-        let n = NEXT.fetch_add(1, Ordering::Relaxed);
-        let dir = std::env::temp_dir().join(format!("torsion-unix-{}-{n}", std::process::id()));
-        let _ = fs::remove_dir_all(&dir);
-        fs::create_dir_all(&dir).unwrap();
-        TempDir(dir)
-    }
-
-    fn join(&self, name: &str) -> PathBuf {
-        self.0.join(name)
-    }
-}
-
-impl Drop for TempDir {
-    fn drop(&mut self) {
-        let _ = fs::remove_dir_all(&self.0);
-    }
-}
 
 /// A name in the abstract namespace no other test uses.
 fn abstract_name() -> String {

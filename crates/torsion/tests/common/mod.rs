@@ -76,3 +76,64 @@ impl torsion::protocol::Protocol for Echo {
         }
     }
 }
+
+torsion::error_type!(
+    /// The error tests fail with.
+    pub Boom, "boom"
+);
+
+/// What a test's callbacks saw, in order.
+pub type Log = std::rc::Rc<std::cell::RefCell<Vec<String>>>;
+
+/// An empty [`Log`].
+pub fn log() -> Log {
+    Log::default()
+}
+
+/// Appends to a [`Log`].
+pub fn push(log: &Log, s: impl Into<String>) {
+    log.borrow_mut().push(s.into());
+}
+
+/// Listens on an ephemeral port of 127.0.0.1; returns the port and its number.
+pub fn listen_local(
+    reactor: &torsion::Reactor,
+    factory: std::rc::Rc<impl torsion::protocol::Factory>,
+) -> (torsion::net::tcp::Port, u16) {
+    let options = torsion::net::tcp::ListenOptions {
+        interface: [127, 0, 0, 1].into(),
+        ..Default::default()
+    };
+    let port = reactor
+        .listen_tcp_with(0, factory, options)
+        .expect("cannot listen on 127.0.0.1");
+    let n = port.host().port().expect("a TCP port");
+    (port, n)
+}
+
+/// A fresh directory under the system's temporary directory, removed on drop.
+pub struct TempDir(pub std::path::PathBuf);
+
+impl TempDir {
+    /// A new empty directory, named after this process and a counter.
+    pub fn new() -> TempDir {
+        use std::sync::atomic::{AtomicUsize, Ordering};
+        static NEXT: AtomicUsize = AtomicUsize::new(0);
+        let n = NEXT.fetch_add(1, Ordering::Relaxed);
+        let dir = std::env::temp_dir().join(format!("torsion-test-{}-{n}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&dir);
+        std::fs::create_dir_all(&dir).expect("cannot create a temporary directory");
+        TempDir(dir)
+    }
+
+    /// A path inside the directory.
+    pub fn join(&self, name: &str) -> std::path::PathBuf {
+        self.0.join(name)
+    }
+}
+
+impl Drop for TempDir {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_dir_all(&self.0);
+    }
+}
