@@ -457,6 +457,9 @@ fn wake_waiter(chain: &Chain) {
     }
 }
 
+/// Where a running reactor takes work that must wait for the current callback to return.
+pub(crate) type AfterCallbackHook = Rc<dyn Fn(Box<dyn FnOnce()>)>;
+
 thread_local! {
     /// Steps of dropped chains, emptied in a loop so that dropping a deep nest of waiting
     /// chains never recurses.
@@ -465,7 +468,7 @@ thread_local! {
     /// Where work goes that must not run inside the callback running now: the running
     /// reactor's `call_soon` queue, installed by `Reactor::run` (this layer does not know
     /// the reactor); with none, the work runs at once.
-    static AFTER_CALLBACK: RefCell<Option<Rc<dyn Fn(Box<dyn FnOnce()>)>>> = const { RefCell::new(None) };
+    static AFTER_CALLBACK: RefCell<Option<AfterCallbackHook>> = const { RefCell::new(None) };
     /// When set (by the test harness), unhandled failures are collected here too.
     static CAPTURE: RefCell<Option<Vec<Failure>>> = const { RefCell::new(None) };
 }
@@ -496,16 +499,17 @@ impl Drop for State {
 
 /// Installs (or, with `None`, removes) where [`after_callback`] sends work on this thread;
 /// returns what was installed before.
-pub(crate) fn set_after_callback(
-    hook: Option<Rc<dyn Fn(Box<dyn FnOnce()>)>>,
-) -> Option<Rc<dyn Fn(Box<dyn FnOnce()>)>> {
+pub(crate) fn set_after_callback(hook: Option<AfterCallbackHook>) -> Option<AfterCallbackHook> {
     AFTER_CALLBACK.with(|h| h.replace(hook))
 }
 
 /// Runs `work` once the callback running now has returned: through the hook a running
 /// reactor installs, else at once.
 fn after_callback(work: Box<dyn FnOnce()>) {
-    let hook = AFTER_CALLBACK.try_with(|h| h.borrow().clone()).ok().flatten();
+    let hook = AFTER_CALLBACK
+        .try_with(|h| h.borrow().clone())
+        .ok()
+        .flatten();
     match hook {
         Some(hook) => hook(work),
         None => work(),
