@@ -635,3 +635,497 @@ fn parse_unix_client(
     spec.check_pid = args.flag("lockfile", false)?;
     Ok(Box::new(UnixClientEndpoint::new(reactor, spec)))
 }
+
+#[cfg(test)]
+mod tests {
+    //! The splitting and binding of descriptions, pinned against what Twisted's
+    //! `twisted.internet.endpoints._parse` (and `serverFromString`, `clientFromString`) do
+    //! with the same strings; where torsion is stricter, the test says so.
+
+    use std::any::Any;
+
+    use super::*;
+
+    fn split(description: &str) -> (String, Vec<String>, Vec<(String, String)>) {
+        let args = EndpointArgs::parse(description)
+            .unwrap_or_else(|problem| panic!("{description:?} did not split: {problem:?}"));
+        (args.endpoint_type, args.positional, args.keywords)
+    }
+
+    fn strings(items: &[&str]) -> Vec<String> {
+        items.iter().map(|s| s.to_string()).collect()
+    }
+
+    fn pairs(items: &[(&str, &str)]) -> Vec<(String, String)> {
+        items
+            .iter()
+            .map(|(k, v)| (k.to_string(), v.to_string()))
+            .collect()
+    }
+
+    fn server_problem(description: &str) -> EndpointSyntaxProblem {
+        let reactor = Reactor::new().unwrap();
+        match server_from_string(&reactor, description) {
+            Ok(endpoint) => panic!("{description:?} parsed as {endpoint:?}"),
+            Err(err) => {
+                assert_eq!(err.description, description);
+                err.problem
+            }
+        }
+    }
+
+    fn client_problem(description: &str) -> EndpointSyntaxProblem {
+        let reactor = Reactor::new().unwrap();
+        match client_from_string(&reactor, description) {
+            Ok(endpoint) => panic!("{description:?} parsed as {endpoint:?}"),
+            Err(err) => {
+                assert_eq!(err.description, description);
+                err.problem
+            }
+        }
+    }
+
+    #[test]
+    fn colons_separate_the_type_positional_and_keyword_arguments() {
+        // _parse: (['tcp', '8080'], {'interface': '127.0.0.1', 'backlog': '100'})
+        assert_eq!(
+            split("tcp:8080:interface=127.0.0.1:backlog=100"),
+            (
+                "tcp".into(),
+                strings(&["8080"]),
+                pairs(&[("interface", "127.0.0.1"), ("backlog", "100")])
+            )
+        );
+        // _parse: (['tcp'], {'port': '80', 'interface': '127.0.0.1'})
+        assert_eq!(
+            split("tcp:port=80:interface=127.0.0.1"),
+            (
+                "tcp".into(),
+                vec![],
+                pairs(&[("port", "80"), ("interface", "127.0.0.1")])
+            )
+        );
+    }
+
+    #[test]
+    fn a_type_alone_has_no_arguments() {
+        // _parse: (['tcp'], {})
+        assert_eq!(split("tcp"), ("tcp".into(), vec![], vec![]));
+    }
+
+    #[test]
+    fn a_backslash_escapes_colons_equals_and_backslashes() {
+        // _parse: (['unix', 'foo:bar=baz:qux\\'], {'mode': '0660'})
+        assert_eq!(
+            split(r"unix:foo\:bar\=baz\:qux\\:mode=0660"),
+            (
+                "unix".into(),
+                strings(&[r"foo:bar=baz:qux\"]),
+                pairs(&[("mode", "0660")])
+            )
+        );
+        // _parse: (['tcp', '8080'], {'interface': '::1'})
+        assert_eq!(
+            split(r"tcp:8080:interface=\:\:1"),
+            (
+                "tcp".into(),
+                strings(&["8080"]),
+                pairs(&[("interface", "::1")])
+            )
+        );
+    }
+
+    #[test]
+    fn a_backslash_makes_any_character_literal() {
+        // _parse: (['tcp', 'ab'], {}): the backslash goes, the character stays.
+        assert_eq!(split(r"tcp:a\b"), ("tcp".into(), strings(&["ab"]), vec![]));
+        // _parse: (['tcp'], {'=x': 'y'}): an escaped `=` belongs to the key.
+        assert_eq!(
+            split(r"tcp:\=x=y"),
+            ("tcp".into(), vec![], pairs(&[("=x", "y")]))
+        );
+    }
+
+    #[test]
+    fn a_trailing_backslash_is_an_error() {
+        // Twisted's _tokenize runs out of characters (RuntimeError from StopIteration).
+        assert_eq!(
+            EndpointArgs::parse("tcp:80\\"),
+            Err(EndpointSyntaxProblem::TrailingBackslash)
+        );
+        assert_eq!(
+            server_problem("tcp:80\\"),
+            EndpointSyntaxProblem::TrailingBackslash
+        );
+    }
+
+    #[test]
+    fn only_the_first_equals_separates_key_and_value() {
+        // _parse: (['tcp', '80'], {'interface': 'a=b'})
+        assert_eq!(
+            split("tcp:80:interface=a=b"),
+            (
+                "tcp".into(),
+                strings(&["80"]),
+                pairs(&[("interface", "a=b")])
+            )
+        );
+        // _parse: (['tcp', '80'], {'': 'x'}): an empty key is still a key.
+        assert_eq!(
+            split("tcp:80:=x"),
+            ("tcp".into(), strings(&["80"]), pairs(&[("", "x")]))
+        );
+        // _parse: (['tcp', '80'], {'interface': ''}): and an empty value a value.
+        assert_eq!(
+            split("tcp:80:interface="),
+            ("tcp".into(), strings(&["80"]), pairs(&[("interface", "")]))
+        );
+    }
+
+    #[test]
+    fn trailing_and_doubled_colons_give_empty_positional_arguments() {
+        // _parse: (['tcp', ''], {}), (['tcp', '80', ''], {}), (['tcp', '', '80'], {})
+        assert_eq!(split("tcp:"), ("tcp".into(), strings(&[""]), vec![]));
+        assert_eq!(
+            split("tcp:80:"),
+            ("tcp".into(), strings(&["80", ""]), vec![])
+        );
+        assert_eq!(
+            split("tcp::80"),
+            ("tcp".into(), strings(&["", "80"]), vec![])
+        );
+        // The empty argument is there, but counts as missing where one is required
+        // (Twisted: int('') raises ValueError).
+        assert_eq!(
+            server_problem("tcp:"),
+            EndpointSyntaxProblem::MissingArgument {
+                endpoint: "tcp".into(),
+                argument: "port".into()
+            }
+        );
+        // One argument more than a TCP server takes positionally is too many.
+        assert_eq!(
+            server_problem("tcp:80:0.0.0.0:50:"),
+            EndpointSyntaxProblem::TooManyArguments {
+                endpoint: "tcp".into(),
+                given: 4,
+                max: 3
+            }
+        );
+    }
+
+    #[test]
+    fn a_description_without_a_type_is_empty() {
+        // Twisted fails on these too: "", ":" and ":80" split to a type of '' ("Unknown
+        // endpoint type: ''"), "=x" to no positional argument at all (an IndexError).
+        for description in ["", ":", ":80", "=x"] {
+            assert_eq!(
+                EndpointArgs::parse(description),
+                Err(EndpointSyntaxProblem::Empty),
+                "{description:?}"
+            );
+            assert_eq!(server_problem(description), EndpointSyntaxProblem::Empty);
+            assert_eq!(client_problem(description), EndpointSyntaxProblem::Empty);
+        }
+        // An escaped colon is a type named ":", which no parser knows (as in Twisted).
+        assert_eq!(
+            server_problem("\\:"),
+            EndpointSyntaxProblem::UnknownType(":".into())
+        );
+    }
+
+    #[test]
+    fn a_type_given_as_a_keyword_is_refused() {
+        // Stricter than Twisted, whose _parse gives (['c'], {'a': 'b'}) and so takes the
+        // first positional argument as the type wherever it stands.
+        assert_eq!(
+            EndpointArgs::parse("a=b:c"),
+            Err(EndpointSyntaxProblem::Empty)
+        );
+    }
+
+    #[test]
+    fn non_ascii_text_passes_through_unchanged() {
+        // _parse: (['unix', '/tmp/ü.sock'], {'mode': '660'})
+        assert_eq!(
+            split("unix:/tmp/ü.sock:mode=660"),
+            (
+                "unix".into(),
+                strings(&["/tmp/ü.sock"]),
+                pairs(&[("mode", "660")])
+            )
+        );
+        // A backslash escapes a character, not a byte; keys may be any text (Twisted's
+        // _parse fails on a non-ASCII key, which it makes a native ASCII string).
+        assert_eq!(
+            split(r"x:\ü\€=\日本"),
+            ("x".into(), vec![], pairs(&[("ü€", "日本")]))
+        );
+        let reactor = Reactor::new().unwrap();
+        let endpoint = server_from_string(&reactor, "unix:/tmp/😀 sock:lockfile=0").unwrap();
+        let unix = (&*endpoint as &dyn Any)
+            .downcast_ref::<UnixServerEndpoint>()
+            .unwrap();
+        assert_eq!(unix.spec.path, std::path::Path::new("/tmp/😀 sock"));
+        // A non-ASCII interface is a bad value, not a panic (Twisted keeps it until
+        // listening fails).
+        assert!(matches!(
+            server_problem("tcp:80:interface=ü"),
+            EndpointSyntaxProblem::BadValue { argument, .. } if argument == "interface"
+        ));
+        // A non-ASCII type is an unknown type, named as written.
+        assert_eq!(
+            server_problem("ťcp:80"),
+            EndpointSyntaxProblem::UnknownType("ťcp".into())
+        );
+    }
+
+    #[test]
+    fn quoted_arguments_split_back_to_themselves() {
+        // quoteStringArgument escapes `\` and `:` only, as Twisted's does.
+        assert_eq!(
+            quote_string_argument(r"some : stuff \ "),
+            r"some \: stuff \\ "
+        );
+        assert_eq!(quote_string_argument("ü:\\"), "ü\\:\\\\");
+        assert_eq!(quote_string_argument(""), "");
+        assert_eq!(quote_string_argument("a=b"), "a=b");
+        let awkward = [
+            "",
+            ":",
+            "\\",
+            "\\:",
+            "::\\\\",
+            "some : stuff \\ ",
+            "ü:\\日本",
+            "/var/run/a:b.sock",
+            "a=b",
+            "=",
+            "x=y:z=w",
+        ];
+        for argument in awkward {
+            let quoted = quote_string_argument(argument);
+            // As a keyword's value, anything round-trips: after the first `=` of an
+            // argument, another `=` is a character.
+            assert_eq!(
+                split(&format!("x:k={quoted}")).2,
+                pairs(&[("k", argument)]),
+                "{argument:?} quoted as {quoted:?}"
+            );
+            // As a positional argument, anything without `=` does (as in Twisted, where
+            // `a=b` would become a keyword).
+            if !argument.contains('=') {
+                assert_eq!(
+                    split(&format!("x:{quoted}:y")).1,
+                    strings(&[argument, "y"]),
+                    "{argument:?} quoted as {quoted:?}"
+                );
+            }
+        }
+    }
+
+    #[test]
+    fn arguments_bind_by_position_then_by_keyword() {
+        let args = EndpointArgs::parse(r"tcp:80:backlog=7:interface=\:\:1").unwrap();
+        let bound = args.bind(&["port", "interface", "backlog"], 3).unwrap();
+        assert_eq!(bound.get("port"), Some("80"));
+        assert_eq!(bound.get("interface"), Some("::1"));
+        assert_eq!(bound.get("backlog"), Some("7"));
+        assert_eq!(bound.get("timeout"), None);
+        assert_eq!(bound.port("port"), Ok(80));
+        assert_eq!(bound.backlog(), Ok(7));
+        assert_eq!(
+            bound.interface(IpAddr::from([0, 0, 0, 0])),
+            Ok("::1".parse().unwrap())
+        );
+
+        // A keyword may use any name of its parameter; the first is the one bound.
+        let args = EndpointArgs::parse("unix:path=/tmp/s").unwrap();
+        let bound = args.bind(&["address|path", "mode"], 2).unwrap();
+        assert_eq!(bound.get("address"), Some("/tmp/s"));
+        assert_eq!(bound.get("path"), None);
+    }
+
+    #[test]
+    fn positional_arguments_beyond_the_maximum_are_too_many() {
+        // Twisted: "_parseTCP() takes from 2 to 4 positional arguments but 5 were given".
+        let args = EndpointArgs::parse("tcp:80:1.2.3.4:5:6").unwrap();
+        assert_eq!(
+            args.bind(&["port", "interface", "backlog"], 3),
+            Err(EndpointSyntaxProblem::TooManyArguments {
+                endpoint: "tcp".into(),
+                given: 4,
+                max: 3
+            })
+        );
+        // A maximum beyond the parameters is the number of parameters.
+        let args = EndpointArgs::parse("x:1:2").unwrap();
+        assert!(matches!(
+            args.bind(&["a"], 5),
+            Err(EndpointSyntaxProblem::TooManyArguments {
+                given: 2,
+                max: 1,
+                ..
+            })
+        ));
+    }
+
+    #[test]
+    fn an_unknown_keyword_is_an_error_naming_those_accepted() {
+        // Twisted: "_parseTCP() got an unexpected keyword argument 'bogus'".
+        assert_eq!(
+            server_problem("tcp:80:bogus=1"),
+            EndpointSyntaxProblem::UnknownKeyword {
+                endpoint: "tcp".into(),
+                keyword: "bogus".into(),
+                accepted: "port, interface, backlog".into()
+            }
+        );
+        // Keywords are matched with their case.
+        assert!(matches!(
+            server_problem("tcp:80:Backlog=1"),
+            EndpointSyntaxProblem::UnknownKeyword { keyword, .. } if keyword == "Backlog"
+        ));
+    }
+
+    #[test]
+    fn an_argument_given_twice_is_an_error() {
+        // Twisted: "_parseTCP() got multiple values for argument 'port'".
+        let twice = EndpointSyntaxProblem::DuplicateArgument {
+            endpoint: "tcp".into(),
+            argument: "port".into(),
+        };
+        assert_eq!(server_problem("tcp:port=80:80"), twice);
+        // Stricter than Twisted, whose keyword dict keeps the last of a repeated keyword.
+        assert_eq!(
+            server_problem("tcp:80:backlog=1:backlog=2"),
+            EndpointSyntaxProblem::DuplicateArgument {
+                endpoint: "tcp".into(),
+                argument: "backlog".into()
+            }
+        );
+        // Twisted's _parseClientTCP lets `port=81` override the positional 80 here.
+        assert_eq!(client_problem("tcp:80:host=h:port=81"), twice);
+    }
+
+    #[test]
+    fn an_unknown_type_is_an_error_naming_it_as_written() {
+        // Twisted: "Unknown endpoint type: 'foo'".
+        assert_eq!(
+            server_problem("foo:80"),
+            EndpointSyntaxProblem::UnknownType("foo".into())
+        );
+        assert_eq!(
+            client_problem("Foo:80"),
+            EndpointSyntaxProblem::UnknownType("Foo".into())
+        );
+        // tcp6 listens but does not connect; ssl and tls exist only once registered.
+        for description in ["tcp6:host:80", "ssl:host:443", "tls:host:443"] {
+            assert!(matches!(
+                client_problem(description),
+                EndpointSyntaxProblem::UnknownType(_)
+            ));
+        }
+    }
+
+    #[test]
+    fn types_match_without_regard_to_case() {
+        // Looser than Twisted, which refuses `TcP:80` as an unknown type.
+        let reactor = Reactor::new().unwrap();
+        let endpoint = server_from_string(&reactor, "TcP:80").unwrap();
+        let tcp = (&*endpoint as &dyn Any)
+            .downcast_ref::<TcpServerEndpoint>()
+            .unwrap();
+        assert_eq!(tcp.port, 80);
+    }
+
+    #[test]
+    fn ports_are_whole_numbers_from_0_to_65535() {
+        let bad_port = |value: &str| EndpointSyntaxProblem::BadValue {
+            endpoint: "tcp".into(),
+            argument: "port".into(),
+            value: value.into(),
+            expected: "a port number from 0 to 65535".into(),
+        };
+        // Twisted: int('80x') raises ValueError.
+        assert_eq!(server_problem("tcp:80x"), bad_port("80x"));
+        // Stricter than Twisted, which takes 65536 and -1 and fails only when listening.
+        assert_eq!(server_problem("tcp:65536"), bad_port("65536"));
+        assert_eq!(server_problem("tcp:-1"), bad_port("-1"));
+        // Nor, unlike Python's int(), spaces around the number.
+        assert_eq!(server_problem("tcp: 80"), bad_port(" 80"));
+        assert_eq!(client_problem("tcp:h:99999"), bad_port("99999"));
+        // A client needs both host and port (Twisted: missing argument 'port').
+        assert_eq!(
+            client_problem("tcp:h"),
+            EndpointSyntaxProblem::MissingArgument {
+                endpoint: "tcp".into(),
+                argument: "port".into()
+            }
+        );
+        let args = EndpointArgs::parse("tcp:0").unwrap();
+        assert_eq!(args.bind(&["port"], 1).unwrap().port("port"), Ok(0));
+        let args = EndpointArgs::parse("tcp:65535").unwrap();
+        assert_eq!(args.bind(&["port"], 1).unwrap().port("port"), Ok(65535));
+    }
+
+    #[test]
+    fn a_client_port_comes_first_when_the_host_is_a_keyword() {
+        // Twisted's _parseClientTCP: one positional argument is the port when host= is
+        // given.
+        let reactor = Reactor::new().unwrap();
+        for description in ["tcp:host=example.com:80", "tcp:example.com:80"] {
+            let endpoint = client_from_string(&reactor, description).unwrap();
+            let tcp = (&*endpoint as &dyn Any)
+                .downcast_ref::<TcpClientEndpoint>()
+                .unwrap();
+            assert_eq!((tcp.host.as_str(), tcp.port), ("example.com", 80));
+        }
+    }
+
+    #[test]
+    fn modes_are_octal_permission_bits() {
+        assert_eq!(parse_octal_mode("660"), Some(0o660));
+        assert_eq!(parse_octal_mode("0660"), Some(0o660));
+        assert_eq!(parse_octal_mode("0o660"), Some(0o660));
+        assert_eq!(parse_octal_mode("0O7777"), Some(0o7777));
+        for bad in [
+            "",
+            "0o",
+            "8",
+            "66x",
+            "17777",
+            "-660",
+            "+660",
+            "ü",
+            "7".repeat(40).as_str(),
+        ] {
+            assert_eq!(parse_octal_mode(bad), None, "{bad:?}");
+        }
+    }
+
+    #[test]
+    fn flags_and_timeouts_parse_as_numbers() {
+        let bind = |description: &str| {
+            EndpointArgs::parse(description)
+                .unwrap()
+                .bind(&["lockfile", "timeout"], 0)
+                .unwrap()
+        };
+        assert_eq!(bind("x:lockfile=0").flag("lockfile", true), Ok(false));
+        assert_eq!(bind("x:lockfile=2").flag("lockfile", false), Ok(true));
+        assert_eq!(bind("x").flag("lockfile", true), Ok(true));
+        assert!(bind("x:lockfile=yes").flag("lockfile", false).is_err());
+        assert_eq!(
+            bind("x:timeout=2.5").timeout(),
+            Ok(Some(Duration::from_millis(2500)))
+        );
+        assert_eq!(bind("x").timeout(), Ok(Some(DEFAULT_CONNECT_TIMEOUT)));
+        for bad in ["-1", "nan", "inf", "five", ""] {
+            assert!(
+                bind(&format!("x:timeout={bad}")).timeout().is_err(),
+                "{bad:?}"
+            );
+        }
+    }
+}
