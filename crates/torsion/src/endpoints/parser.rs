@@ -271,7 +271,7 @@ impl BoundArgs {
                 v.parse::<f64>()
                     .ok()
                     .filter(|s| s.is_finite() && *s >= 0.0)
-                    .map(Duration::from_secs_f64)
+                    .and_then(|s| Duration::try_from_secs_f64(s).ok())
             })?
             .unwrap_or(DEFAULT_CONNECT_TIMEOUT),
         ))
@@ -1084,6 +1084,35 @@ mod tests {
     }
 
     #[test]
+    fn a_timeout_too_long_for_a_duration_is_a_bad_value_not_a_panic() {
+        // Twisted's clientFromString takes whole seconds only, so 1e300 is a ValueError
+        // there; here it parses as a number, too large for a Duration.
+        for description in [
+            "tcp:example.com:80:timeout=1e300",
+            "tcp:example.com:80:timeout=18446744073709551616",
+            "unix:/run/app.sock:timeout=1e20",
+        ] {
+            assert!(
+                matches!(
+                    client_problem(description),
+                    EndpointSyntaxProblem::BadValue { argument, .. } if argument == "timeout"
+                ),
+                "{description}"
+            );
+        }
+        // The largest whole number of seconds a Duration holds still parses.
+        let reactor = Reactor::new().unwrap();
+        let endpoint = client_from_string(&reactor, "tcp:example.com:80:timeout=1e19").unwrap();
+        let tcp = (&*endpoint as &dyn Any)
+            .downcast_ref::<TcpClientEndpoint>()
+            .unwrap();
+        assert_eq!(
+            tcp.timeout,
+            Some(Duration::from_secs(10_000_000_000_000_000_000))
+        );
+    }
+
+    #[test]
     fn modes_are_octal_permission_bits() {
         assert_eq!(parse_octal_mode("660"), Some(0o660));
         assert_eq!(parse_octal_mode("0660"), Some(0o660));
@@ -1121,7 +1150,15 @@ mod tests {
             Ok(Some(Duration::from_millis(2500)))
         );
         assert_eq!(bind("x").timeout(), Ok(Some(DEFAULT_CONNECT_TIMEOUT)));
-        for bad in ["-1", "nan", "inf", "five", ""] {
+        for bad in [
+            "-1",
+            "nan",
+            "inf",
+            "five",
+            "",
+            "1e300",
+            "18446744073709551616",
+        ] {
             assert!(
                 bind(&format!("x:timeout={bad}")).timeout().is_err(),
                 "{bad:?}"
