@@ -1,12 +1,22 @@
-//! Checks shared by the fuzz targets: each parses a stream fed whole and fed cut at
-//! fuzzer-chosen points, and asserts the two give the same frames, that the frames obey the
-//! format, and that nothing panics.
+//! Checks shared by the fuzz targets.
 //!
-//! A fuzz input is one configuration byte (delimiter, maximum length, prefix width, mode),
-//! one byte giving the number of cuts (mod 16), two bytes for each cut (big-endian, taken
-//! modulo the stream's length + 1), then the stream.
+//! The framers' targets (`line`, `netstring`, `prefixed`) each parse a stream fed whole and
+//! fed cut at fuzzer-chosen points, and assert the two give the same frames, that the frames
+//! obey the format, and that nothing panics. Their fuzz input is one configuration byte
+//! (delimiter, maximum length, prefix width, mode), one byte giving the number of cuts
+//! (mod 16), two bytes for each cut (big-endian, taken modulo the stream's length + 1), then
+//! the stream.
+//!
+//! The `endpoint_string` target takes its input as an endpoint description (inputs that are
+//! not UTF-8 are skipped) and checks the string parser: see [`check_endpoint_string`].
 
-use torsion::error::{LengthLimitExceeded, NetstringError};
+use std::cell::OnceCell;
+
+use torsion::Reactor;
+use torsion::endpoints::{
+    EndpointArgs, client_from_string, quote_string_argument, server_from_string,
+};
+use torsion::error::{EndpointSyntaxProblem, LengthLimitExceeded, NetstringError};
 use torsion::protocols::framing::{
     LineEvent, LineOnlyParser, LineParser, NetstringParser, PrefixWidth, PrefixedParser,
     encode_prefixed, netstring_encode,
@@ -279,4 +289,104 @@ pub fn check_prefixed(data: &[u8]) {
         }
     }
     assert!(input.stream.starts_with(&rebuilt));
+}
+
+/// Quotes `text` so that it splits back to itself in any place of a description: as
+/// [`quote_string_argument`] does, and `=` escaped too. That function leaves `=` alone, as
+/// Twisted's does: enough for a keyword's value, not for a key or a positional argument
+/// holding one.
+fn quote_anywhere(text: &str) -> String {
+    quote_string_argument(text).replace('=', "\\=")
+}
+
+/// Builds a description back from its parts, positional arguments first.
+fn unparse(args: &EndpointArgs) -> String {
+    let mut out = quote_anywhere(&args.endpoint_type);
+    for positional in &args.positional {
+        out.push(':');
+        out.push_str(&quote_anywhere(positional));
+    }
+    for (key, value) in &args.keywords {
+        out.push(':');
+        out.push_str(&quote_anywhere(key));
+        out.push('=');
+        out.push_str(&quote_string_argument(value));
+    }
+    out
+}
+
+/// The parameter lists of the built-in types, and how many each takes by position.
+const SIGNATURES: [(&[&str], usize); 4] = [
+    (&["port", "interface", "backlog"], 3),
+    (&["address|path", "mode", "backlog", "lockfile"], 4),
+    (&["host", "port", "timeout", "bindAddress|bind_address"], 2),
+    (&["domain", "index", "name"], 3),
+];
+
+thread_local! {
+    /// One reactor for the whole run: making endpoints needs one, though none of them
+    /// listens or connects here.
+    static REACTOR: OnceCell<Reactor> = const { OnceCell::new() };
+}
+
+/// Endpoint descriptions (`data` as UTF-8; other inputs are skipped):
+///
+/// - [`EndpointArgs::parse`] fails only for a description ending in an unescaped
+///   backslash, or naming no type; what it splits, put back together with every argument
+///   quoted, splits to the same parts;
+/// - any text, quoted with [`quote_string_argument`], is read back as a keyword's value,
+///   and, if it holds no `=`, as a positional argument;
+/// - binding the parts to the built-in types' parameters puts each positional argument
+///   under its parameter's name;
+/// - `server_from_string` and `client_from_string` return an endpoint or an error naming
+///   the description, and never panic. They only build endpoint values: nothing listens
+///   or connects.
+pub fn check_endpoint_string(data: &[u8]) {
+    let Ok(text) = std::str::from_utf8(data) else {
+        return;
+    };
+
+    let trailing_backslashes = text.chars().rev().take_while(|&c| c == '\\').count();
+    match EndpointArgs::parse(text) {
+        Ok(args) => {
+            assert!(trailing_backslashes % 2 == 0, "{text:?} split: {args:?}");
+            assert!(!args.endpoint_type.is_empty());
+            let again = unparse(&args);
+            assert_eq!(EndpointArgs::parse(&again).as_ref(), Ok(&args), "{again:?}");
+            for (params, max) in SIGNATURES {
+                if let Ok(bound) = args.bind(params, max) {
+                    for (value, param) in args.positional.iter().zip(params) {
+                        let name = param.split('|').next().unwrap();
+                        assert_eq!(bound.get(name), Some(value.as_str()));
+                    }
+                }
+            }
+        }
+        Err(EndpointSyntaxProblem::TrailingBackslash) => {
+            assert!(trailing_backslashes % 2 == 1, "{text:?}");
+        }
+        Err(EndpointSyntaxProblem::Empty) => assert!(trailing_backslashes % 2 == 0),
+        Err(other) => {
+            panic!("{text:?}: splitting fails only as Empty or TrailingBackslash: {other:?}")
+        }
+    }
+
+    let quoted = quote_string_argument(text);
+    let as_value = EndpointArgs::parse(&format!("x:k={quoted}")).unwrap();
+    assert_eq!(as_value.keywords, [("k".to_string(), text.to_string())]);
+    assert!(as_value.positional.is_empty());
+    if !text.contains('=') {
+        let as_positional = EndpointArgs::parse(&format!("x:{quoted}")).unwrap();
+        assert_eq!(as_positional.positional, [text]);
+    }
+
+    REACTOR.with(|cell| {
+        let reactor = cell.get_or_init(|| Reactor::new().expect("a reactor"));
+        if let Err(err) = server_from_string(reactor, text) {
+            assert_eq!(err.description, text);
+        }
+        if let Err(err) = client_from_string(reactor, text) {
+            assert_eq!(err.description, text);
+        }
+    });
 }

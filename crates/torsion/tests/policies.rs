@@ -778,7 +778,7 @@ reactor_test! {
             let leftover: Vec<_> = r
                 .delayed_calls()
                 .into_iter()
-                .filter(|call| call.location.file().ends_with("src/protocols/policies.rs"))
+                .filter(|call| call.location.file().contains("src/protocols/policies/"))
                 .collect();
             assert!(leftover.is_empty(), "timers left behind: {leftover:?}");
             drop(port.stop_listening());
