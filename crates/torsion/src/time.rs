@@ -41,7 +41,7 @@ use std::time::Duration;
 use slab::Slab;
 
 use crate::Failure;
-use crate::error::DelayedCallError;
+use crate::error::{DelayedCallError, InvalidArgument};
 
 /// A point in time: the duration since the clock's epoch (the reactor's start, or the
 /// creation of a [`Clock`]).
@@ -73,7 +73,7 @@ impl Time {
     /// Panics if `secs` is negative, not finite, or too large for a [`Duration`].
     #[track_caller]
     pub fn from_secs_f64(secs: f64) -> Time {
-        Time(secs_to_duration(secs))
+        Time(secs.into_delay())
     }
 
     /// Seconds since the epoch as a float (the value Twisted's `seconds()` returns).
@@ -128,69 +128,85 @@ impl fmt::Display for Time {
     }
 }
 
-/// Converts seconds to a [`Duration`], panicking with a message a user can act on.
-#[track_caller]
-fn secs_to_duration(secs: f64) -> Duration {
-    // Refuses negative, non-finite and overflowing values alike.
-    match Duration::try_from_secs_f64(secs) {
-        Ok(duration) => duration,
-        Err(_) => panic!("delay must be a finite, non-negative number of seconds, got {secs}"),
-    }
-}
-
-/// Conversion of a delay argument: a [`Duration`], or `f64` seconds as in Twisted
-/// (`call_later(1.5, f)`), or whole seconds as an integer.
+/// A delay or interval argument: a [`Duration`], `f64` seconds as in Twisted
+/// (`call_later(1.5, f)`), or whole seconds as an integer. The one conversion every API
+/// taking a time span uses.
 ///
-/// # Panics
+/// A negative, NaN or infinite `f64`, one too large for a [`Duration`], and a negative
+/// integer are refused with one [`InvalidArgument`] message (`delay must be a finite,
+/// non-negative number of seconds, got -1`), and one policy decides what happens then,
+/// following Twisted:
 ///
-/// [`into_delay`](IntoDelay::into_delay) panics for a negative, NaN or infinite `f64`, an
-/// `f64` too large for a [`Duration`], and a negative `i32`, with the message
-/// `delay must be a finite, non-negative number of seconds, got -1`. Twisted asserts the
-/// same (`callLater` refuses a negative delay).
+/// - APIs that return a `Result` anyway return it as their error:
+///   [`LoopingCall::start`](crate::task::LoopingCall::start) and the
+///   [`TimerService`](crate::application::TimerService)'s start (Twisted raises
+///   `ValueError`).
+/// - APIs that cannot otherwise fail ([`call_later`](ReactorTime::call_later),
+///   [`defer_later`](crate::task::defer_later), [`sleep`](crate::task::sleep),
+///   `add_timeout`, `Clock::advance`) panic at the caller's line with that message, as
+///   Twisted's `callLater` asserts and `Duration::from_secs_f64` panics: a bad constant is a
+///   programming error. For a span read from outside the program, check it first with
+///   [`try_into_delay`](IntoDelay::try_into_delay).
 pub trait IntoDelay {
-    /// The delay as a [`Duration`].
+    /// The span as a [`Duration`].
+    ///
+    /// # Errors
+    ///
+    /// [`InvalidArgument`] if it is negative, not finite, or too large for a [`Duration`].
+    fn try_into_delay(self) -> Result<Duration, InvalidArgument>;
+
+    /// The span as a [`Duration`], for APIs that cannot fail otherwise.
     ///
     /// # Panics
     ///
-    /// See the [trait documentation](IntoDelay#panics).
+    /// Where [`try_into_delay`](IntoDelay::try_into_delay) fails, with its message.
     #[track_caller]
-    fn into_delay(self) -> Duration;
+    fn into_delay(self) -> Duration
+    where
+        Self: Sized,
+    {
+        match self.try_into_delay() {
+            Ok(delay) => delay,
+            Err(InvalidArgument(message)) => panic!("{message}"),
+        }
+    }
+}
+
+fn refused(value: impl fmt::Display) -> InvalidArgument {
+    InvalidArgument(format!(
+        "delay must be a finite, non-negative number of seconds, got {value}"
+    ))
 }
 
 impl IntoDelay for Duration {
-    fn into_delay(self) -> Duration {
-        self
+    fn try_into_delay(self) -> Result<Duration, InvalidArgument> {
+        Ok(self)
     }
 }
 
 impl IntoDelay for f64 {
-    #[track_caller]
-    fn into_delay(self) -> Duration {
-        secs_to_duration(self)
+    fn try_into_delay(self) -> Result<Duration, InvalidArgument> {
+        Duration::try_from_secs_f64(self).map_err(|_| refused(self))
     }
 }
 
 impl IntoDelay for u64 {
-    fn into_delay(self) -> Duration {
-        Duration::from_secs(self)
+    fn try_into_delay(self) -> Result<Duration, InvalidArgument> {
+        Ok(Duration::from_secs(self))
     }
 }
 
 impl IntoDelay for u32 {
-    fn into_delay(self) -> Duration {
-        Duration::from_secs(u64::from(self))
+    fn try_into_delay(self) -> Result<Duration, InvalidArgument> {
+        Ok(Duration::from_secs(u64::from(self)))
     }
 }
 
 impl IntoDelay for i32 {
-    #[track_caller]
-    fn into_delay(self) -> Duration {
-        match u64::try_from(self) {
-            Ok(secs) => Duration::from_secs(secs),
-            Err(_) => {
-                panic!("delay must be a finite, non-negative number of seconds, got {self}")
-            }
-        }
+    fn try_into_delay(self) -> Result<Duration, InvalidArgument> {
+        u64::try_from(self)
+            .map(Duration::from_secs)
+            .map_err(|_| refused(self))
     }
 }
 

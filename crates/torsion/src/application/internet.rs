@@ -17,7 +17,8 @@ use crate::defer::IntoOutcome;
 use crate::endpoints::{ListeningPort, ServerEndpoint};
 use crate::error::{Cancelled, InvalidArgument};
 use crate::protocol::Factory;
-use crate::task::{IntoInterval, LoopingCall};
+use crate::task::LoopingCall;
+use crate::time::IntoDelay;
 use crate::time::{DelayedCall, DelayedCallInfo, ReactorTime, Time};
 use crate::{Deferred, Failure};
 
@@ -98,12 +99,12 @@ impl TimerService {
     /// A stopped timer calling `f` every `interval` on `clock` (the reactor, or a
     /// [`Clock`](crate::time::Clock) in tests; Twisted's `TimerService(step, callable)`).
     /// `f` returns `Result<(), Failure>` or a `Deferred<()>`, as for [`LoopingCall::new`];
-    /// the interval is `f64` seconds, a [`Duration`] or whole seconds ([`IntoInterval`]).
+    /// the interval is `f64` seconds, a [`Duration`] or whole seconds ([`IntoDelay`]).
     /// An interval that is negative or not finite is reported by
     /// [`start_service`](Service::start_service).
     pub fn new<C, R>(
         clock: &C,
-        interval: impl IntoInterval,
+        interval: impl IntoDelay,
         f: impl FnMut() -> R + 'static,
     ) -> Rc<TimerService>
     where
@@ -112,7 +113,7 @@ impl TimerService {
     {
         Rc::new(TimerService {
             state: ServiceState::new(),
-            interval: interval.into_interval(),
+            interval: interval.try_into_delay(),
             call: LoopingCall::new(SharedClock::new(clock), f),
             finished: RefCell::new(None),
         })

@@ -12,7 +12,7 @@ use std::time::Duration;
 
 use crate::defer::{IntoOutcome, maybe_deferred};
 use crate::error::InvalidArgument;
-use crate::time::{DelayedCall, ReactorTime, Time};
+use crate::time::{DelayedCall, IntoDelay, ReactorTime, Time};
 use crate::{Deferred, Failure, Resolver};
 
 const NANOS_PER_SEC: u128 = 1_000_000_000;
@@ -23,60 +23,6 @@ fn duration_from_nanos(nanos: u128) -> Duration {
         (nanos / NANOS_PER_SEC) as u64,
         (nanos % NANOS_PER_SEC) as u32,
     )
-}
-
-/// Conversion of a [`LoopingCall`] interval: `f64` seconds as in Twisted (`start(0.1)`), a
-/// [`Duration`], or whole seconds as an integer.
-///
-/// Unlike [`IntoDelay`](crate::time::IntoDelay), the conversion does not panic: a negative, NaN, infinite or too
-/// large `f64` (or a negative integer) is an [`InvalidArgument`], as Twisted raises
-/// `ValueError` for a negative interval.
-pub trait IntoInterval {
-    /// The interval as a [`Duration`].
-    ///
-    /// # Errors
-    ///
-    /// [`InvalidArgument`] if the value is negative, not finite, or too large for a
-    /// [`Duration`].
-    fn into_interval(self) -> Result<Duration, InvalidArgument>;
-}
-
-impl IntoInterval for f64 {
-    fn into_interval(self) -> Result<Duration, InvalidArgument> {
-        Duration::try_from_secs_f64(self).map_err(|_| {
-            InvalidArgument(format!(
-                "interval must be a finite, non-negative number of seconds, got {self}"
-            ))
-        })
-    }
-}
-
-impl IntoInterval for Duration {
-    fn into_interval(self) -> Result<Duration, InvalidArgument> {
-        Ok(self)
-    }
-}
-
-impl IntoInterval for u64 {
-    fn into_interval(self) -> Result<Duration, InvalidArgument> {
-        Ok(Duration::from_secs(self))
-    }
-}
-
-impl IntoInterval for u32 {
-    fn into_interval(self) -> Result<Duration, InvalidArgument> {
-        Ok(Duration::from_secs(u64::from(self)))
-    }
-}
-
-impl IntoInterval for i32 {
-    fn into_interval(self) -> Result<Duration, InvalidArgument> {
-        u64::try_from(self).map(Duration::from_secs).map_err(|_| {
-            InvalidArgument(format!(
-                "interval must be a non-negative number of seconds, got {self}"
-            ))
-        })
-    }
 }
 
 /// The looped function, type-erased: given the count of slots, returns the call's Deferred
@@ -204,7 +150,7 @@ impl<C: ReactorTime + 'static> LoopingCall<C> {
     }
 
     /// Starts the loop (Twisted's `LoopingCall.start`): calls the function every `interval`
-    /// ([`IntoInterval`]: `f64` seconds, a [`Duration`] or whole seconds), the first time at
+    /// ([`IntoDelay`]: `f64` seconds, a [`Duration`] or whole seconds), the first time at
     /// once if `now`, else after one interval.
     ///
     /// Returns a Deferred that fires with `()` when the loop is [stopped](LoopingCall::stop),
@@ -218,10 +164,10 @@ impl<C: ReactorTime + 'static> LoopingCall<C> {
     #[track_caller]
     pub fn start(
         &self,
-        interval: impl IntoInterval,
+        interval: impl IntoDelay,
         now: bool,
     ) -> Result<Deferred<()>, InvalidArgument> {
-        let interval = interval.into_interval()?;
+        let interval = interval.try_into_delay()?;
         if self.running() {
             return Err(InvalidArgument(
                 "LoopingCall::start: the loop is already running; stop it first".into(),

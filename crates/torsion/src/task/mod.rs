@@ -27,5 +27,5 @@ mod react;
 
 pub use cooperator::{CooperativeTask, Cooperator, DEFAULT_SLICE, WorkUnit};
 pub use defer_later::{defer_later, sleep};
-pub use looping_call::{IntoInterval, LoopingCall};
+pub use looping_call::LoopingCall;
 pub use react::{react, react_result, react_with};
