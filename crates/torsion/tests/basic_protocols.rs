@@ -498,6 +498,15 @@ impl LineHandler for Tolerant {
     }
 }
 
+impl LineOnlyHandler for Tolerant {
+    fn line_received(&mut self, _ctx: &mut LineOnlyContext<'_>, line: &[u8]) {
+        self.received.borrow_mut().push(line.to_vec());
+    }
+    fn line_length_exceeded(&mut self, _ctx: &mut LineOnlyContext<'_>, error: LineTooLong) {
+        self.too_long.borrow_mut().push(error);
+    }
+}
+
 /// Records lines and leaves line_length_exceeded to its default.
 struct Recording(Lines);
 
@@ -522,11 +531,14 @@ fn checklist_50_a_line_longer_than_max_length_disconnects() {
 
 #[test]
 fn checklist_50_an_unfinished_over_long_line_disconnects_before_its_delimiter() {
+    // As Twisted's LineReceiver: once MAX_LENGTH + len(delimiter) bytes have no delimiter.
     for size in [1, 7, 1000] {
         let received = Lines::default();
         let mut receiver = LineReceiver::new(Recording(received.clone())).with_max_length(100);
         let recorder = connect(&mut receiver);
         feed(&mut receiver, &[b'x'; 101], size);
+        assert!(!recorder.disconnecting.get(), "packets of {size} bytes");
+        receiver.data_received(b"x");
         assert!(recorder.disconnecting.get(), "packets of {size} bytes");
     }
     // A line of the maximum followed by the start of the delimiter may still be fine.
@@ -577,8 +589,600 @@ fn checklist_50_an_overriding_handler_gets_the_error_and_goes_on() {
     receiver.data_received(b"short\nmuch too long\n");
     receiver.data_received(b"next\n");
     assert_eq!(*received.borrow(), lines(&[b"short", b"next"]));
-    assert_eq!(*too_long.borrow(), [LineTooLong { length: 13, max: 6 }]);
+    assert_eq!(
+        *too_long.borrow(),
+        [LineTooLong {
+            length: 13,
+            max: 6,
+            line: b"much too long\n".to_vec()
+        }]
+    );
     assert!(!recorder.disconnecting.get());
+}
+
+#[test]
+fn line_length_exceeded_gets_the_rest_of_the_buffer_from_the_start_of_the_over_long_line() {
+    // Measured against Twisted 24.11's basic.py with a lineLengthExceeded that records and
+    // does not disconnect, fed the same two packets: LineReceiver passes the line, its
+    // delimiter and everything after; LineOnlyReceiver the line alone.
+    let packets: [&[u8]; 2] = [b"short\nmuch too long\nlost\nlo", b"st\nnext\n"];
+    let received = Lines::default();
+    let too_long = Rc::new(RefCell::new(Vec::new()));
+    let tolerant = || Tolerant {
+        received: received.clone(),
+        too_long: too_long.clone(),
+    };
+    let mut receiver = LineReceiver::new(tolerant())
+        .with_max_length(6)
+        .with_delimiter(b"\n");
+    connect(&mut receiver);
+    for packet in packets {
+        receiver.data_received(packet);
+    }
+    assert_eq!(*received.borrow(), lines(&[b"short", b"st", b"next"]));
+    let lines_passed: Vec<Vec<u8>> = too_long.borrow().iter().map(|e| e.line.clone()).collect();
+    assert_eq!(lines_passed, lines(&[b"much too long\nlost\nlo"]));
+
+    received.borrow_mut().clear();
+    too_long.borrow_mut().clear();
+    let mut receiver = LineOnlyReceiver::new(tolerant())
+        .with_max_length(6)
+        .with_delimiter(b"\n");
+    connect(&mut receiver);
+    for packet in packets {
+        receiver.data_received(packet);
+    }
+    let lines_passed: Vec<Vec<u8>> = too_long.borrow().iter().map(|e| e.line.clone()).collect();
+    assert_eq!(lines_passed, lines(&[b"much too long"]));
+    // Twisted's LineOnlyReceiver would keep "lo" and deliver "lost"; torsion discards the
+    // whole buffer with the over-long line (see LineOnlyParser).
+    assert_eq!(*received.borrow(), lines(&[b"short", b"st", b"next"]));
+}
+
+/// Which Twisted receiver a row of [`TWISTED_LINE_LIMITS`] is about.
+#[derive(Debug, Clone, Copy)]
+enum Kind {
+    Line,
+    LineOnly,
+}
+
+/// How a row's input is fed: in one `data_received`, or one byte at a time.
+#[derive(Debug, Clone, Copy)]
+enum Feed {
+    Whole,
+    Bytes,
+}
+
+use Feed::{Bytes, Whole};
+use Kind::{Line, LineOnly};
+
+/// (receiver, delimiter, MAX_LENGTH, input, feeding, lines delivered, the argument of
+/// lineLengthExceeded, how many bytes had been fed when the receiver asked to disconnect).
+type LimitRow = (
+    Kind,
+    &'static [u8],
+    usize,
+    &'static [u8],
+    Feed,
+    &'static [&'static [u8]],
+    Option<&'static [u8]>,
+    Option<usize>,
+);
+
+/// Measured against Twisted 24.11's `twisted/protocols/basic.py` (Python 3.11): each input
+/// fed to a `LineReceiver` or `LineOnlyReceiver` subclass over
+/// `twisted.internet.testing.StringTransport`, whole or one byte per `dataReceived`, with no
+/// more bytes fed once `transport.disconnecting` was set (a real transport stops reading
+/// then). Its `lineLengthExceeded` records its argument, then calls the default, which
+/// calls `loseConnection`. The script:
+///
+/// ```python
+/// def run(base, delimiter, max_length, data, bytewise):
+///     class R(base):
+///         MAX_LENGTH = max_length
+///         def lineReceived(self, line): events.append(("line", line))
+///         def lineLengthExceeded(self, line):
+///             events.append(("exceeded", line))
+///             return base.lineLengthExceeded(self, line)
+///     R.delimiter = delimiter
+///     events, p, t = [], R(), StringTransport()
+///     p.makeConnection(t)
+///     fed = closed_at = 0
+///     for packet in ([data[i:i + 1] for i in range(len(data))] if bytewise else [data]):
+///         if t.disconnecting:
+///             break
+///         p.dataReceived(packet)
+///         fed += len(packet)
+///         if t.disconnecting and not closed_at:
+///             closed_at = fed
+///     return events, closed_at
+/// ```
+const TWISTED_LINE_LIMITS: &[LimitRow] = &[
+    (Line, b"\r\n", 4, b"xxxx\r\n", Whole, &[b"xxxx"], None, None),
+    (Line, b"\r\n", 4, b"xxxx\r\n", Bytes, &[b"xxxx"], None, None),
+    (Line, b"\r\n", 4, b"xxxx\r", Whole, &[], None, None),
+    (Line, b"\r\n", 4, b"xxxx\r", Bytes, &[], None, None),
+    (Line, b"\r\n", 4, b"xxxxx", Whole, &[], None, None),
+    (Line, b"\r\n", 4, b"xxxxx", Bytes, &[], None, None),
+    (
+        Line,
+        b"\r\n",
+        4,
+        b"xxxxxx",
+        Whole,
+        &[],
+        Some(b"xxxxxx"),
+        Some(6),
+    ),
+    (
+        Line,
+        b"\r\n",
+        4,
+        b"xxxxxx",
+        Bytes,
+        &[],
+        Some(b"xxxxxx"),
+        Some(6),
+    ),
+    (
+        Line,
+        b"\r\n",
+        4,
+        b"xxxxx\r\n",
+        Whole,
+        &[],
+        Some(b"xxxxx\r\n"),
+        Some(7),
+    ),
+    (
+        Line,
+        b"\r\n",
+        4,
+        b"xxxxx\r\n",
+        Bytes,
+        &[],
+        Some(b"xxxxx\r"),
+        Some(6),
+    ),
+    (
+        Line,
+        b"\r\n",
+        4,
+        b"xxxx\rx",
+        Whole,
+        &[],
+        Some(b"xxxx\rx"),
+        Some(6),
+    ),
+    (
+        Line,
+        b"\r\n",
+        4,
+        b"xxxx\rx",
+        Bytes,
+        &[],
+        Some(b"xxxx\rx"),
+        Some(6),
+    ),
+    (
+        Line,
+        b"\r\n",
+        4,
+        b"xxxx\r\r\n",
+        Whole,
+        &[],
+        Some(b"xxxx\r\r\n"),
+        Some(7),
+    ),
+    (
+        Line,
+        b"\r\n",
+        4,
+        b"xxxx\r\r\n",
+        Bytes,
+        &[],
+        Some(b"xxxx\r\r"),
+        Some(6),
+    ),
+    (
+        Line,
+        b"\r\n",
+        4,
+        b"ab\r\nxxxxx\r\ncd\r\nef",
+        Whole,
+        &[b"ab"],
+        Some(b"xxxxx\r\ncd\r\nef"),
+        Some(17),
+    ),
+    (
+        Line,
+        b"\r\n",
+        4,
+        b"ab\r\nxxxxx\r\ncd\r\nef",
+        Bytes,
+        &[b"ab"],
+        Some(b"xxxxx\r"),
+        Some(10),
+    ),
+    (
+        Line,
+        b"\r\n",
+        4,
+        b"ab\r\nxxxxxxyy\r\n",
+        Whole,
+        &[b"ab"],
+        Some(b"xxxxxxyy\r\n"),
+        Some(14),
+    ),
+    (
+        Line,
+        b"\r\n",
+        4,
+        b"ab\r\nxxxxxxyy\r\n",
+        Bytes,
+        &[b"ab"],
+        Some(b"xxxxxx"),
+        Some(10),
+    ),
+    (
+        Line,
+        b"\r\n",
+        0,
+        b"\r\n\r\nx",
+        Whole,
+        &[b"", b""],
+        None,
+        None,
+    ),
+    (
+        Line,
+        b"\r\n",
+        0,
+        b"\r\n\r\nx",
+        Bytes,
+        &[b"", b""],
+        None,
+        None,
+    ),
+    (Line, b"\r\n", 0, b"xx", Whole, &[], Some(b"xx"), Some(2)),
+    (Line, b"\r\n", 0, b"xx", Bytes, &[], Some(b"xx"), Some(2)),
+    (
+        Line,
+        b"\n",
+        4,
+        b"xxxx\nxxxxx\n",
+        Whole,
+        &[b"xxxx"],
+        Some(b"xxxxx\n"),
+        Some(11),
+    ),
+    (
+        Line,
+        b"\n",
+        4,
+        b"xxxx\nxxxxx\n",
+        Bytes,
+        &[b"xxxx"],
+        Some(b"xxxxx"),
+        Some(10),
+    ),
+    (
+        Line,
+        b"\n",
+        4,
+        b"xxxxx",
+        Whole,
+        &[],
+        Some(b"xxxxx"),
+        Some(5),
+    ),
+    (
+        Line,
+        b"\n",
+        4,
+        b"xxxxx",
+        Bytes,
+        &[],
+        Some(b"xxxxx"),
+        Some(5),
+    ),
+    (Line, b"\r\n\r\n", 3, b"abc\r\n\r", Whole, &[], None, None),
+    (Line, b"\r\n\r\n", 3, b"abc\r\n\r", Bytes, &[], None, None),
+    (
+        Line,
+        b"\r\n\r\n",
+        3,
+        b"abc\r\n\r\n",
+        Whole,
+        &[b"abc"],
+        None,
+        None,
+    ),
+    (
+        Line,
+        b"\r\n\r\n",
+        3,
+        b"abc\r\n\r\n",
+        Bytes,
+        &[b"abc"],
+        None,
+        None,
+    ),
+    (
+        Line,
+        b"\r\n\r\n",
+        3,
+        b"abcd\r\n\r\n",
+        Whole,
+        &[],
+        Some(b"abcd\r\n\r\n"),
+        Some(8),
+    ),
+    (
+        Line,
+        b"\r\n\r\n",
+        3,
+        b"abcd\r\n\r\n",
+        Bytes,
+        &[],
+        Some(b"abcd\r\n\r"),
+        Some(7),
+    ),
+    (
+        LineOnly,
+        b"\r\n",
+        4,
+        b"xxxx\r\n",
+        Whole,
+        &[b"xxxx"],
+        None,
+        None,
+    ),
+    (
+        LineOnly,
+        b"\r\n",
+        4,
+        b"xxxx\r\n",
+        Bytes,
+        &[],
+        Some(b"xxxx\r"),
+        Some(5),
+    ),
+    (
+        LineOnly,
+        b"\r\n",
+        4,
+        b"xxxx\r",
+        Whole,
+        &[],
+        Some(b"xxxx\r"),
+        Some(5),
+    ),
+    (
+        LineOnly,
+        b"\r\n",
+        4,
+        b"xxxx\r",
+        Bytes,
+        &[],
+        Some(b"xxxx\r"),
+        Some(5),
+    ),
+    (
+        LineOnly,
+        b"\r\n",
+        4,
+        b"xxxxx",
+        Whole,
+        &[],
+        Some(b"xxxxx"),
+        Some(5),
+    ),
+    (
+        LineOnly,
+        b"\r\n",
+        4,
+        b"xxxxx",
+        Bytes,
+        &[],
+        Some(b"xxxxx"),
+        Some(5),
+    ),
+    (
+        LineOnly,
+        b"\r\n",
+        4,
+        b"xxxxx\r\nyy\r\n",
+        Whole,
+        &[],
+        Some(b"xxxxx"),
+        Some(11),
+    ),
+    (
+        LineOnly,
+        b"\r\n",
+        4,
+        b"xxxxx\r\nyy\r\n",
+        Bytes,
+        &[],
+        Some(b"xxxxx"),
+        Some(5),
+    ),
+    (
+        LineOnly,
+        b"\r\n",
+        4,
+        b"ab\r\nxxxxx",
+        Whole,
+        &[b"ab"],
+        Some(b"xxxxx"),
+        Some(9),
+    ),
+    (
+        LineOnly,
+        b"\r\n",
+        4,
+        b"ab\r\nxxxxx",
+        Bytes,
+        &[b"ab"],
+        Some(b"xxxxx"),
+        Some(9),
+    ),
+    (
+        LineOnly,
+        b"\r\n",
+        4,
+        b"ab\r\nxxxxxxyy\r\ncd\r\n",
+        Whole,
+        &[b"ab"],
+        Some(b"xxxxxxyy"),
+        Some(18),
+    ),
+    (
+        LineOnly,
+        b"\r\n",
+        4,
+        b"ab\r\nxxxxxxyy\r\ncd\r\n",
+        Bytes,
+        &[b"ab"],
+        Some(b"xxxxx"),
+        Some(9),
+    ),
+    (
+        LineOnly,
+        b"\r\n",
+        0,
+        b"\r\nx",
+        Whole,
+        &[b""],
+        Some(b"x"),
+        Some(3),
+    ),
+    (
+        LineOnly,
+        b"\r\n",
+        0,
+        b"\r\nx",
+        Bytes,
+        &[],
+        Some(b"\r"),
+        Some(1),
+    ),
+    (
+        LineOnly,
+        b"\n",
+        4,
+        b"xxxx\nxxxxx\n",
+        Whole,
+        &[b"xxxx"],
+        Some(b"xxxxx"),
+        Some(11),
+    ),
+    (
+        LineOnly,
+        b"\n",
+        4,
+        b"xxxx\nxxxxx\n",
+        Bytes,
+        &[b"xxxx"],
+        Some(b"xxxxx"),
+        Some(10),
+    ),
+    (
+        LineOnly,
+        b"\r\n\r\n",
+        3,
+        b"abc\r\n\r\n",
+        Whole,
+        &[b"abc"],
+        None,
+        None,
+    ),
+    (
+        LineOnly,
+        b"\r\n\r\n",
+        3,
+        b"abc\r\n\r\n",
+        Bytes,
+        &[],
+        Some(b"abc\r"),
+        Some(4),
+    ),
+];
+
+/// Records lines and the argument of `line_length_exceeded`, then disconnects as the
+/// default does.
+#[derive(Default, Clone)]
+struct LimitRecorder {
+    lines: Lines,
+    exceeded: Rc<RefCell<Vec<Vec<u8>>>>,
+}
+
+impl LineHandler for LimitRecorder {
+    fn line_received(&mut self, _ctx: &mut LineContext<'_>, line: &[u8]) {
+        self.lines.borrow_mut().push(line.to_vec());
+    }
+    fn line_length_exceeded(&mut self, ctx: &mut LineContext<'_>, error: LineTooLong) {
+        self.exceeded.borrow_mut().push(error.line);
+        ctx.lose_connection();
+    }
+}
+
+impl LineOnlyHandler for LimitRecorder {
+    fn line_received(&mut self, _ctx: &mut LineOnlyContext<'_>, line: &[u8]) {
+        self.lines.borrow_mut().push(line.to_vec());
+    }
+    fn line_length_exceeded(&mut self, ctx: &mut LineOnlyContext<'_>, error: LineTooLong) {
+        self.exceeded.borrow_mut().push(error.line);
+        ctx.lose_connection();
+    }
+}
+
+#[test]
+fn over_long_lines_disconnect_at_the_byte_twisted_does_with_what_twisted_passes() {
+    for &(kind, delimiter, max, input, feeding, want_lines, want_exceeded, want_closed_at) in
+        TWISTED_LINE_LIMITS
+    {
+        let seen = LimitRecorder::default();
+        let mut receiver: Box<dyn Protocol> = match kind {
+            Line => Box::new(
+                LineReceiver::new(seen.clone())
+                    .with_delimiter(delimiter)
+                    .with_max_length(max),
+            ),
+            LineOnly => Box::new(
+                LineOnlyReceiver::new(seen.clone())
+                    .with_delimiter(delimiter)
+                    .with_max_length(max),
+            ),
+        };
+        let recorder = connect(&mut *receiver);
+        let packets: Vec<&[u8]> = match feeding {
+            Whole => vec![input],
+            Bytes => input.chunks(1).collect(),
+        };
+        let mut fed = 0;
+        let mut closed_at = None;
+        for packet in packets {
+            if recorder.disconnecting.get() {
+                break;
+            }
+            receiver.data_received(packet);
+            fed += packet.len();
+            if recorder.disconnecting.get() && closed_at.is_none() {
+                closed_at = Some(fed);
+            }
+        }
+        let case = format!(
+            "{kind:?} {:?} max {max} {:?} {feeding:?}",
+            String::from_utf8_lossy(delimiter),
+            String::from_utf8_lossy(input)
+        );
+        assert_eq!(*seen.lines.borrow(), lines(want_lines), "lines of {case}");
+        let exceeded: Vec<Vec<u8>> = want_exceeded.iter().map(|e| e.to_vec()).collect();
+        assert_eq!(*seen.exceeded.borrow(), exceeded, "exceeded of {case}");
+        assert_eq!(closed_at, want_closed_at, "disconnect of {case}");
+    }
 }
 
 // ---------------------------------------------------------------------------------------

@@ -525,9 +525,17 @@ pub trait LineHandler: 'static {
         let _ = (ctx, data);
     }
 
-    /// A line was longer than the maximum (Twisted's `lineLengthExceeded`); the bytes
-    /// buffered have been discarded. The default logs `error` and closes the connection, as
-    /// Twisted's does.
+    /// A line was longer than the maximum (Twisted's `lineLengthExceeded(line)`).
+    ///
+    /// [`error.line`](LineTooLong::line) holds what Twisted passes as `line`: every byte
+    /// received from the start of the over-long line on, its delimiter and whatever followed
+    /// included (so a handler that goes on can parse the rest itself). The receiver has
+    /// discarded them: the bytes received next start a new line. This is called when the
+    /// line's delimiter arrives more than [`max_length`](LineContext::max_length) bytes
+    /// after its start, or once `max_length` plus the delimiter's length arrived without
+    /// one, as in Twisted.
+    ///
+    /// The default logs `error` and closes the connection, as Twisted's does.
     fn line_length_exceeded(&mut self, ctx: &mut LineContext<'_>, error: LineTooLong) {
         log_framing_error(ctx.base, &error);
         ctx.lose_connection();
@@ -782,8 +790,16 @@ pub trait LineOnlyHandler: 'static {
     /// A line arrived, without its delimiter (Twisted's `lineReceived`).
     fn line_received(&mut self, ctx: &mut LineOnlyContext<'_>, line: &[u8]);
 
-    /// A line was longer than the maximum (Twisted's `lineLengthExceeded`); the bytes
-    /// buffered have been discarded. The default logs `error` and closes the connection.
+    /// A line was longer than the maximum (Twisted's `lineLengthExceeded(line)`).
+    ///
+    /// As in Twisted's `LineOnlyReceiver`, [`error.line`](LineTooLong::line) is the
+    /// over-long line without its delimiter when the delimiter arrived more than the
+    /// maximum bytes after the line's start, or the bytes buffered once more than the
+    /// maximum arrived without a delimiter (counting the start of a delimiter cut by the
+    /// packets: see [`LineOnlyParser`]). The receiver has discarded everything buffered: the
+    /// bytes received next start a new line.
+    ///
+    /// The default logs `error` and closes the connection, as Twisted's does.
     fn line_length_exceeded(&mut self, ctx: &mut LineOnlyContext<'_>, error: LineTooLong) {
         log_framing_error(ctx.base, &error);
         ctx.lose_connection();
