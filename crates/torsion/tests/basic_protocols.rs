@@ -16,10 +16,12 @@ use torsion::net::tcp::ListenOptions;
 use torsion::net::{Address, Producer, Transport, TransportOps};
 use torsion::protocol::{Factory, Protocol};
 use torsion::protocols::basic::{
-    FileSender, IntNStringReceiver, LineContext, LineHandler, LineOnlyContext, LineOnlyHandler,
-    LineOnlyReceiver, LineReceiver, NetstringReceiver, StringContext, StringHandler,
+    FileSender, IntN, IntNStringReceiver, LineContext, LineHandler, LineOnlyContext,
+    LineOnlyHandler, LineOnlyReceiver, LineReceiver, LineSender, Netstring, NetstringReceiver,
+    StringContext, StringFraming, StringHandler, StringSender,
 };
 use torsion::protocols::framing::{LineParser, PrefixWidth};
+use torsion::testing::StringTransport;
 use torsion::time::{Clock, ReactorTime};
 use torsion::{Failure, Reactor};
 
@@ -1267,14 +1269,18 @@ impl Strings {
     }
 }
 
-impl StringHandler for Strings {
-    fn string_received(&mut self, ctx: &mut StringContext<'_>, string: Vec<u8>) {
+impl<K: StringFraming> StringHandler<K> for Strings {
+    fn string_received(&mut self, ctx: &mut StringContext<'_, K>, string: Vec<u8>) {
         if self.echo {
-            ctx.send_string(&string).unwrap();
+            ctx.try_send_string(&string).unwrap();
         }
         self.received.borrow_mut().push(string);
     }
-    fn length_limit_exceeded(&mut self, ctx: &mut StringContext<'_>, error: LengthLimitExceeded) {
+    fn length_limit_exceeded(
+        &mut self,
+        ctx: &mut StringContext<'_, K>,
+        error: LengthLimitExceeded,
+    ) {
         self.too_long.borrow_mut().push(error);
         if !self.tolerate {
             ctx.lose_connection();
@@ -1373,14 +1379,14 @@ struct Sender {
     results: Rc<RefCell<Vec<Result<(), StringTooLong>>>>,
 }
 
-impl StringHandler for Sender {
-    fn connection_made(&mut self, ctx: &mut StringContext<'_>) {
+impl StringHandler<IntN> for Sender {
+    fn connection_made(&mut self, ctx: &mut StringContext<'_, IntN>) {
         for string in &self.strings {
             let result = ctx.send_string(string);
             self.results.borrow_mut().push(result);
         }
     }
-    fn string_received(&mut self, _ctx: &mut StringContext<'_>, _string: Vec<u8>) {}
+    fn string_received(&mut self, _ctx: &mut StringContext<'_, IntN>, _string: Vec<u8>) {}
 }
 
 fn sent_by(
@@ -1463,8 +1469,8 @@ fn checklist_56_a_prefix_over_max_length_calls_length_limit_exceeded() {
 #[test]
 fn checklist_56_by_default_length_limit_exceeded_disconnects() {
     struct Quiet(Lines);
-    impl StringHandler for Quiet {
-        fn string_received(&mut self, _ctx: &mut StringContext<'_>, string: Vec<u8>) {
+    impl StringHandler<IntN> for Quiet {
+        fn string_received(&mut self, _ctx: &mut StringContext<'_, IntN>, string: Vec<u8>) {
             self.0.borrow_mut().push(string);
         }
     }
@@ -1647,6 +1653,175 @@ fn checklist_58_a_transport_with_a_producer_refuses_a_second_one() {
 }
 
 // ---------------------------------------------------------------------------------------
+// Senders: writing from outside a receiver's callbacks
+// ---------------------------------------------------------------------------------------
+
+/// A chat room: everyone connected, by id.
+type Room = Rc<RefCell<Vec<(usize, LineSender)>>>;
+
+/// A chat client's connection: each line it sends goes to every other client.
+struct Chatter {
+    id: usize,
+    room: Room,
+}
+
+impl LineHandler for Chatter {
+    fn connection_made(&mut self, ctx: &mut LineContext<'_>) {
+        self.room.borrow_mut().push((self.id, ctx.sender()));
+    }
+    fn line_received(&mut self, _ctx: &mut LineContext<'_>, line: &[u8]) {
+        let message = [format!("<{}> ", self.id).as_bytes(), line].concat();
+        for (id, sender) in self.room.borrow().iter() {
+            if *id != self.id {
+                sender.send_line(&message);
+            }
+        }
+    }
+    fn connection_lost(&mut self, _ctx: &mut LineContext<'_>, _reason: Failure) {
+        self.room.borrow_mut().retain(|(id, _)| *id != self.id);
+    }
+}
+
+#[test]
+fn a_chat_server_broadcasts_each_line_to_the_other_clients_through_line_senders() {
+    let room = Room::default();
+    let transports: Vec<Rc<StringTransport>> = (0..3).map(|_| StringTransport::new()).collect();
+    let mut receivers: Vec<LineReceiver<Chatter>> = (0..3)
+        .map(|id| {
+            LineReceiver::new(Chatter {
+                id,
+                room: room.clone(),
+            })
+            .with_delimiter(b"\n")
+        })
+        .collect();
+    for (receiver, transport) in receivers.iter_mut().zip(&transports) {
+        receiver.connection_made(transport.clone());
+    }
+    receivers[0].data_received(b"hello\nhow are you?\n");
+    receivers[2].data_received(b"fine\n");
+    assert_eq!(transports[0].take_value(), b"<2> fine\n");
+    assert_eq!(
+        transports[1].take_value(),
+        b"<0> hello\n<0> how are you?\n<2> fine\n"
+    );
+    assert_eq!(transports[2].take_value(), b"<0> hello\n<0> how are you?\n");
+    // The senders carry their connection's delimiter.
+    assert!(room.borrow().iter().all(|(_, s)| s.delimiter() == b"\n"));
+
+    // Client 1 leaves: its sender is dropped with it, the others still get the lines.
+    receivers[1].connection_lost(Failure::new(ConnectionDone));
+    receivers[2].data_received(b"bye\n");
+    assert_eq!(transports[0].take_value(), b"<2> bye\n");
+    assert!(transports[1].take_value().is_empty());
+    assert_eq!(room.borrow().len(), 2);
+}
+
+#[test]
+fn a_line_only_context_gives_a_sender_too() {
+    struct Keep(Rc<RefCell<Option<LineSender>>>);
+    impl LineOnlyHandler for Keep {
+        fn connection_made(&mut self, ctx: &mut LineOnlyContext<'_>) {
+            *self.0.borrow_mut() = Some(ctx.sender());
+        }
+        fn line_received(&mut self, _ctx: &mut LineOnlyContext<'_>, _line: &[u8]) {}
+    }
+    let kept = Rc::new(RefCell::new(None));
+    let mut receiver = LineOnlyReceiver::new(Keep(kept.clone())).with_delimiter(b"|");
+    let transport = StringTransport::new();
+    receiver.connection_made(transport.clone());
+    let sender = kept.borrow().clone().expect("connected");
+    sender.send_line(b"one");
+    sender.clone().send_line(b"two");
+    assert_eq!(transport.value(), b"one|two|");
+}
+
+/// The hub's connections, by id.
+type Peers<K> = Rc<RefCell<Vec<(usize, StringSender<K>)>>>;
+
+/// Relays each string to every other connection of the hub.
+struct Relay<K: StringFraming> {
+    id: usize,
+    peers: Peers<K>,
+    refused: Rc<RefCell<Vec<StringTooLong>>>,
+}
+
+impl<K: StringFraming> StringHandler<K> for Relay<K> {
+    fn connection_made(&mut self, ctx: &mut StringContext<'_, K>) {
+        self.peers.borrow_mut().push((self.id, ctx.sender()));
+    }
+    fn string_received(&mut self, _ctx: &mut StringContext<'_, K>, string: Vec<u8>) {
+        let mut relayed = b"from ".to_vec();
+        relayed.extend_from_slice(self.id.to_string().as_bytes());
+        relayed.push(b':');
+        relayed.extend_from_slice(&string);
+        for (id, peer) in self.peers.borrow().iter() {
+            if *id != self.id
+                && let Err(error) = peer.try_send_string(&relayed)
+            {
+                self.refused.borrow_mut().push(error);
+            }
+        }
+    }
+}
+
+#[test]
+fn string_senders_relay_netstrings_and_length_prefixed_strings_between_connections() {
+    let peers = Rc::new(RefCell::new(Vec::new()));
+    let refused = Rc::new(RefCell::new(Vec::new()));
+    let relay = |id| Relay::<Netstring> {
+        id,
+        peers: peers.clone(),
+        refused: refused.clone(),
+    };
+    let (a, b) = (StringTransport::new(), StringTransport::new());
+    let mut first = NetstringReceiver::new(relay(1));
+    let mut second = NetstringReceiver::new(relay(2));
+    first.connection_made(a.clone());
+    second.connection_made(b.clone());
+    first.data_received(b"2:hi,");
+    assert_eq!(b.take_value(), b"9:from 1:hi,");
+    second.data_received(b"0:,");
+    assert_eq!(a.take_value(), b"7:from 2:,");
+    // A netstring sender cannot fail.
+    let sender: StringSender = peers.borrow()[0].1.clone();
+    sender.send_string(b"direct");
+    assert_eq!(a.take_value(), b"6:direct,");
+    assert!(refused.borrow().is_empty());
+
+    // Over one-byte prefixes a relayed string may no longer fit: refused, nothing written.
+    let peers = Rc::new(RefCell::new(Vec::new()));
+    let relay = |id| Relay::<IntN> {
+        id,
+        peers: peers.clone(),
+        refused: refused.clone(),
+    };
+    let (a, b) = (StringTransport::new(), StringTransport::new());
+    let mut first = IntNStringReceiver::int8(relay(1));
+    let mut second = IntNStringReceiver::int8(relay(2));
+    first.connection_made(a.clone());
+    second.connection_made(b.clone());
+    first.data_received(b"\x02hi");
+    assert_eq!(b.take_value(), b"\x09from 1:hi");
+    let mut long = vec![250];
+    long.extend_from_slice(&[b'x'; 250]);
+    first.data_received(&long);
+    assert!(b.take_value().is_empty());
+    assert_eq!(
+        *refused.borrow(),
+        [StringTooLong {
+            length: 257,
+            max: 255
+        }]
+    );
+    let sender: StringSender<IntN> = peers.borrow()[1].1.clone();
+    assert_eq!(sender.framing().width(), PrefixWidth::U8);
+    assert!(sender.send_string(&[0; 256]).is_err());
+    sender.send_string(b"ok").unwrap();
+    assert_eq!(b.take_value(), b"\x02ok");
+}
+
+// ---------------------------------------------------------------------------------------
 // End to end over TCP
 // ---------------------------------------------------------------------------------------
 
@@ -1764,7 +1939,7 @@ struct ReverseStrings {
 impl StringHandler for ReverseStrings {
     fn string_received(&mut self, ctx: &mut StringContext<'_>, mut string: Vec<u8>) {
         string.reverse();
-        ctx.send_string(&string).unwrap();
+        ctx.send_string(&string);
     }
     fn connection_lost(&mut self, _ctx: &mut StringContext<'_>, reason: Failure) {
         *self.lost.borrow_mut() = Some(reason);
@@ -1783,7 +1958,7 @@ struct StringClient {
 impl StringHandler for StringClient {
     fn connection_made(&mut self, ctx: &mut StringContext<'_>) {
         for string in &self.strings {
-            ctx.send_string(string).unwrap();
+            ctx.send_string(string);
         }
     }
     fn string_received(&mut self, ctx: &mut StringContext<'_>, string: Vec<u8>) {

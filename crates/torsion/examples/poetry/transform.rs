@@ -38,8 +38,7 @@ impl StringHandler for TransformProtocol {
             return;
         };
         if let Some(new_poem) = self.factory.transform(xform_name, poem) {
-            // A netstring has no length limit: this cannot fail.
-            let _ = ctx.send_string(new_poem.as_bytes());
+            ctx.send_string(new_poem.as_bytes());
         }
         ctx.lose_connection();
     }
@@ -84,7 +83,7 @@ pub struct TransformClientProtocol {
 impl StringHandler for TransformClientProtocol {
     fn connection_made(&mut self, ctx: &mut StringContext<'_>) {
         let request = format!("{}.{}", self.factory.xform_name, self.factory.poem);
-        let _ = ctx.send_string(request.as_bytes());
+        ctx.send_string(request.as_bytes());
     }
 
     fn string_received(&mut self, ctx: &mut StringContext<'_>, poem: Vec<u8>) {

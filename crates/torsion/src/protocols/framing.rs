@@ -730,23 +730,61 @@ enum LengthOutcome {
 /// assert_eq!(out, b"4:1:a,,");
 /// ```
 pub fn netstring_encode(data: &[u8], out: &mut Vec<u8>) {
-    let mut digits = [0u8; 20];
-    let mut at = digits.len();
-    let mut length = data.len();
-    loop {
-        at -= 1;
-        // `length % 10` is a digit: the cast cannot truncate.
-        digits[at] = b'0' + (length % 10) as u8;
-        length /= 10;
-        if length == 0 {
-            break;
-        }
-    }
-    out.reserve(digits.len() - at + data.len() + 2);
-    out.extend_from_slice(&digits[at..]);
-    out.push(b':');
+    let header = FrameHeader::netstring(data.len());
+    out.reserve(header.as_bytes().len() + data.len() + 1);
+    out.extend_from_slice(header.as_bytes());
     out.extend_from_slice(data);
     out.push(b',');
+}
+
+/// What goes before a frame's data, built on the stack: a netstring's `len:`, or a
+/// big-endian length prefix. Lets a sender write a frame as a sequence of slices, without
+/// copying the data.
+pub(crate) struct FrameHeader {
+    bytes: [u8; 21],
+    start: usize,
+}
+
+impl FrameHeader {
+    /// A netstring's header, `len:` (the frame ends with `,` after the data).
+    pub(crate) fn netstring(length: usize) -> FrameHeader {
+        let mut bytes = [0u8; 21];
+        let mut at = bytes.len() - 1;
+        bytes[at] = b':';
+        let mut length = length;
+        loop {
+            at -= 1;
+            // `length % 10` is a digit: the cast cannot truncate.
+            bytes[at] = b'0' + (length % 10) as u8;
+            length /= 10;
+            if length == 0 {
+                break;
+            }
+        }
+        FrameHeader { bytes, start: at }
+    }
+
+    /// A `width`-byte big-endian length prefix.
+    ///
+    /// # Errors
+    ///
+    /// [`StringTooLong`] if the prefix cannot announce `length`.
+    pub(crate) fn prefix(width: PrefixWidth, length: usize) -> Result<FrameHeader, StringTooLong> {
+        let max = width.max_string_len();
+        if length > max {
+            return Err(StringTooLong { length, max });
+        }
+        // Fits in `width` bytes, so in a u32.
+        let be = (length as u64).to_be_bytes();
+        let mut bytes = [0u8; 21];
+        let start = bytes.len() - width.bytes();
+        bytes[start..].copy_from_slice(&be[8 - width.bytes()..]);
+        Ok(FrameHeader { bytes, start })
+    }
+
+    pub(crate) fn as_bytes(&self) -> &[u8] {
+        &self.bytes[self.start..]
+    }
 }
 
 /// The size of a big-endian length prefix: Twisted's `Int8StringReceiver`,
@@ -938,17 +976,9 @@ pub fn encode_prefixed(
     data: &[u8],
     out: &mut Vec<u8>,
 ) -> Result<(), StringTooLong> {
-    let max = width.max_string_len();
-    if data.len() > max {
-        return Err(StringTooLong {
-            length: data.len(),
-            max,
-        });
-    }
-    // Fits in `width` bytes, so in a u32.
-    let length = (data.len() as u64).to_be_bytes();
-    out.reserve(width.bytes() + data.len());
-    out.extend_from_slice(&length[8 - width.bytes()..]);
+    let header = FrameHeader::prefix(width, data.len())?;
+    out.reserve(header.as_bytes().len() + data.len());
+    out.extend_from_slice(header.as_bytes());
     out.extend_from_slice(data);
     Ok(())
 }
