@@ -2,7 +2,8 @@
 //! over netstrings. A client sends `xform_name.poem` and gets the transformed poem back;
 //! the one transform is `cummingsify` (lower-case the ASCII letters, leaving every other
 //! byte as it is, like Python's `bytes.lower()`), and an unknown one closes the connection
-//! without a reply.
+//! without a reply. Requests arriving together are all answered before the connection
+//! closes.
 //!
 //! Run with `cargo run -p torsion --example transform_server -- --port 10001`
 //! (`--iface` as for `poetry_server`), then use it from the `poetry_client_inline` example.

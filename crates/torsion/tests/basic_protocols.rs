@@ -1227,6 +1227,24 @@ fn checklist_51_line_only_receiver_disconnects_on_an_over_long_line() {
 }
 
 #[test]
+fn line_receiver_delivers_no_more_buffered_lines_after_lose_connection() {
+    struct QuitOnBye;
+    impl LineHandler for QuitOnBye {
+        fn line_received(&mut self, ctx: &mut LineContext<'_>, line: &[u8]) {
+            ctx.send_line(line);
+            if line == b"bye" {
+                ctx.lose_connection();
+            }
+        }
+    }
+    let mut receiver = LineReceiver::new(QuitOnBye);
+    let recorder = connect(&mut receiver);
+    receiver.data_received(b"hi\r\nbye\r\nignored\r\n");
+    assert_eq!(recorder.written(), b"hi\r\nbye\r\n");
+    assert_eq!(recorder.events(), ["lose_connection"]);
+}
+
+#[test]
 fn line_only_receiver_sends_lines_and_stops_after_lose_connection() {
     struct QuitOnBye;
     impl LineOnlyHandler for QuitOnBye {
@@ -1357,6 +1375,60 @@ fn checklist_54_a_netstring_of_max_length_is_accepted_one_more_disconnects_early
     // 11 bytes: refused as soon as the length is read, before the body.
     receiver.data_received(b"11:");
     assert!(recorder.disconnecting.get());
+}
+
+/// Answers each string with `ok:` and the string; after the first, closes the connection.
+#[derive(Default)]
+struct AnswerThenClose {
+    answered: usize,
+}
+
+impl<K: StringFraming> StringHandler<K> for AnswerThenClose {
+    fn string_received(&mut self, ctx: &mut StringContext<'_, K>, string: Vec<u8>) {
+        ctx.try_send_string(&[b"ok:", &string[..]].concat())
+            .unwrap();
+        self.answered += 1;
+        if self.answered == 1 {
+            ctx.lose_connection();
+        }
+    }
+}
+
+#[test]
+fn netstring_receiver_answers_every_string_already_received_after_lose_connection() {
+    // Twisted's NetstringReceiver.dataReceived does not check transport.disconnecting.
+    let mut receiver = NetstringReceiver::new(AnswerThenClose::default());
+    let recorder = connect(&mut receiver);
+    receiver.data_received(b"3:one,3:two,");
+    assert_eq!(recorder.written(), b"6:ok:one,6:ok:two,");
+    assert_eq!(recorder.events(), ["lose_connection"]);
+}
+
+#[test]
+fn int_n_string_receiver_delivers_strings_already_received_after_lose_connection() {
+    // Nor does Twisted's IntNStringReceiver.dataReceived.
+    let mut receiver = IntNStringReceiver::int16(AnswerThenClose::default());
+    let recorder = connect(&mut receiver);
+    receiver.data_received(b"\0\x03one\0\x03two");
+    assert_eq!(recorder.written(), b"\0\x06ok:one\0\x06ok:two");
+    assert_eq!(recorder.events(), ["lose_connection"]);
+}
+
+#[test]
+fn string_receivers_deliver_nothing_more_after_abort_connection() {
+    struct AbortAtOnce(Lines);
+    impl StringHandler for AbortAtOnce {
+        fn string_received(&mut self, ctx: &mut StringContext<'_>, string: Vec<u8>) {
+            self.0.borrow_mut().push(string);
+            ctx.abort_connection();
+        }
+    }
+    let received = Lines::default();
+    let mut receiver = NetstringReceiver::new(AbortAtOnce(received.clone()));
+    let recorder = connect(&mut receiver);
+    receiver.data_received(b"3:one,3:two,");
+    assert_eq!(*received.borrow(), lines(&[b"one"]));
+    assert_eq!(recorder.events(), ["abort_connection"]);
 }
 
 #[test]

@@ -18,6 +18,8 @@ use torsion::error::ConnectionRefused;
 use torsion::net::tcp::ListenOptions;
 use torsion::net::{Address, Transport};
 use torsion::protocol::{Factory, Protocol, connect_protocol};
+use torsion::protocols::framing::{NetstringParser, netstring_encode};
+use torsion::testing::{AccumulatingProtocol, StringTransport};
 use torsion::{Deferred, Failure, Reactor, Resolver, spawn};
 
 use poetry::client::{Fate, GibberishError, get_poetry, try_to_cummingsify};
@@ -42,6 +44,30 @@ fn ascii_lowered(poem: &[u8]) -> Vec<u8> {
             }
         })
         .collect()
+}
+
+/// The netstrings in `wire`, which must hold nothing else.
+fn netstrings(wire: &[u8]) -> Vec<Vec<u8>> {
+    let mut parser = NetstringParser::new();
+    parser.feed(wire);
+    let strings = std::iter::from_fn(|| parser.next_frame())
+        .collect::<Result<Vec<_>, _>>()
+        .unwrap();
+    assert!(
+        parser.buffered().is_empty(),
+        "a partial netstring at the end"
+    );
+    strings
+}
+
+/// Two transform requests, as one stretch of bytes.
+fn two_requests() -> Vec<u8> {
+    let mut wire = Vec::new();
+    netstring_encode(b"cummingsify.Roses ARE Red.", &mut wire);
+    let mut second = b"cummingsify.".to_vec();
+    second.extend_from_slice(LATIN1_POEM);
+    netstring_encode(&second, &mut wire);
+    wire
 }
 
 /// Runs `main` on `reactor` (stopped after 5 s whatever happens) and returns its outcome.
@@ -163,6 +189,24 @@ reactor_test! {
         })
         .unwrap();
         assert_eq!(poem, b"roses are red.\n");
+    }
+
+    fn the_transform_server_answers_two_requests_arriving_in_one_segment(reactor: Reactor) {
+        let port = listen(&reactor, TransformFactory::new(TransformService));
+        let answer = run(reactor, move |r| async move {
+            let client = AccumulatingProtocol::new();
+            let state = client.state();
+            let transport = connect_protocol(&r, "127.0.0.1", port, client).await?;
+            // One write of a few hundred bytes: one segment over the loopback.
+            transport.write(&two_requests());
+            state.closed_deferred().await?;
+            Ok(state.data())
+        })
+        .unwrap();
+        assert_eq!(
+            netstrings(&answer),
+            [b"roses are red.".to_vec(), ascii_lowered(LATIN1_POEM)]
+        );
     }
 
     fn the_poetry_server_serves_a_latin1_poem_byte_identical(reactor: Reactor) {
@@ -290,6 +334,23 @@ reactor_test! {
         .unwrap();
         assert!(!proxy.service.is_cached());
     }
+}
+
+#[test]
+fn the_transform_service_answers_two_requests_arriving_in_one_data_received() {
+    // As Twisted's TransformProtocol over NetstringReceiver: it closes after answering, and
+    // the request already received is answered too.
+    let factory = TransformFactory::new(TransformService);
+    let addr = Address::Tcp(([127, 0, 0, 1], 1).into());
+    let mut protocol = factory.build_protocol(&addr).expect("a protocol");
+    let transport = StringTransport::new();
+    protocol.connection_made(transport.clone());
+    protocol.data_received(&two_requests());
+    assert_eq!(
+        netstrings(&transport.value()),
+        [b"roses are red.".to_vec(), ascii_lowered(LATIN1_POEM)]
+    );
+    assert!(transport.disconnecting());
 }
 
 #[test]

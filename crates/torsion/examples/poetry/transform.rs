@@ -29,7 +29,9 @@ impl TransformService {
     }
 }
 
-/// Answers one transform request (Twisted's `TransformProtocol(NetstringReceiver)`).
+/// Answers transform requests, then closes (Twisted's
+/// `TransformProtocol(NetstringReceiver)`). As in Twisted, closing does not stop the
+/// requests already received: two requests arriving together get two replies.
 pub struct TransformProtocol {
     factory: Rc<TransformFactory>,
 }

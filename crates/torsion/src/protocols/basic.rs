@@ -38,6 +38,15 @@
 //! string is longer than the prefix can announce. The [`LineSender`] example is a chat
 //! server.
 //!
+//! Closing, as in Twisted: after [`lose_connection`](LineContext::lose_connection) the line
+//! receivers deliver no more of the lines already buffered (Twisted's `LineReceiver` checks
+//! `transport.disconnecting` after each line), while the string receivers go on delivering
+//! the strings already received, so that what the handler writes in answer is still sent
+//! before the connection closes (Twisted's `NetstringReceiver` and `IntNStringReceiver` do
+//! not check it). After [`abort_connection`](LineContext::abort_connection),
+//! [`stop_producing`](LineContext::stop_producing) or the end of the connection, no
+//! receiver delivers anything more.
+//!
 //! Design notes. The line handler's context gives direct access to the parser, so
 //! [`clear_line_buffer`](LineContext::clear_line_buffer) can return the buffered bytes from
 //! inside `line_received`, as in Twisted. For that, a line (which borrows the parser's
@@ -72,9 +81,13 @@ struct Core {
     transport: OnceCell<Transport>,
     /// `pause_producing` was called and not `resume_producing` (Twisted's `paused`).
     paused: Cell<bool>,
-    /// The connection is closing or lost: nothing more is delivered (Twisted checks
-    /// `transport.disconnecting`).
+    /// `lose_connection` was called. Line receivers deliver nothing more (Twisted's
+    /// `LineReceiver` and `LineOnlyReceiver` check `transport.disconnecting`); string
+    /// receivers go on with the frames already received (Twisted's `NetstringReceiver` and
+    /// `IntNStringReceiver` do not check it).
     closing: Cell<bool>,
+    /// The connection was aborted, stopped or lost: nothing more is delivered.
+    stopped: Cell<bool>,
     /// A delivery loop is running: the framer and handler are out of their cell.
     running: Cell<bool>,
     /// Bytes that arrived while a delivery loop was running.
@@ -100,7 +113,7 @@ impl Core {
 
     fn stop(&self) {
         self.paused.set(true);
-        self.closing.set(true);
+        self.stopped.set(true);
         if let Some(transport) = self.transport.get() {
             transport.stop_producing();
         }
@@ -114,7 +127,7 @@ impl Core {
     }
 
     fn abort_connection(&self) {
-        self.closing.set(true);
+        self.stopped.set(true);
         if let Some(transport) = self.transport.get() {
             transport.abort_connection();
         }
@@ -130,6 +143,11 @@ trait Control {
 
 /// One framing with its handler: what a receiver takes out of its cell to run.
 trait Framing: 'static {
+    /// Whether `lose_connection` stops the delivery of the frames already buffered: `true`
+    /// for lines, as Twisted's line receivers check `transport.disconnecting` between
+    /// lines; `false` for strings, as Twisted's string receivers do not.
+    const STOPS_WHEN_CLOSING: bool;
+
     fn connection_made(&mut self, base: Base<'_>);
     /// Takes received bytes: buffers them, or hands them over directly when nothing is
     /// buffered and no framing applies (raw mode).
@@ -158,6 +176,7 @@ impl<F: Framing> Receiver<F> {
                     transport: OnceCell::new(),
                     paused: Cell::new(false),
                     closing: Cell::new(false),
+                    stopped: Cell::new(false),
                     running: Cell::new(false),
                     pending: RefCell::new(Vec::new()),
                     me,
@@ -188,8 +207,13 @@ impl<F: Framing> Receiver<F> {
         self.run(|body, base| body.connection_made(base));
     }
 
+    /// Whether nothing more is to be delivered.
+    fn done(&self) -> bool {
+        self.core.stopped.get() || (F::STOPS_WHEN_CLOSING && self.core.closing.get())
+    }
+
     fn data_received(&self, data: &[u8]) {
-        if self.core.closing.get() {
+        if self.done() {
             return;
         }
         if self.core.running.get() {
@@ -200,7 +224,7 @@ impl<F: Framing> Receiver<F> {
     }
 
     fn connection_lost(&self, reason: Failure) {
-        self.core.closing.set(true);
+        self.core.stopped.set(true);
         let Some(transport) = self.core.transport.get() else {
             return;
         };
@@ -221,7 +245,7 @@ impl<F: Framing> Receiver<F> {
     }
 
     /// Takes the framer out, runs `first`, then delivers frames until none is left, the
-    /// receiver is paused, or the connection is closing; then puts the framer back.
+    /// receiver is paused, or it is [`done`](Self::done); then puts the framer back.
     fn run(&self, first: impl FnOnce(&mut F, Base<'_>)) {
         let Some(transport) = self.core.transport.get() else {
             return;
@@ -246,7 +270,7 @@ impl<F: Framing> Receiver<F> {
             if !pending.is_empty() {
                 body.feed(&pending);
             }
-            if self.core.paused.get() || self.core.closing.get() {
+            if self.core.paused.get() || self.done() {
                 break;
             }
             if !body.deliver_one(base) && self.core.pending.borrow().is_empty() {
@@ -329,11 +353,11 @@ struct Base<'a> {
 
 /// The methods every context shares: the transport, flow control, closing.
 macro_rules! context_common {
-    () => {
+    ($after_close:literal) => {
         /// The connection's transport (Twisted's `self.transport`): write to it, ask for its
         /// addresses, or clone it to write later. Close through
         /// [`lose_connection`](Self::lose_connection) rather than on the transport, so that
-        /// the frames already buffered are not delivered either.
+        /// the receiver knows.
         pub fn transport(&self) -> &Transport {
             self.base.transport
         }
@@ -372,9 +396,10 @@ macro_rules! context_common {
             self.base.core.paused.get()
         }
 
-        /// Closes the connection once the queued output is sent, and delivers no more of
-        /// the frames already buffered (Twisted's `transport.loseConnection()`, after which
-        /// Twisted's receivers stop delivering).
+        /// Closes the connection once the queued output is sent (Twisted's
+        /// `transport.loseConnection()`); the transport stops reading at once.
+        ///
+        #[doc = $after_close]
         pub fn lose_connection(&self) {
             self.base.core.lose_connection();
         }
@@ -567,7 +592,9 @@ pub struct LineContext<'a> {
 }
 
 impl LineContext<'_> {
-    context_common!();
+    context_common!(
+        "The lines already buffered are not delivered, as in Twisted's `LineReceiver` and `LineOnlyReceiver`, which check `transport.disconnecting` between lines."
+    );
 
     /// Writes `line` followed by the delimiter (Twisted's `sendLine`).
     pub fn send_line(&self, line: &[u8]) {
@@ -743,6 +770,8 @@ impl<H> LineFraming<H> {
 }
 
 impl<H: LineHandler> Framing for LineFraming<H> {
+    const STOPS_WHEN_CLOSING: bool = true;
+
     fn connection_made(&mut self, base: Base<'_>) {
         let mut ctx = Self::context(base, &mut self.parser, &self.delimiter);
         self.handler.connection_made(&mut ctx);
@@ -925,7 +954,9 @@ pub struct LineOnlyContext<'a> {
 }
 
 impl LineOnlyContext<'_> {
-    context_common!();
+    context_common!(
+        "The lines already buffered are not delivered, as in Twisted's `LineReceiver` and `LineOnlyReceiver`, which check `transport.disconnecting` between lines."
+    );
 
     /// Writes `line` followed by the delimiter (Twisted's `sendLine`).
     pub fn send_line(&self, line: &[u8]) {
@@ -965,6 +996,8 @@ struct LineOnlyFraming<H> {
 }
 
 impl<H: LineOnlyHandler> Framing for LineOnlyFraming<H> {
+    const STOPS_WHEN_CLOSING: bool = true;
+
     fn connection_made(&mut self, base: Base<'_>) {
         let mut ctx = LineOnlyContext {
             base,
@@ -1216,7 +1249,9 @@ pub struct StringContext<'a, K: StringFraming = Netstring> {
 }
 
 impl<K: StringFraming> StringContext<'_, K> {
-    context_common!();
+    context_common!(
+        "The strings already received are still delivered, and what the handler sends in answer is sent before the connection closes, as with Twisted's `NetstringReceiver` and `IntNStringReceiver`, which do not check `transport.disconnecting`."
+    );
 
     /// Sends `string` in the receiver's framing, whichever it is: for a handler written
     /// for every framing (see [`StringHandler`]). Otherwise
@@ -1386,6 +1421,9 @@ fn netstring_context(base: Base<'_>) -> StringContext<'_> {
 }
 
 impl<H: StringHandler> Framing for NetstringFraming<H> {
+    // Twisted's `NetstringReceiver.dataReceived` goes on after `loseConnection`.
+    const STOPS_WHEN_CLOSING: bool = false;
+
     fn connection_made(&mut self, base: Base<'_>) {
         self.handler.connection_made(&mut netstring_context(base));
     }
@@ -1428,6 +1466,10 @@ impl<H: StringHandler> Framing for NetstringFraming<H> {
 /// and the handler's `connection_lost` gets the transport's reason,
 /// [`ConnectionDone`](crate::error::ConnectionDone) once the output is sent (Twisted sets
 /// `brokenPeer` and calls `loseConnection`).
+///
+/// A handler's [`lose_connection`](StringContext::lose_connection) does not stop the
+/// delivery of the netstrings already received, as in Twisted: a client that sends two
+/// requests at once gets two answers from a server that closes after answering.
 ///
 /// # Examples
 ///
@@ -1500,6 +1542,9 @@ impl<H> PrefixedFraming<H> {
 }
 
 impl<H: StringHandler<IntN>> Framing for PrefixedFraming<H> {
+    // Twisted's `IntNStringReceiver.dataReceived` goes on after `loseConnection`.
+    const STOPS_WHEN_CLOSING: bool = false;
+
     fn connection_made(&mut self, base: Base<'_>) {
         let mut ctx = self.context(base);
         self.handler.connection_made(&mut ctx);
@@ -1539,7 +1584,9 @@ impl<H: StringHandler<IntN>> Framing for PrefixedFraming<H> {
 /// Strings may be 99999 bytes long unless set otherwise
 /// ([`with_max_length`](IntNStringReceiver::with_max_length)); a prefix announcing more
 /// calls [`length_limit_exceeded`](StringHandler::length_limit_exceeded), which closes the
-/// connection by default, before the string's body arrives.
+/// connection by default, before the string's body arrives. As in Twisted, a handler's
+/// [`lose_connection`](StringContext::lose_connection) does not stop the delivery of the
+/// strings already received.
 ///
 /// # Examples
 ///
