@@ -15,7 +15,7 @@ use torsion::defer::DeferredList;
 use torsion::{Failure, Reactor};
 
 use poetry::client::{Fate, get_poetry, try_to_cummingsify};
-use poetry::parse_address;
+use poetry::{parse_address, print_poem};
 
 fn main() -> Result<(), Failure> {
     let addresses = std::env::args()
@@ -47,9 +47,8 @@ fn main() -> Result<(), Failure> {
     reactor.run()
 }
 
-fn got_poem(poem: String) -> Result<(), Failure> {
-    println!("{poem}");
-    Ok(())
+fn got_poem(poem: Vec<u8>) -> Result<(), Failure> {
+    print_poem(&poem)
 }
 
 fn poem_failed(failure: Failure) -> Result<(), Failure> {

@@ -15,8 +15,8 @@ use std::rc::Rc;
 
 use torsion::{Failure, Reactor, spawn};
 
-use poetry::parse_address;
 use poetry::transform::{TransformProxy, get_transformed_poem};
+use poetry::{parse_address, print_poem};
 
 #[torsion::main]
 async fn main(reactor: Reactor) -> Result<(), Failure> {
@@ -42,7 +42,7 @@ async fn main(reactor: Reactor) -> Result<(), Failure> {
                 host,
                 port,
             ))
-            .map(|poem| println!("{poem}"))
+            .add_callback(|poem| print_poem(&poem))
         })
         .collect();
     for download in downloads {

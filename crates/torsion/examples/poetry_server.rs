@@ -1,6 +1,7 @@
 //! The tutorial's poetry server, `twisted-server-1/fastpoetry.py`: every client gets the
 //! whole poem at once, then the connection closes. The poem lives in the factory, which
-//! each protocol reaches as Twisted's `self.factory`.
+//! each protocol reaches as Twisted's `self.factory`. The poem is the file's bytes, sent as
+//! they are, whatever its encoding.
 //!
 //! Run with
 //! `cargo run -p torsion --example poetry_server -- --port 10002 crates/torsion/examples/poetry/science.txt`
@@ -23,7 +24,7 @@ fn main() -> Result<(), Failure> {
             "usage: poetry_server [--port P] [--iface I] POETRY_FILE",
         ));
     };
-    let poem = std::fs::read_to_string(poetry_file)
+    let poem = std::fs::read(poetry_file)
         .map_err(|e| Failure::msg(format!("cannot read {poetry_file}: {e}")))?;
 
     let reactor = Reactor::builder().install_signal_handlers(true).build()?;

@@ -1,7 +1,9 @@
 //! The tutorial's transform service, `twisted-server-1/transformedpoetry.py`: a small RPC
 //! over netstrings. A client sends `xform_name.poem` and gets the transformed poem back;
-//! the one transform is `cummingsify` (lower-case everything), and an unknown one closes
-//! the connection without a reply.
+//! the one transform is `cummingsify` (lower-case the ASCII letters, leaving every other
+//! byte as it is, like Python's `bytes.lower()`), and an unknown one closes the connection
+//! without a reply. Requests arriving together are all answered before the connection
+//! closes.
 //!
 //! Run with `cargo run -p torsion --example transform_server -- --port 10001`
 //! (`--iface` as for `poetry_server`), then use it from the `poetry_client_inline` example.

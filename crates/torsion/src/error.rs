@@ -423,18 +423,27 @@ impl fmt::Display for ConnectCancelled {
 impl std::error::Error for ConnectCancelled {}
 
 /// A line grew longer than the parser's maximum line length (Twisted's
-/// `LineReceiver.lineLengthExceeded`, whose default disconnects).
+/// `lineLengthExceeded(line)`, whose default disconnects), with the bytes Twisted passes it.
 ///
 /// Reported by [`LineParser`](crate::protocols::framing::LineParser) and
-/// [`LineOnlyParser`](crate::protocols::framing::LineOnlyParser) as soon as the buffered bytes
-/// prove the line too long, before its delimiter has necessarily arrived.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+/// [`LineOnlyParser`](crate::protocols::framing::LineOnlyParser) at the byte where Twisted's
+/// `LineReceiver` and `LineOnlyReceiver` report it, which may be before the line's delimiter
+/// has arrived; the parsers' docs give the rule.
+#[derive(Debug, Clone, PartialEq, Eq)]
 pub struct LineTooLong {
     /// The length of the line when its delimiter had arrived; otherwise how many bytes of it
     /// had arrived (a lower bound). Always more than `max`.
     pub length: usize,
     /// The maximum line length in force (Twisted's `MAX_LENGTH`).
     pub max: usize,
+    /// What Twisted hands to `lineLengthExceeded(line)`. From a
+    /// [`LineParser`](crate::protocols::framing::LineParser) (Twisted's `LineReceiver`): every
+    /// byte buffered from the start of the over-long line on, its delimiter and the bytes
+    /// after it included. From a
+    /// [`LineOnlyParser`](crate::protocols::framing::LineOnlyParser) (`LineOnlyReceiver`):
+    /// the over-long line without its delimiter, or, before a delimiter arrived, the bytes
+    /// buffered. Either way the parser has discarded these bytes.
+    pub line: Vec<u8>,
 }
 
 impl fmt::Display for LineTooLong {

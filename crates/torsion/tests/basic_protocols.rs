@@ -16,10 +16,12 @@ use torsion::net::tcp::ListenOptions;
 use torsion::net::{Address, Producer, Transport, TransportOps};
 use torsion::protocol::{Factory, Protocol};
 use torsion::protocols::basic::{
-    FileSender, IntNStringReceiver, LineContext, LineHandler, LineOnlyContext, LineOnlyHandler,
-    LineOnlyReceiver, LineReceiver, NetstringReceiver, StringContext, StringHandler,
+    FileSender, IntN, IntNStringReceiver, LineContext, LineHandler, LineOnlyContext,
+    LineOnlyHandler, LineOnlyReceiver, LineReceiver, LineSender, Netstring, NetstringReceiver,
+    StringContext, StringFraming, StringHandler, StringSender,
 };
 use torsion::protocols::framing::{LineParser, PrefixWidth};
+use torsion::testing::StringTransport;
 use torsion::time::{Clock, ReactorTime};
 use torsion::{Failure, Reactor};
 
@@ -498,6 +500,15 @@ impl LineHandler for Tolerant {
     }
 }
 
+impl LineOnlyHandler for Tolerant {
+    fn line_received(&mut self, _ctx: &mut LineOnlyContext<'_>, line: &[u8]) {
+        self.received.borrow_mut().push(line.to_vec());
+    }
+    fn line_length_exceeded(&mut self, _ctx: &mut LineOnlyContext<'_>, error: LineTooLong) {
+        self.too_long.borrow_mut().push(error);
+    }
+}
+
 /// Records lines and leaves line_length_exceeded to its default.
 struct Recording(Lines);
 
@@ -522,11 +533,14 @@ fn checklist_50_a_line_longer_than_max_length_disconnects() {
 
 #[test]
 fn checklist_50_an_unfinished_over_long_line_disconnects_before_its_delimiter() {
+    // As Twisted's LineReceiver: once MAX_LENGTH + len(delimiter) bytes have no delimiter.
     for size in [1, 7, 1000] {
         let received = Lines::default();
         let mut receiver = LineReceiver::new(Recording(received.clone())).with_max_length(100);
         let recorder = connect(&mut receiver);
         feed(&mut receiver, &[b'x'; 101], size);
+        assert!(!recorder.disconnecting.get(), "packets of {size} bytes");
+        receiver.data_received(b"x");
         assert!(recorder.disconnecting.get(), "packets of {size} bytes");
     }
     // A line of the maximum followed by the start of the delimiter may still be fine.
@@ -577,8 +591,600 @@ fn checklist_50_an_overriding_handler_gets_the_error_and_goes_on() {
     receiver.data_received(b"short\nmuch too long\n");
     receiver.data_received(b"next\n");
     assert_eq!(*received.borrow(), lines(&[b"short", b"next"]));
-    assert_eq!(*too_long.borrow(), [LineTooLong { length: 13, max: 6 }]);
+    assert_eq!(
+        *too_long.borrow(),
+        [LineTooLong {
+            length: 13,
+            max: 6,
+            line: b"much too long\n".to_vec()
+        }]
+    );
     assert!(!recorder.disconnecting.get());
+}
+
+#[test]
+fn line_length_exceeded_gets_the_rest_of_the_buffer_from_the_start_of_the_over_long_line() {
+    // Measured against Twisted 24.11's basic.py with a lineLengthExceeded that records and
+    // does not disconnect, fed the same two packets: LineReceiver passes the line, its
+    // delimiter and everything after; LineOnlyReceiver the line alone.
+    let packets: [&[u8]; 2] = [b"short\nmuch too long\nlost\nlo", b"st\nnext\n"];
+    let received = Lines::default();
+    let too_long = Rc::new(RefCell::new(Vec::new()));
+    let tolerant = || Tolerant {
+        received: received.clone(),
+        too_long: too_long.clone(),
+    };
+    let mut receiver = LineReceiver::new(tolerant())
+        .with_max_length(6)
+        .with_delimiter(b"\n");
+    connect(&mut receiver);
+    for packet in packets {
+        receiver.data_received(packet);
+    }
+    assert_eq!(*received.borrow(), lines(&[b"short", b"st", b"next"]));
+    let lines_passed: Vec<Vec<u8>> = too_long.borrow().iter().map(|e| e.line.clone()).collect();
+    assert_eq!(lines_passed, lines(&[b"much too long\nlost\nlo"]));
+
+    received.borrow_mut().clear();
+    too_long.borrow_mut().clear();
+    let mut receiver = LineOnlyReceiver::new(tolerant())
+        .with_max_length(6)
+        .with_delimiter(b"\n");
+    connect(&mut receiver);
+    for packet in packets {
+        receiver.data_received(packet);
+    }
+    let lines_passed: Vec<Vec<u8>> = too_long.borrow().iter().map(|e| e.line.clone()).collect();
+    assert_eq!(lines_passed, lines(&[b"much too long"]));
+    // Twisted's LineOnlyReceiver would keep "lo" and deliver "lost"; torsion discards the
+    // whole buffer with the over-long line (see LineOnlyParser).
+    assert_eq!(*received.borrow(), lines(&[b"short", b"st", b"next"]));
+}
+
+/// Which Twisted receiver a row of [`TWISTED_LINE_LIMITS`] is about.
+#[derive(Debug, Clone, Copy)]
+enum Kind {
+    Line,
+    LineOnly,
+}
+
+/// How a row's input is fed: in one `data_received`, or one byte at a time.
+#[derive(Debug, Clone, Copy)]
+enum Feed {
+    Whole,
+    Bytes,
+}
+
+use Feed::{Bytes, Whole};
+use Kind::{Line, LineOnly};
+
+/// (receiver, delimiter, MAX_LENGTH, input, feeding, lines delivered, the argument of
+/// lineLengthExceeded, how many bytes had been fed when the receiver asked to disconnect).
+type LimitRow = (
+    Kind,
+    &'static [u8],
+    usize,
+    &'static [u8],
+    Feed,
+    &'static [&'static [u8]],
+    Option<&'static [u8]>,
+    Option<usize>,
+);
+
+/// Measured against Twisted 24.11's `twisted/protocols/basic.py` (Python 3.11): each input
+/// fed to a `LineReceiver` or `LineOnlyReceiver` subclass over
+/// `twisted.internet.testing.StringTransport`, whole or one byte per `dataReceived`, with no
+/// more bytes fed once `transport.disconnecting` was set (a real transport stops reading
+/// then). Its `lineLengthExceeded` records its argument, then calls the default, which
+/// calls `loseConnection`. The script:
+///
+/// ```python
+/// def run(base, delimiter, max_length, data, bytewise):
+///     class R(base):
+///         MAX_LENGTH = max_length
+///         def lineReceived(self, line): events.append(("line", line))
+///         def lineLengthExceeded(self, line):
+///             events.append(("exceeded", line))
+///             return base.lineLengthExceeded(self, line)
+///     R.delimiter = delimiter
+///     events, p, t = [], R(), StringTransport()
+///     p.makeConnection(t)
+///     fed = closed_at = 0
+///     for packet in ([data[i:i + 1] for i in range(len(data))] if bytewise else [data]):
+///         if t.disconnecting:
+///             break
+///         p.dataReceived(packet)
+///         fed += len(packet)
+///         if t.disconnecting and not closed_at:
+///             closed_at = fed
+///     return events, closed_at
+/// ```
+const TWISTED_LINE_LIMITS: &[LimitRow] = &[
+    (Line, b"\r\n", 4, b"xxxx\r\n", Whole, &[b"xxxx"], None, None),
+    (Line, b"\r\n", 4, b"xxxx\r\n", Bytes, &[b"xxxx"], None, None),
+    (Line, b"\r\n", 4, b"xxxx\r", Whole, &[], None, None),
+    (Line, b"\r\n", 4, b"xxxx\r", Bytes, &[], None, None),
+    (Line, b"\r\n", 4, b"xxxxx", Whole, &[], None, None),
+    (Line, b"\r\n", 4, b"xxxxx", Bytes, &[], None, None),
+    (
+        Line,
+        b"\r\n",
+        4,
+        b"xxxxxx",
+        Whole,
+        &[],
+        Some(b"xxxxxx"),
+        Some(6),
+    ),
+    (
+        Line,
+        b"\r\n",
+        4,
+        b"xxxxxx",
+        Bytes,
+        &[],
+        Some(b"xxxxxx"),
+        Some(6),
+    ),
+    (
+        Line,
+        b"\r\n",
+        4,
+        b"xxxxx\r\n",
+        Whole,
+        &[],
+        Some(b"xxxxx\r\n"),
+        Some(7),
+    ),
+    (
+        Line,
+        b"\r\n",
+        4,
+        b"xxxxx\r\n",
+        Bytes,
+        &[],
+        Some(b"xxxxx\r"),
+        Some(6),
+    ),
+    (
+        Line,
+        b"\r\n",
+        4,
+        b"xxxx\rx",
+        Whole,
+        &[],
+        Some(b"xxxx\rx"),
+        Some(6),
+    ),
+    (
+        Line,
+        b"\r\n",
+        4,
+        b"xxxx\rx",
+        Bytes,
+        &[],
+        Some(b"xxxx\rx"),
+        Some(6),
+    ),
+    (
+        Line,
+        b"\r\n",
+        4,
+        b"xxxx\r\r\n",
+        Whole,
+        &[],
+        Some(b"xxxx\r\r\n"),
+        Some(7),
+    ),
+    (
+        Line,
+        b"\r\n",
+        4,
+        b"xxxx\r\r\n",
+        Bytes,
+        &[],
+        Some(b"xxxx\r\r"),
+        Some(6),
+    ),
+    (
+        Line,
+        b"\r\n",
+        4,
+        b"ab\r\nxxxxx\r\ncd\r\nef",
+        Whole,
+        &[b"ab"],
+        Some(b"xxxxx\r\ncd\r\nef"),
+        Some(17),
+    ),
+    (
+        Line,
+        b"\r\n",
+        4,
+        b"ab\r\nxxxxx\r\ncd\r\nef",
+        Bytes,
+        &[b"ab"],
+        Some(b"xxxxx\r"),
+        Some(10),
+    ),
+    (
+        Line,
+        b"\r\n",
+        4,
+        b"ab\r\nxxxxxxyy\r\n",
+        Whole,
+        &[b"ab"],
+        Some(b"xxxxxxyy\r\n"),
+        Some(14),
+    ),
+    (
+        Line,
+        b"\r\n",
+        4,
+        b"ab\r\nxxxxxxyy\r\n",
+        Bytes,
+        &[b"ab"],
+        Some(b"xxxxxx"),
+        Some(10),
+    ),
+    (
+        Line,
+        b"\r\n",
+        0,
+        b"\r\n\r\nx",
+        Whole,
+        &[b"", b""],
+        None,
+        None,
+    ),
+    (
+        Line,
+        b"\r\n",
+        0,
+        b"\r\n\r\nx",
+        Bytes,
+        &[b"", b""],
+        None,
+        None,
+    ),
+    (Line, b"\r\n", 0, b"xx", Whole, &[], Some(b"xx"), Some(2)),
+    (Line, b"\r\n", 0, b"xx", Bytes, &[], Some(b"xx"), Some(2)),
+    (
+        Line,
+        b"\n",
+        4,
+        b"xxxx\nxxxxx\n",
+        Whole,
+        &[b"xxxx"],
+        Some(b"xxxxx\n"),
+        Some(11),
+    ),
+    (
+        Line,
+        b"\n",
+        4,
+        b"xxxx\nxxxxx\n",
+        Bytes,
+        &[b"xxxx"],
+        Some(b"xxxxx"),
+        Some(10),
+    ),
+    (
+        Line,
+        b"\n",
+        4,
+        b"xxxxx",
+        Whole,
+        &[],
+        Some(b"xxxxx"),
+        Some(5),
+    ),
+    (
+        Line,
+        b"\n",
+        4,
+        b"xxxxx",
+        Bytes,
+        &[],
+        Some(b"xxxxx"),
+        Some(5),
+    ),
+    (Line, b"\r\n\r\n", 3, b"abc\r\n\r", Whole, &[], None, None),
+    (Line, b"\r\n\r\n", 3, b"abc\r\n\r", Bytes, &[], None, None),
+    (
+        Line,
+        b"\r\n\r\n",
+        3,
+        b"abc\r\n\r\n",
+        Whole,
+        &[b"abc"],
+        None,
+        None,
+    ),
+    (
+        Line,
+        b"\r\n\r\n",
+        3,
+        b"abc\r\n\r\n",
+        Bytes,
+        &[b"abc"],
+        None,
+        None,
+    ),
+    (
+        Line,
+        b"\r\n\r\n",
+        3,
+        b"abcd\r\n\r\n",
+        Whole,
+        &[],
+        Some(b"abcd\r\n\r\n"),
+        Some(8),
+    ),
+    (
+        Line,
+        b"\r\n\r\n",
+        3,
+        b"abcd\r\n\r\n",
+        Bytes,
+        &[],
+        Some(b"abcd\r\n\r"),
+        Some(7),
+    ),
+    (
+        LineOnly,
+        b"\r\n",
+        4,
+        b"xxxx\r\n",
+        Whole,
+        &[b"xxxx"],
+        None,
+        None,
+    ),
+    (
+        LineOnly,
+        b"\r\n",
+        4,
+        b"xxxx\r\n",
+        Bytes,
+        &[],
+        Some(b"xxxx\r"),
+        Some(5),
+    ),
+    (
+        LineOnly,
+        b"\r\n",
+        4,
+        b"xxxx\r",
+        Whole,
+        &[],
+        Some(b"xxxx\r"),
+        Some(5),
+    ),
+    (
+        LineOnly,
+        b"\r\n",
+        4,
+        b"xxxx\r",
+        Bytes,
+        &[],
+        Some(b"xxxx\r"),
+        Some(5),
+    ),
+    (
+        LineOnly,
+        b"\r\n",
+        4,
+        b"xxxxx",
+        Whole,
+        &[],
+        Some(b"xxxxx"),
+        Some(5),
+    ),
+    (
+        LineOnly,
+        b"\r\n",
+        4,
+        b"xxxxx",
+        Bytes,
+        &[],
+        Some(b"xxxxx"),
+        Some(5),
+    ),
+    (
+        LineOnly,
+        b"\r\n",
+        4,
+        b"xxxxx\r\nyy\r\n",
+        Whole,
+        &[],
+        Some(b"xxxxx"),
+        Some(11),
+    ),
+    (
+        LineOnly,
+        b"\r\n",
+        4,
+        b"xxxxx\r\nyy\r\n",
+        Bytes,
+        &[],
+        Some(b"xxxxx"),
+        Some(5),
+    ),
+    (
+        LineOnly,
+        b"\r\n",
+        4,
+        b"ab\r\nxxxxx",
+        Whole,
+        &[b"ab"],
+        Some(b"xxxxx"),
+        Some(9),
+    ),
+    (
+        LineOnly,
+        b"\r\n",
+        4,
+        b"ab\r\nxxxxx",
+        Bytes,
+        &[b"ab"],
+        Some(b"xxxxx"),
+        Some(9),
+    ),
+    (
+        LineOnly,
+        b"\r\n",
+        4,
+        b"ab\r\nxxxxxxyy\r\ncd\r\n",
+        Whole,
+        &[b"ab"],
+        Some(b"xxxxxxyy"),
+        Some(18),
+    ),
+    (
+        LineOnly,
+        b"\r\n",
+        4,
+        b"ab\r\nxxxxxxyy\r\ncd\r\n",
+        Bytes,
+        &[b"ab"],
+        Some(b"xxxxx"),
+        Some(9),
+    ),
+    (
+        LineOnly,
+        b"\r\n",
+        0,
+        b"\r\nx",
+        Whole,
+        &[b""],
+        Some(b"x"),
+        Some(3),
+    ),
+    (
+        LineOnly,
+        b"\r\n",
+        0,
+        b"\r\nx",
+        Bytes,
+        &[],
+        Some(b"\r"),
+        Some(1),
+    ),
+    (
+        LineOnly,
+        b"\n",
+        4,
+        b"xxxx\nxxxxx\n",
+        Whole,
+        &[b"xxxx"],
+        Some(b"xxxxx"),
+        Some(11),
+    ),
+    (
+        LineOnly,
+        b"\n",
+        4,
+        b"xxxx\nxxxxx\n",
+        Bytes,
+        &[b"xxxx"],
+        Some(b"xxxxx"),
+        Some(10),
+    ),
+    (
+        LineOnly,
+        b"\r\n\r\n",
+        3,
+        b"abc\r\n\r\n",
+        Whole,
+        &[b"abc"],
+        None,
+        None,
+    ),
+    (
+        LineOnly,
+        b"\r\n\r\n",
+        3,
+        b"abc\r\n\r\n",
+        Bytes,
+        &[],
+        Some(b"abc\r"),
+        Some(4),
+    ),
+];
+
+/// Records lines and the argument of `line_length_exceeded`, then disconnects as the
+/// default does.
+#[derive(Default, Clone)]
+struct LimitRecorder {
+    lines: Lines,
+    exceeded: Rc<RefCell<Vec<Vec<u8>>>>,
+}
+
+impl LineHandler for LimitRecorder {
+    fn line_received(&mut self, _ctx: &mut LineContext<'_>, line: &[u8]) {
+        self.lines.borrow_mut().push(line.to_vec());
+    }
+    fn line_length_exceeded(&mut self, ctx: &mut LineContext<'_>, error: LineTooLong) {
+        self.exceeded.borrow_mut().push(error.line);
+        ctx.lose_connection();
+    }
+}
+
+impl LineOnlyHandler for LimitRecorder {
+    fn line_received(&mut self, _ctx: &mut LineOnlyContext<'_>, line: &[u8]) {
+        self.lines.borrow_mut().push(line.to_vec());
+    }
+    fn line_length_exceeded(&mut self, ctx: &mut LineOnlyContext<'_>, error: LineTooLong) {
+        self.exceeded.borrow_mut().push(error.line);
+        ctx.lose_connection();
+    }
+}
+
+#[test]
+fn over_long_lines_disconnect_at_the_byte_twisted_does_with_what_twisted_passes() {
+    for &(kind, delimiter, max, input, feeding, want_lines, want_exceeded, want_closed_at) in
+        TWISTED_LINE_LIMITS
+    {
+        let seen = LimitRecorder::default();
+        let mut receiver: Box<dyn Protocol> = match kind {
+            Line => Box::new(
+                LineReceiver::new(seen.clone())
+                    .with_delimiter(delimiter)
+                    .with_max_length(max),
+            ),
+            LineOnly => Box::new(
+                LineOnlyReceiver::new(seen.clone())
+                    .with_delimiter(delimiter)
+                    .with_max_length(max),
+            ),
+        };
+        let recorder = connect(&mut *receiver);
+        let packets: Vec<&[u8]> = match feeding {
+            Whole => vec![input],
+            Bytes => input.chunks(1).collect(),
+        };
+        let mut fed = 0;
+        let mut closed_at = None;
+        for packet in packets {
+            if recorder.disconnecting.get() {
+                break;
+            }
+            receiver.data_received(packet);
+            fed += packet.len();
+            if recorder.disconnecting.get() && closed_at.is_none() {
+                closed_at = Some(fed);
+            }
+        }
+        let case = format!(
+            "{kind:?} {:?} max {max} {:?} {feeding:?}",
+            String::from_utf8_lossy(delimiter),
+            String::from_utf8_lossy(input)
+        );
+        assert_eq!(*seen.lines.borrow(), lines(want_lines), "lines of {case}");
+        let exceeded: Vec<Vec<u8>> = want_exceeded.iter().map(|e| e.to_vec()).collect();
+        assert_eq!(*seen.exceeded.borrow(), exceeded, "exceeded of {case}");
+        assert_eq!(closed_at, want_closed_at, "disconnect of {case}");
+    }
 }
 
 // ---------------------------------------------------------------------------------------
@@ -618,6 +1224,24 @@ fn checklist_51_line_only_receiver_disconnects_on_an_over_long_line() {
     receiver.data_received(&[b'x'; 200]);
     assert!(recorder.disconnecting.get());
     assert!(received.borrow().is_empty());
+}
+
+#[test]
+fn line_receiver_delivers_no_more_buffered_lines_after_lose_connection() {
+    struct QuitOnBye;
+    impl LineHandler for QuitOnBye {
+        fn line_received(&mut self, ctx: &mut LineContext<'_>, line: &[u8]) {
+            ctx.send_line(line);
+            if line == b"bye" {
+                ctx.lose_connection();
+            }
+        }
+    }
+    let mut receiver = LineReceiver::new(QuitOnBye);
+    let recorder = connect(&mut receiver);
+    receiver.data_received(b"hi\r\nbye\r\nignored\r\n");
+    assert_eq!(recorder.written(), b"hi\r\nbye\r\n");
+    assert_eq!(recorder.events(), ["lose_connection"]);
 }
 
 #[test]
@@ -663,14 +1287,18 @@ impl Strings {
     }
 }
 
-impl StringHandler for Strings {
-    fn string_received(&mut self, ctx: &mut StringContext<'_>, string: Vec<u8>) {
+impl<K: StringFraming> StringHandler<K> for Strings {
+    fn string_received(&mut self, ctx: &mut StringContext<'_, K>, string: Vec<u8>) {
         if self.echo {
-            ctx.send_string(&string).unwrap();
+            ctx.try_send_string(&string).unwrap();
         }
         self.received.borrow_mut().push(string);
     }
-    fn length_limit_exceeded(&mut self, ctx: &mut StringContext<'_>, error: LengthLimitExceeded) {
+    fn length_limit_exceeded(
+        &mut self,
+        ctx: &mut StringContext<'_, K>,
+        error: LengthLimitExceeded,
+    ) {
         self.too_long.borrow_mut().push(error);
         if !self.tolerate {
             ctx.lose_connection();
@@ -749,6 +1377,60 @@ fn checklist_54_a_netstring_of_max_length_is_accepted_one_more_disconnects_early
     assert!(recorder.disconnecting.get());
 }
 
+/// Answers each string with `ok:` and the string; after the first, closes the connection.
+#[derive(Default)]
+struct AnswerThenClose {
+    answered: usize,
+}
+
+impl<K: StringFraming> StringHandler<K> for AnswerThenClose {
+    fn string_received(&mut self, ctx: &mut StringContext<'_, K>, string: Vec<u8>) {
+        ctx.try_send_string(&[b"ok:", &string[..]].concat())
+            .unwrap();
+        self.answered += 1;
+        if self.answered == 1 {
+            ctx.lose_connection();
+        }
+    }
+}
+
+#[test]
+fn netstring_receiver_answers_every_string_already_received_after_lose_connection() {
+    // Twisted's NetstringReceiver.dataReceived does not check transport.disconnecting.
+    let mut receiver = NetstringReceiver::new(AnswerThenClose::default());
+    let recorder = connect(&mut receiver);
+    receiver.data_received(b"3:one,3:two,");
+    assert_eq!(recorder.written(), b"6:ok:one,6:ok:two,");
+    assert_eq!(recorder.events(), ["lose_connection"]);
+}
+
+#[test]
+fn int_n_string_receiver_delivers_strings_already_received_after_lose_connection() {
+    // Nor does Twisted's IntNStringReceiver.dataReceived.
+    let mut receiver = IntNStringReceiver::int16(AnswerThenClose::default());
+    let recorder = connect(&mut receiver);
+    receiver.data_received(b"\0\x03one\0\x03two");
+    assert_eq!(recorder.written(), b"\0\x06ok:one\0\x06ok:two");
+    assert_eq!(recorder.events(), ["lose_connection"]);
+}
+
+#[test]
+fn string_receivers_deliver_nothing_more_after_abort_connection() {
+    struct AbortAtOnce(Lines);
+    impl StringHandler for AbortAtOnce {
+        fn string_received(&mut self, ctx: &mut StringContext<'_>, string: Vec<u8>) {
+            self.0.borrow_mut().push(string);
+            ctx.abort_connection();
+        }
+    }
+    let received = Lines::default();
+    let mut receiver = NetstringReceiver::new(AbortAtOnce(received.clone()));
+    let recorder = connect(&mut receiver);
+    receiver.data_received(b"3:one,3:two,");
+    assert_eq!(*received.borrow(), lines(&[b"one"]));
+    assert_eq!(recorder.events(), ["abort_connection"]);
+}
+
 #[test]
 fn netstring_send_string_frames_the_data() {
     let (mut strings, _) = Strings::new();
@@ -769,14 +1451,14 @@ struct Sender {
     results: Rc<RefCell<Vec<Result<(), StringTooLong>>>>,
 }
 
-impl StringHandler for Sender {
-    fn connection_made(&mut self, ctx: &mut StringContext<'_>) {
+impl StringHandler<IntN> for Sender {
+    fn connection_made(&mut self, ctx: &mut StringContext<'_, IntN>) {
         for string in &self.strings {
             let result = ctx.send_string(string);
             self.results.borrow_mut().push(result);
         }
     }
-    fn string_received(&mut self, _ctx: &mut StringContext<'_>, _string: Vec<u8>) {}
+    fn string_received(&mut self, _ctx: &mut StringContext<'_, IntN>, _string: Vec<u8>) {}
 }
 
 fn sent_by(
@@ -859,8 +1541,8 @@ fn checklist_56_a_prefix_over_max_length_calls_length_limit_exceeded() {
 #[test]
 fn checklist_56_by_default_length_limit_exceeded_disconnects() {
     struct Quiet(Lines);
-    impl StringHandler for Quiet {
-        fn string_received(&mut self, _ctx: &mut StringContext<'_>, string: Vec<u8>) {
+    impl StringHandler<IntN> for Quiet {
+        fn string_received(&mut self, _ctx: &mut StringContext<'_, IntN>, string: Vec<u8>) {
             self.0.borrow_mut().push(string);
         }
     }
@@ -1043,6 +1725,175 @@ fn checklist_58_a_transport_with_a_producer_refuses_a_second_one() {
 }
 
 // ---------------------------------------------------------------------------------------
+// Senders: writing from outside a receiver's callbacks
+// ---------------------------------------------------------------------------------------
+
+/// A chat room: everyone connected, by id.
+type Room = Rc<RefCell<Vec<(usize, LineSender)>>>;
+
+/// A chat client's connection: each line it sends goes to every other client.
+struct Chatter {
+    id: usize,
+    room: Room,
+}
+
+impl LineHandler for Chatter {
+    fn connection_made(&mut self, ctx: &mut LineContext<'_>) {
+        self.room.borrow_mut().push((self.id, ctx.sender()));
+    }
+    fn line_received(&mut self, _ctx: &mut LineContext<'_>, line: &[u8]) {
+        let message = [format!("<{}> ", self.id).as_bytes(), line].concat();
+        for (id, sender) in self.room.borrow().iter() {
+            if *id != self.id {
+                sender.send_line(&message);
+            }
+        }
+    }
+    fn connection_lost(&mut self, _ctx: &mut LineContext<'_>, _reason: Failure) {
+        self.room.borrow_mut().retain(|(id, _)| *id != self.id);
+    }
+}
+
+#[test]
+fn a_chat_server_broadcasts_each_line_to_the_other_clients_through_line_senders() {
+    let room = Room::default();
+    let transports: Vec<Rc<StringTransport>> = (0..3).map(|_| StringTransport::new()).collect();
+    let mut receivers: Vec<LineReceiver<Chatter>> = (0..3)
+        .map(|id| {
+            LineReceiver::new(Chatter {
+                id,
+                room: room.clone(),
+            })
+            .with_delimiter(b"\n")
+        })
+        .collect();
+    for (receiver, transport) in receivers.iter_mut().zip(&transports) {
+        receiver.connection_made(transport.clone());
+    }
+    receivers[0].data_received(b"hello\nhow are you?\n");
+    receivers[2].data_received(b"fine\n");
+    assert_eq!(transports[0].take_value(), b"<2> fine\n");
+    assert_eq!(
+        transports[1].take_value(),
+        b"<0> hello\n<0> how are you?\n<2> fine\n"
+    );
+    assert_eq!(transports[2].take_value(), b"<0> hello\n<0> how are you?\n");
+    // The senders carry their connection's delimiter.
+    assert!(room.borrow().iter().all(|(_, s)| s.delimiter() == b"\n"));
+
+    // Client 1 leaves: its sender is dropped with it, the others still get the lines.
+    receivers[1].connection_lost(Failure::new(ConnectionDone));
+    receivers[2].data_received(b"bye\n");
+    assert_eq!(transports[0].take_value(), b"<2> bye\n");
+    assert!(transports[1].take_value().is_empty());
+    assert_eq!(room.borrow().len(), 2);
+}
+
+#[test]
+fn a_line_only_context_gives_a_sender_too() {
+    struct Keep(Rc<RefCell<Option<LineSender>>>);
+    impl LineOnlyHandler for Keep {
+        fn connection_made(&mut self, ctx: &mut LineOnlyContext<'_>) {
+            *self.0.borrow_mut() = Some(ctx.sender());
+        }
+        fn line_received(&mut self, _ctx: &mut LineOnlyContext<'_>, _line: &[u8]) {}
+    }
+    let kept = Rc::new(RefCell::new(None));
+    let mut receiver = LineOnlyReceiver::new(Keep(kept.clone())).with_delimiter(b"|");
+    let transport = StringTransport::new();
+    receiver.connection_made(transport.clone());
+    let sender = kept.borrow().clone().expect("connected");
+    sender.send_line(b"one");
+    sender.clone().send_line(b"two");
+    assert_eq!(transport.value(), b"one|two|");
+}
+
+/// The hub's connections, by id.
+type Peers<K> = Rc<RefCell<Vec<(usize, StringSender<K>)>>>;
+
+/// Relays each string to every other connection of the hub.
+struct Relay<K: StringFraming> {
+    id: usize,
+    peers: Peers<K>,
+    refused: Rc<RefCell<Vec<StringTooLong>>>,
+}
+
+impl<K: StringFraming> StringHandler<K> for Relay<K> {
+    fn connection_made(&mut self, ctx: &mut StringContext<'_, K>) {
+        self.peers.borrow_mut().push((self.id, ctx.sender()));
+    }
+    fn string_received(&mut self, _ctx: &mut StringContext<'_, K>, string: Vec<u8>) {
+        let mut relayed = b"from ".to_vec();
+        relayed.extend_from_slice(self.id.to_string().as_bytes());
+        relayed.push(b':');
+        relayed.extend_from_slice(&string);
+        for (id, peer) in self.peers.borrow().iter() {
+            if *id != self.id
+                && let Err(error) = peer.try_send_string(&relayed)
+            {
+                self.refused.borrow_mut().push(error);
+            }
+        }
+    }
+}
+
+#[test]
+fn string_senders_relay_netstrings_and_length_prefixed_strings_between_connections() {
+    let peers = Rc::new(RefCell::new(Vec::new()));
+    let refused = Rc::new(RefCell::new(Vec::new()));
+    let relay = |id| Relay::<Netstring> {
+        id,
+        peers: peers.clone(),
+        refused: refused.clone(),
+    };
+    let (a, b) = (StringTransport::new(), StringTransport::new());
+    let mut first = NetstringReceiver::new(relay(1));
+    let mut second = NetstringReceiver::new(relay(2));
+    first.connection_made(a.clone());
+    second.connection_made(b.clone());
+    first.data_received(b"2:hi,");
+    assert_eq!(b.take_value(), b"9:from 1:hi,");
+    second.data_received(b"0:,");
+    assert_eq!(a.take_value(), b"7:from 2:,");
+    // A netstring sender cannot fail.
+    let sender: StringSender = peers.borrow()[0].1.clone();
+    sender.send_string(b"direct");
+    assert_eq!(a.take_value(), b"6:direct,");
+    assert!(refused.borrow().is_empty());
+
+    // Over one-byte prefixes a relayed string may no longer fit: refused, nothing written.
+    let peers = Rc::new(RefCell::new(Vec::new()));
+    let relay = |id| Relay::<IntN> {
+        id,
+        peers: peers.clone(),
+        refused: refused.clone(),
+    };
+    let (a, b) = (StringTransport::new(), StringTransport::new());
+    let mut first = IntNStringReceiver::int8(relay(1));
+    let mut second = IntNStringReceiver::int8(relay(2));
+    first.connection_made(a.clone());
+    second.connection_made(b.clone());
+    first.data_received(b"\x02hi");
+    assert_eq!(b.take_value(), b"\x09from 1:hi");
+    let mut long = vec![250];
+    long.extend_from_slice(&[b'x'; 250]);
+    first.data_received(&long);
+    assert!(b.take_value().is_empty());
+    assert_eq!(
+        *refused.borrow(),
+        [StringTooLong {
+            length: 257,
+            max: 255
+        }]
+    );
+    let sender: StringSender<IntN> = peers.borrow()[1].1.clone();
+    assert_eq!(sender.framing().width(), PrefixWidth::U8);
+    assert!(sender.send_string(&[0; 256]).is_err());
+    sender.send_string(b"ok").unwrap();
+    assert_eq!(b.take_value(), b"\x02ok");
+}
+
+// ---------------------------------------------------------------------------------------
 // End to end over TCP
 // ---------------------------------------------------------------------------------------
 
@@ -1160,7 +2011,7 @@ struct ReverseStrings {
 impl StringHandler for ReverseStrings {
     fn string_received(&mut self, ctx: &mut StringContext<'_>, mut string: Vec<u8>) {
         string.reverse();
-        ctx.send_string(&string).unwrap();
+        ctx.send_string(&string);
     }
     fn connection_lost(&mut self, _ctx: &mut StringContext<'_>, reason: Failure) {
         *self.lost.borrow_mut() = Some(reason);
@@ -1179,7 +2030,7 @@ struct StringClient {
 impl StringHandler for StringClient {
     fn connection_made(&mut self, ctx: &mut StringContext<'_>) {
         for string in &self.strings {
-            ctx.send_string(string).unwrap();
+            ctx.send_string(string);
         }
     }
     fn string_received(&mut self, ctx: &mut StringContext<'_>, string: Vec<u8>) {

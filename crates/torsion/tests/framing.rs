@@ -312,27 +312,65 @@ fn a_line_longer_than_max_length_is_an_error_once() {
     let mut parser = LineParser::new().with_max_length(5);
     parser.feed(b"12345\r\n123456\r\nnext\r\n");
     assert_eq!(parser.next_event(), Some(Ok(LineEvent::Line(b"12345"))));
+    // The error carries the buffer from the start of the line on, what Twisted's
+    // LineReceiver passes to lineLengthExceeded; the parser discarded it.
     assert_eq!(
         parser.next_event(),
-        Some(Err(LineTooLong { length: 6, max: 5 }))
+        Some(Err(LineTooLong {
+            length: 6,
+            max: 5,
+            line: b"123456\r\nnext\r\n".to_vec()
+        }))
     );
-    // The buffer was discarded with the line, as Twisted does before lineLengthExceeded.
     assert_eq!(parser.next_event(), None);
     assert_eq!(parser.buffered(), b"");
 }
 
 #[test]
+fn a_line_only_parser_error_carries_the_line_alone() {
+    // Twisted's LineOnlyReceiver passes the over-long line, without what follows.
+    let mut parser = LineOnlyParser::new().with_max_length(5);
+    parser.feed(b"12345\r\n123456\r\nnext\r\n");
+    assert_eq!(parser.next_line(), Some(Ok(&b"12345"[..])));
+    assert_eq!(
+        parser.next_line(),
+        Some(Err(LineTooLong {
+            length: 6,
+            max: 5,
+            line: b"123456".to_vec()
+        }))
+    );
+    assert_eq!(parser.next_line(), None);
+    assert_eq!(parser.buffered(), b"");
+}
+
+#[test]
 fn an_over_long_line_is_reported_before_its_delimiter_arrives() {
+    // As Twisted's LineReceiver: once max + len(delimiter) bytes arrived without one.
     let max = LineParser::DEFAULT_MAX_LENGTH;
     let mut parser = LineParser::new();
-    parser.feed(&vec![b'a'; max]);
+    parser.feed(&vec![b'a'; max + 1]);
     assert_eq!(parser.next_event(), None);
     parser.feed(b"a");
     assert_eq!(
         parser.next_event(),
         Some(Err(LineTooLong {
+            length: max + 2,
+            max,
+            line: vec![b'a'; max + 2]
+        }))
+    );
+    // As Twisted's LineOnlyReceiver: once more than max bytes arrived without one.
+    let mut parser = LineOnlyParser::new();
+    parser.feed(&vec![b'a'; max]);
+    assert_eq!(parser.next_line(), None);
+    parser.feed(b"a");
+    assert_eq!(
+        parser.next_line(),
+        Some(Err(LineTooLong {
             length: max + 1,
-            max
+            max,
+            line: vec![b'a'; max + 1]
         }))
     );
 }
@@ -377,16 +415,39 @@ fn a_line_one_byte_too_long_fails_at_every_split() {
         assert_eq!(got.len(), 1, "split {split:?}");
         assert!(matches!(got[0], Got::Error(_)), "split {split:?}");
     }
-    // A partial delimiter that cannot complete within the maximum does not hold the error
-    // back: "12345\r" may still end at 5, "12345\r\r" cannot.
+    // Without a delimiter, the error waits for max + len(delimiter) bytes, as in Twisted:
+    // "12345\r" may still end at 5, "12345\r\r" cannot.
     let mut parser = LineParser::new().with_max_length(5);
     parser.feed(b"12345\r");
     assert_eq!(parser.next_event(), None);
     parser.feed(b"\r");
     assert_eq!(
         parser.next_event(),
-        Some(Err(LineTooLong { length: 7, max: 5 }))
+        Some(Err(LineTooLong {
+            length: 7,
+            max: 5,
+            line: b"12345\r\r".to_vec()
+        }))
     );
+}
+
+#[test]
+fn a_line_only_parser_refuses_a_max_length_line_whose_delimiter_is_cut_as_twisted_does() {
+    // Twisted's LineOnlyReceiver counts the start of the delimiter as part of the line.
+    let mut parser = LineOnlyParser::new().with_max_length(5);
+    parser.feed(b"12345\r");
+    assert_eq!(
+        parser.next_line(),
+        Some(Err(LineTooLong {
+            length: 6,
+            max: 5,
+            line: b"12345\r".to_vec()
+        }))
+    );
+    // In one packet, the same line is fine.
+    let mut parser = LineOnlyParser::new().with_max_length(5);
+    parser.feed(b"12345\r\n");
+    assert_eq!(parser.next_line(), Some(Ok(&b"12345"[..])));
 }
 
 #[test]
@@ -692,7 +753,12 @@ fn prefixed_strings_decode_at_every_chunk_size() {
 #[test]
 fn errors_have_messages_a_user_can_act_on() {
     let messages = [
-        LineTooLong { length: 9, max: 8 }.to_string(),
+        LineTooLong {
+            length: 9,
+            max: 8,
+            line: Vec::new(),
+        }
+        .to_string(),
         NetstringError::BadLength.to_string(),
         NetstringError::TooLong {
             declared: 100000,
@@ -808,8 +874,18 @@ proptest! {
         let line_parser = LineParser::new().with_delimiter(delimiter).with_max_length(longest);
         let expected: Vec<Got> = frames.iter().map(|f| line(f)).collect();
         prop_assert_eq!(run_raw_bodies(line_parser, &chunks), expected.clone());
-        let line_only = LineOnlyParser::new().with_delimiter(delimiter).with_max_length(longest);
-        prop_assert_eq!(run_line_only(line_only, &chunks), expected);
+        // A line-only parser counts a delimiter's start cut off by a packet as part of the
+        // line (as Twisted's LineOnlyReceiver does): with room for that, every cut is fine;
+        // at the maximum, a cut can only bring an error forward.
+        let roomy = longest + delimiter.len() - 1;
+        let line_only = LineOnlyParser::new().with_delimiter(delimiter).with_max_length(roomy);
+        prop_assert_eq!(run_line_only(line_only, &chunks), expected.clone());
+        let tight = LineOnlyParser::new().with_delimiter(delimiter).with_max_length(longest);
+        let got = run_line_only(tight, &chunks);
+        if got != expected {
+            prop_assert!(matches!(got.last(), Some(Got::Error(_))), "{:?}", got);
+            prop_assert_eq!(&got[..got.len() - 1], &expected[..got.len() - 1]);
+        }
     }
 
     #[test]
@@ -865,17 +941,28 @@ proptest! {
             prop_assert_eq!(prefixed(&whole), prefixed(&chunks));
         }
 
-        // Up to the first error; an error's length says how much had arrived, so only its
-        // place in the stream is compared.
-        let lines = |c: &[&[u8]]| {
-            run_line_only(LineOnlyParser::new().with_max_length(max), c)
-                .into_iter()
+        // Up to the first error; an error's length and bytes say how much had arrived, so
+        // only its place in the stream is compared.
+        let errors_alike = |got: Vec<Got>| {
+            got.into_iter()
                 .map(|g| match g {
                     Got::Error(_) => Got::Error(String::new()),
                     other => other,
                 })
                 .collect::<Vec<_>>()
         };
+        let lines = |c: &[&[u8]]| errors_alike(run_raw_bodies(LineParser::new().with_max_length(max), c));
         prop_assert_eq!(lines(&whole), lines(&chunks));
+        // A line-only parser may fail earlier when a packet cuts a delimiter (Twisted's
+        // LineOnlyReceiver does), never later, and agrees up to there.
+        let line_only = |c: &[&[u8]]| errors_alike(run_line_only(LineOnlyParser::new().with_max_length(max), c));
+        let (whole, cut) = (line_only(&whole), line_only(&chunks));
+        if cut != whole {
+            prop_assert_eq!(cut.last(), Some(&Got::Error(String::new())));
+            prop_assert_eq!(&cut[..cut.len() - 1], &whole[..cut.len() - 1]);
+        }
+        if whole.last() == Some(&Got::Error(String::new())) {
+            prop_assert_eq!(cut.last(), Some(&Got::Error(String::new())));
+        }
     }
 }

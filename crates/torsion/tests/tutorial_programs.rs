@@ -1,6 +1,7 @@
 //! The tutorial programs in `examples/` (the poetry server and clients, the transform
 //! service, the caching proxy), run over real loopback sockets on every backend. The test
-//! includes the examples' own module, so it runs their logic, not a copy of it.
+//! includes the examples' own module, so it runs their logic, not a copy of it. Poems are
+//! bytes: a Latin-1 poem goes through every program byte for byte.
 
 mod common;
 
@@ -17,6 +18,8 @@ use torsion::error::ConnectionRefused;
 use torsion::net::tcp::ListenOptions;
 use torsion::net::{Address, Transport};
 use torsion::protocol::{Factory, Protocol, connect_protocol};
+use torsion::protocols::framing::{NetstringParser, netstring_encode};
+use torsion::testing::{AccumulatingProtocol, StringTransport};
 use torsion::{Deferred, Failure, Reactor, Resolver, spawn};
 
 use poetry::client::{Fate, GibberishError, get_poetry, try_to_cummingsify};
@@ -24,7 +27,48 @@ use poetry::proxy::{PoetryProxyFactory, ProxyService};
 use poetry::server::PoetryFactory;
 use poetry::transform::{TransformFactory, TransformProxy, TransformService, get_transformed_poem};
 
-const POEM: &str = include_str!("../examples/poetry/science.txt");
+const POEM: &[u8] = include_bytes!("../examples/poetry/science.txt");
+
+/// Goethe's "Wandrers Nachtlied" in Latin-1: not UTF-8.
+const LATIN1_POEM: &[u8] = include_bytes!("../examples/poetry/nachtlied.latin1.txt");
+
+/// What `cummingsify` must make of a poem: ASCII capitals lowered, every other byte kept
+/// (Python's `bytes.lower()`).
+fn ascii_lowered(poem: &[u8]) -> Vec<u8> {
+    poem.iter()
+        .map(|&b| {
+            if b.is_ascii_uppercase() {
+                b + (b'a' - b'A')
+            } else {
+                b
+            }
+        })
+        .collect()
+}
+
+/// The netstrings in `wire`, which must hold nothing else.
+fn netstrings(wire: &[u8]) -> Vec<Vec<u8>> {
+    let mut parser = NetstringParser::new();
+    parser.feed(wire);
+    let strings = std::iter::from_fn(|| parser.next_frame())
+        .collect::<Result<Vec<_>, _>>()
+        .unwrap();
+    assert!(
+        parser.buffered().is_empty(),
+        "a partial netstring at the end"
+    );
+    strings
+}
+
+/// Two transform requests, as one stretch of bytes.
+fn two_requests() -> Vec<u8> {
+    let mut wire = Vec::new();
+    netstring_encode(b"cummingsify.Roses ARE Red.", &mut wire);
+    let mut second = b"cummingsify.".to_vec();
+    second.extend_from_slice(LATIN1_POEM);
+    netstring_encode(&second, &mut wire);
+    wire
+}
 
 /// Runs `main` on `reactor` (stopped after 5 s whatever happens) and returns its outcome.
 fn run<T, Fut>(reactor: Reactor, main: impl FnOnce(Reactor) -> Fut + 'static) -> Result<T, Failure>
@@ -133,7 +177,7 @@ reactor_test! {
             DeferredList::new(downloads).consume_errors(true).into_deferred()
         })
         .unwrap();
-        assert_eq!(results[0].as_ref().unwrap(), &POEM.to_lowercase());
+        assert_eq!(results[0].as_ref().unwrap(), &POEM.to_ascii_lowercase());
         assert!(results[1].as_ref().unwrap_err().check::<GibberishError>());
         assert_eq!(results[2].as_ref().unwrap(), POEM, "a bug keeps the original poem");
     }
@@ -141,16 +185,74 @@ reactor_test! {
     fn the_transform_server_cummingsifies(reactor: Reactor) {
         let port = listen(&reactor, TransformFactory::new(TransformService));
         let poem = run(reactor, move |r| {
-            TransformProxy::new(&r, "127.0.0.1", port).xform("cummingsify", "Roses ARE Red.\n")
+            TransformProxy::new(&r, "127.0.0.1", port).xform("cummingsify", b"Roses ARE Red.\n")
         })
         .unwrap();
-        assert_eq!(poem, "roses are red.\n");
+        assert_eq!(poem, b"roses are red.\n");
+    }
+
+    fn the_transform_server_answers_two_requests_arriving_in_one_segment(reactor: Reactor) {
+        let port = listen(&reactor, TransformFactory::new(TransformService));
+        let answer = run(reactor, move |r| async move {
+            let client = AccumulatingProtocol::new();
+            let state = client.state();
+            let transport = connect_protocol(&r, "127.0.0.1", port, client).await?;
+            // One write of a few hundred bytes: one segment over the loopback.
+            transport.write(&two_requests());
+            state.closed_deferred().await?;
+            Ok(state.data())
+        })
+        .unwrap();
+        assert_eq!(
+            netstrings(&answer),
+            [b"roses are red.".to_vec(), ascii_lowered(LATIN1_POEM)]
+        );
+    }
+
+    fn the_poetry_server_serves_a_latin1_poem_byte_identical(reactor: Reactor) {
+        // Ü in Latin-1, which UTF-8 cannot start a character with before "ber".
+        assert!(LATIN1_POEM.windows(4).any(|w| w == b"\xdcber"));
+        let port = listen(&reactor, PoetryFactory::new(LATIN1_POEM));
+        let poem = run(reactor, move |r| get_poetry(&r, "127.0.0.1", port)).unwrap();
+        assert_eq!(poem, LATIN1_POEM);
+    }
+
+    fn the_transform_changes_ascii_letters_only_and_keeps_non_ascii_bytes(reactor: Reactor) {
+        let poetry = listen(&reactor, PoetryFactory::new(LATIN1_POEM));
+        let xform = listen(&reactor, TransformFactory::new(TransformService));
+        let poem = run(reactor, move |r| {
+            let proxy = Rc::new(TransformProxy::new(&r, "127.0.0.1", xform));
+            spawn(get_transformed_poem(r, proxy, "127.0.0.1".into(), poetry))
+        })
+        .unwrap();
+        assert_eq!(poem, ascii_lowered(LATIN1_POEM));
+        // "Über" keeps its Latin-1 capital Ü (0xDC): only ASCII letters change.
+        assert!(poem.starts_with(b"wandrers nachtlied"));
+        assert!(poem.windows(4).any(|w| w == b"\xdcber"));
+        for (before, after) in LATIN1_POEM.iter().zip(&poem) {
+            if !before.is_ascii() {
+                assert_eq!(before, after);
+            }
+        }
+    }
+
+    fn the_proxy_passes_a_latin1_poem_through_unchanged(reactor: Reactor) {
+        let server_port = listen(&reactor, PoetryFactory::new(LATIN1_POEM));
+        let proxy = PoetryProxyFactory::new(ProxyService::new(&reactor, "127.0.0.1", server_port));
+        let proxy_port = listen(&reactor, proxy);
+        let poems = run(reactor, move |r| async move {
+            let fetched = get_poetry(&r, "127.0.0.1", proxy_port).await?;
+            let cached = get_poetry(&r, "127.0.0.1", proxy_port).await?;
+            Ok((fetched, cached))
+        })
+        .unwrap();
+        assert_eq!(poems, (LATIN1_POEM.to_vec(), LATIN1_POEM.to_vec()));
     }
 
     fn an_unknown_transform_closes_the_connection_without_a_reply(reactor: Reactor) {
         let port = listen(&reactor, TransformFactory::new(TransformService));
         let outcome = run(reactor, move |r| {
-            TransformProxy::new(&r, "127.0.0.1", port).xform("byronificate", "Roses are red.")
+            TransformProxy::new(&r, "127.0.0.1", port).xform("byronificate", b"Roses are red.")
         });
         assert!(outcome.is_err(), "{outcome:?}");
     }
@@ -163,7 +265,7 @@ reactor_test! {
             spawn(get_transformed_poem(r, proxy, "127.0.0.1".into(), poetry))
         })
         .unwrap();
-        assert_eq!(poem, POEM.to_lowercase());
+        assert_eq!(poem, POEM.to_ascii_lowercase());
     }
 
     fn the_inline_client_falls_back_to_the_original_poem_when_the_transform_service_is_down(
@@ -208,7 +310,7 @@ reactor_test! {
             Ok((first, second))
         })
         .unwrap();
-        assert_eq!(poems, (POEM.to_string(), POEM.to_string()));
+        assert_eq!(poems, (POEM.to_vec(), POEM.to_vec()));
         assert_eq!(server.connections.get(), 1, "the second poem came from the cache");
         assert!(proxy.service.is_cached());
     }
@@ -235,11 +337,28 @@ reactor_test! {
 }
 
 #[test]
-fn cummingsify_lower_cases_unless_the_poem_is_gibberish_or_it_has_a_bug() {
-    let poem = || "Roses ARE Red".to_string();
+fn the_transform_service_answers_two_requests_arriving_in_one_data_received() {
+    // As Twisted's TransformProtocol over NetstringReceiver: it closes after answering, and
+    // the request already received is answered too.
+    let factory = TransformFactory::new(TransformService);
+    let addr = Address::Tcp(([127, 0, 0, 1], 1).into());
+    let mut protocol = factory.build_protocol(&addr).expect("a protocol");
+    let transport = StringTransport::new();
+    protocol.connection_made(transport.clone());
+    protocol.data_received(&two_requests());
+    assert_eq!(
+        netstrings(&transport.value()),
+        [b"roses are red.".to_vec(), ascii_lowered(LATIN1_POEM)]
+    );
+    assert!(transport.disconnecting());
+}
+
+#[test]
+fn cummingsify_lower_cases_ascii_letters_unless_the_poem_is_gibberish_or_it_has_a_bug() {
+    let poem = || b"Roses ARE Red, \xc9T\xc9".to_vec();
     assert_eq!(
         try_to_cummingsify(poem(), Fate::Success).unwrap(),
-        "roses are red"
+        b"roses are red, \xc9t\xc9"
     );
     let failure = try_to_cummingsify(poem(), Fate::Gibberish).unwrap_err();
     assert!(failure.check::<GibberishError>());

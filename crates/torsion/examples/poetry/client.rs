@@ -1,5 +1,6 @@
 //! The Deferred-based poetry client's pieces (`twisted-client-5/get-poetry.py`):
-//! `get_poetry`, and the `cummingsify` transform that sometimes fails.
+//! `get_poetry`, and the `cummingsify` transform that sometimes fails. A poem is bytes, as
+//! in Twisted: whatever its encoding, it arrives as it was sent.
 
 use std::cell::Cell;
 use std::fmt;
@@ -24,7 +25,7 @@ impl Protocol for PoetryClientProtocol {
     }
 
     fn connection_lost(&mut self, _reason: Failure) {
-        let poem = String::from_utf8_lossy(&self.poem).into_owned();
+        let poem = std::mem::take(&mut self.poem);
         self.factory.poem_finished(poem);
     }
 }
@@ -33,11 +34,11 @@ impl Protocol for PoetryClientProtocol {
 /// `PoetryClientFactory`). The resolver is taken out before it fires, so it fires once:
 /// Twisted's `d, self.deferred = self.deferred, None`.
 pub struct PoetryClientFactory {
-    deferred: Cell<Option<Resolver<String>>>,
+    deferred: Cell<Option<Resolver<Vec<u8>>>>,
 }
 
 impl PoetryClientFactory {
-    fn poem_finished(&self, poem: String) {
+    fn poem_finished(&self, poem: Vec<u8>) {
         if let Some(d) = self.deferred.take() {
             d.callback(poem);
         }
@@ -61,10 +62,10 @@ impl ClientFactory for PoetryClientFactory {
     }
 }
 
-/// Downloads a poem from `host:port`: the Deferred fires with the complete text, or fails
-/// if the poem could not be downloaded. Cancelling it drops the connection (as
+/// Downloads a poem from `host:port`: the Deferred fires with its bytes, or fails if the
+/// poem could not be downloaded. Cancelling it drops the connection (as
 /// `twisted-server-4`'s proxy does).
-pub fn get_poetry(reactor: &Reactor, host: &str, port: u16) -> Deferred<String> {
+pub fn get_poetry(reactor: &Reactor, host: &str, port: u16) -> Deferred<Vec<u8>> {
     let connector: Rc<Cell<Option<Connector>>> = Rc::new(Cell::new(None));
     let slot = connector.clone();
     let (resolver, d) = Deferred::with_canceller(move |_resolver| {
@@ -124,10 +125,11 @@ impl Fate {
     }
 }
 
-/// Lower-cases the poem, unless `fate` says it fails (the tutorial's `cummingsify`).
-pub fn cummingsify(poem: &str, fate: Fate) -> Result<String, Failure> {
+/// Lower-cases the poem's ASCII letters, leaving every other byte as it is (Python's
+/// `bytes.lower()`), unless `fate` says it fails (the tutorial's `cummingsify`).
+pub fn cummingsify(poem: &[u8], fate: Fate) -> Result<Vec<u8>, Failure> {
     match fate {
-        Fate::Success => Ok(poem.to_lowercase()),
+        Fate::Success => Ok(poem.to_ascii_lowercase()),
         Fate::Gibberish => Err(GibberishError.into()),
         Fate::Bug => Err(CummingsifyBug.into()),
     }
@@ -136,7 +138,7 @@ pub fn cummingsify(poem: &str, fate: Fate) -> Result<String, Failure> {
 /// Cummingsifies the poem: gibberish is an error that goes on down the chain; any other
 /// failure is a bug in `cummingsify`, so the original poem is used (the tutorial's
 /// `try_to_cummingsify`).
-pub fn try_to_cummingsify(poem: String, fate: Fate) -> Result<String, Failure> {
+pub fn try_to_cummingsify(poem: Vec<u8>, fate: Fate) -> Result<Vec<u8>, Failure> {
     match cummingsify(&poem, fate) {
         Err(failure) if failure.check::<GibberishError>() => Err(failure),
         Err(_) => {

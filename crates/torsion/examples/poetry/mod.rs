@@ -4,7 +4,12 @@
 //! `#[path = "poetry/mod.rs"] mod poetry;`, and `tests/tutorial_programs.rs` includes it too,
 //! so the tests run the examples' own logic.
 //!
-//! `science.txt` beside this file is a poem to serve.
+//! Poems are bytes from end to end, as in Twisted: the server sends a file's bytes as they
+//! are, the clients and the proxy pass them on untouched, the transforms change ASCII
+//! letters only, and the clients print them with [`print_poem`], without decoding.
+//!
+//! `science.txt` beside this file is a poem to serve; `nachtlied.latin1.txt` is one in
+//! Latin-1, not UTF-8 (Goethe's "Wandrers Nachtlied"), to show that nothing decodes it.
 
 // Each example uses only some of these pieces.
 #![allow(dead_code)]
@@ -14,6 +19,7 @@ pub mod proxy;
 pub mod server;
 pub mod transform;
 
+use std::io::Write;
 use std::net::{IpAddr, Ipv4Addr};
 
 use torsion::Failure;
@@ -55,6 +61,16 @@ impl ServerArgs {
         }
         Ok(parsed)
     }
+}
+
+/// Prints a poem's bytes as they are, then a newline: no decoding, so a poem in any
+/// encoding reaches the terminal (or a pipe) intact.
+pub fn print_poem(poem: &[u8]) -> Result<(), Failure> {
+    let mut out = std::io::stdout().lock();
+    out.write_all(poem)
+        .and_then(|()| out.write_all(b"\n"))
+        .and_then(|()| out.flush())
+        .map_err(Failure::new)
 }
 
 /// Parses a client's `[host:]port` argument; the host defaults to 127.0.0.1 (the tutorials'

@@ -1,6 +1,6 @@
 //! The caching poetry proxy (`twisted-server-3/poetry-proxy.py`, with the cancellation of
 //! `twisted-server-4`): the first client's request fetches the poem from the real server;
-//! later clients get the cached copy at once.
+//! later clients get the cached copy at once. The poem's bytes go through unchanged.
 
 use std::cell::RefCell;
 use std::rc::Rc;
@@ -19,7 +19,7 @@ pub struct ProxyService {
     host: String,
     port: u16,
     /// The cached poem.
-    poem: Rc<RefCell<Option<String>>>,
+    poem: Rc<RefCell<Option<Vec<u8>>>>,
 }
 
 impl ProxyService {
@@ -34,7 +34,7 @@ impl ProxyService {
 
     /// The poem: sometimes at once, sometimes later, so always as a Deferred, already fired
     /// when the poem is cached (Twisted's `succeed(self.poem)`).
-    pub fn get_poem(&self) -> Deferred<String> {
+    pub fn get_poem(&self) -> Deferred<Vec<u8>> {
         let cached = self.poem.borrow().clone();
         if let Some(poem) = cached {
             println!("Using cached poem.");
@@ -68,7 +68,7 @@ impl Protocol for PoetryProxyProtocol {
             .factory
             .service
             .get_poem()
-            .map(move |poem| writer.write(poem.as_bytes()))
+            .map(move |poem| writer.write(&poem))
             .add_both(move |result| {
                 if let Err(failure) = result
                     && !failure.check::<Cancelled>()

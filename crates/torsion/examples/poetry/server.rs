@@ -1,5 +1,5 @@
 //! The "fastpoetry" server (`twisted-server-1/fastpoetry.py`): each client gets the whole
-//! poem at once, then the connection closes.
+//! poem at once, then the connection closes. The poem is bytes, sent as they were read.
 
 use std::rc::Rc;
 
@@ -13,18 +13,18 @@ pub struct PoetryProtocol {
 
 impl Protocol for PoetryProtocol {
     fn connection_made(&mut self, transport: Transport) {
-        transport.write(self.factory.poem.as_bytes());
+        transport.write(&self.factory.poem);
         transport.lose_connection();
     }
 }
 
 /// Holds the poem for every connection (Twisted's `PoetryFactory(ServerFactory)`).
 pub struct PoetryFactory {
-    pub poem: String,
+    pub poem: Vec<u8>,
 }
 
 impl PoetryFactory {
-    pub fn new(poem: impl Into<String>) -> Rc<PoetryFactory> {
+    pub fn new(poem: impl Into<Vec<u8>>) -> Rc<PoetryFactory> {
         Rc::new(PoetryFactory { poem: poem.into() })
     }
 }

@@ -1,7 +1,9 @@
 //! The transform service (`twisted-server-1/transformedpoetry.py`) and its client
 //! (`TransformProxy` in `twisted-client-6` and `-7`): an RPC over netstrings. The request is
 //! `xform_name.poem`, the reply the transformed poem; an unknown transform closes the
-//! connection without a reply.
+//! connection without a reply. Requests, poems and replies are bytes, as in Twisted: a
+//! transform changes ASCII letters only and leaves every other byte alone, whatever the
+//! poem's encoding.
 
 use std::cell::Cell;
 use std::rc::Rc;
@@ -20,26 +22,29 @@ use super::client::get_poetry;
 pub struct TransformService;
 
 impl TransformService {
-    pub fn cummingsify(&self, poem: &str) -> String {
-        poem.to_lowercase()
+    /// Lower-cases the ASCII letters, leaving every other byte as it is (Python's
+    /// `bytes.lower()`).
+    pub fn cummingsify(&self, poem: &[u8]) -> Vec<u8> {
+        poem.to_ascii_lowercase()
     }
 }
 
-/// Answers one transform request (Twisted's `TransformProtocol(NetstringReceiver)`).
+/// Answers transform requests, then closes (Twisted's
+/// `TransformProtocol(NetstringReceiver)`). As in Twisted, closing does not stop the
+/// requests already received: two requests arriving together get two replies.
 pub struct TransformProtocol {
     factory: Rc<TransformFactory>,
 }
 
 impl StringHandler for TransformProtocol {
     fn string_received(&mut self, ctx: &mut StringContext<'_>, request: Vec<u8>) {
-        let request = String::from_utf8_lossy(&request);
-        let Some((xform_name, poem)) = request.split_once('.') else {
+        let Some(dot) = request.iter().position(|&byte| byte == b'.') else {
             ctx.lose_connection(); // a bad request
             return;
         };
+        let (xform_name, poem) = (&request[..dot], &request[dot + 1..]);
         if let Some(new_poem) = self.factory.transform(xform_name, poem) {
-            // A netstring has no length limit: this cannot fail.
-            let _ = ctx.send_string(new_poem.as_bytes());
+            ctx.send_string(&new_poem);
         }
         ctx.lose_connection();
     }
@@ -57,9 +62,9 @@ impl TransformFactory {
     }
 
     /// The transformed poem, or `None` for an unknown transform.
-    pub fn transform(&self, xform_name: &str, poem: &str) -> Option<String> {
+    pub fn transform(&self, xform_name: &[u8], poem: &[u8]) -> Option<Vec<u8>> {
         match xform_name {
-            "cummingsify" => Some(self.service.cummingsify(poem)),
+            b"cummingsify" => Some(self.service.cummingsify(poem)),
             _ => None,
         }
     }
@@ -83,14 +88,18 @@ pub struct TransformClientProtocol {
 
 impl StringHandler for TransformClientProtocol {
     fn connection_made(&mut self, ctx: &mut StringContext<'_>) {
-        let request = format!("{}.{}", self.factory.xform_name, self.factory.poem);
-        let _ = ctx.send_string(request.as_bytes());
+        let name = self.factory.xform_name.as_bytes();
+        let poem = &self.factory.poem;
+        let mut request = Vec::with_capacity(name.len() + 1 + poem.len());
+        request.extend_from_slice(name);
+        request.push(b'.');
+        request.extend_from_slice(poem);
+        ctx.send_string(&request);
     }
 
     fn string_received(&mut self, ctx: &mut StringContext<'_>, poem: Vec<u8>) {
         ctx.lose_connection();
-        self.factory
-            .handle_poem(String::from_utf8_lossy(&poem).into_owned());
+        self.factory.handle_poem(poem);
     }
 }
 
@@ -98,12 +107,12 @@ impl StringHandler for TransformClientProtocol {
 /// fails or closes before a reply came (Twisted's `TransformClientFactory`).
 pub struct TransformClientFactory {
     xform_name: String,
-    poem: String,
-    deferred: Cell<Option<Resolver<String>>>,
+    poem: Vec<u8>,
+    deferred: Cell<Option<Resolver<Vec<u8>>>>,
 }
 
 impl TransformClientFactory {
-    fn handle_poem(&self, poem: String) {
+    fn handle_poem(&self, poem: Vec<u8>) {
         if let Some(d) = self.deferred.take() {
             d.callback(poem);
         }
@@ -152,11 +161,11 @@ impl TransformProxy {
     }
 
     /// Asks the service to apply `xform_name` to `poem`.
-    pub fn xform(&self, xform_name: &str, poem: &str) -> Deferred<String> {
+    pub fn xform(&self, xform_name: &str, poem: &[u8]) -> Deferred<Vec<u8>> {
         let (resolver, d) = Deferred::new();
         let factory = Rc::new(TransformClientFactory {
             xform_name: xform_name.to_string(),
-            poem: poem.to_string(),
+            poem: poem.to_vec(),
             deferred: Cell::new(Some(resolver)),
         });
         self.reactor.connect_tcp(&self.host, self.port, factory);
@@ -174,7 +183,7 @@ pub async fn get_transformed_poem(
     proxy: Rc<TransformProxy>,
     host: String,
     port: u16,
-) -> Result<String, Failure> {
+) -> Result<Vec<u8>, Failure> {
     let poem = match get_poetry(&reactor, &host, port).await {
         Ok(poem) => poem,
         Err(e) => {

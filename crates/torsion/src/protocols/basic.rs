@@ -5,8 +5,9 @@
 //! | --- | --- |
 //! | [`LineReceiver`] + [`LineHandler`] | `LineReceiver` (`lineReceived`, `rawDataReceived`, `setRawMode`, `setLineMode`, `clearLineBuffer`, `lineLengthExceeded`, `sendLine`) |
 //! | [`LineOnlyReceiver`] + [`LineOnlyHandler`] | `LineOnlyReceiver` |
-//! | [`NetstringReceiver`] + [`StringHandler`] | `NetstringReceiver` (`stringReceived`, `sendString`) |
-//! | [`IntNStringReceiver`] + [`StringHandler`] | `Int8StringReceiver`, `Int16StringReceiver`, `Int32StringReceiver` (`lengthLimitExceeded`) |
+//! | [`NetstringReceiver`] + [`StringHandler`] (framing [`Netstring`]) | `NetstringReceiver` (`stringReceived`, `sendString`) |
+//! | [`IntNStringReceiver`] + [`StringHandler<IntN>`](StringHandler) (framing [`IntN`]) | `Int8StringReceiver`, `Int16StringReceiver`, `Int32StringReceiver` (`lengthLimitExceeded`) |
+//! | [`LineSender`], [`StringSender`] | `sendLine`, `sendString` on a protocol kept elsewhere |
 //! | [`ReceiverHandle`], `pause_producing` on the contexts | `pauseProducing`, `resumeProducing`, `stopProducing` (`_PauseableMixin`) |
 //! | [`FileSender`] | `FileSender.beginFileTransfer` |
 //!
@@ -27,9 +28,24 @@
 //! [`Producer`], so a receiver can be registered as the producer of another transport (a
 //! proxy slowing its reading side down).
 //!
-//! Sending from outside a callback needs no receiver: write to the [`Transport`] kept from
-//! [`transport`](LineContext::transport), framing with
-//! [`netstring_encode`] or [`encode_prefixed`] for strings.
+//! Sending from outside a callback (a chat server's broadcast, where one connection writes
+//! lines to the others): take a *sender* from the context, [`LineContext::sender`] (or
+//! [`LineOnlyContext::sender`]) or [`StringContext::sender`], and store it. A
+//! [`LineSender`] or [`StringSender`] holds the transport and the framing, nothing of the
+//! receiver, so it is `Clone`, cheap, and usable from any callback of any connection on the
+//! reactor's thread, also while its own receiver is running. Sending a netstring cannot
+//! fail, with a context or a sender; sending after a length prefix fails only when the
+//! string is longer than the prefix can announce. The [`LineSender`] example is a chat
+//! server.
+//!
+//! Closing, as in Twisted: after [`lose_connection`](LineContext::lose_connection) the line
+//! receivers deliver no more of the lines already buffered (Twisted's `LineReceiver` checks
+//! `transport.disconnecting` after each line), while the string receivers go on delivering
+//! the strings already received, so that what the handler writes in answer is still sent
+//! before the connection closes (Twisted's `NetstringReceiver` and `IntNStringReceiver` do
+//! not check it). After [`abort_connection`](LineContext::abort_connection),
+//! [`stop_producing`](LineContext::stop_producing) or the end of the connection, no
+//! receiver delivers anything more.
 //!
 //! Design notes. The line handler's context gives direct access to the parser, so
 //! [`clear_line_buffer`](LineContext::clear_line_buffer) can return the buffered bytes from
@@ -53,8 +69,8 @@ use crate::error::{LengthLimitExceeded, LineTooLong, ProducerStopped, StringTooL
 use crate::net::{Producer, Transport};
 use crate::protocol::Protocol;
 use crate::protocols::framing::{
-    LineEvent, LineOnlyParser, LineParser, NetstringParser, PrefixWidth, PrefixedParser,
-    encode_prefixed, netstring_encode,
+    FrameHeader, LineEvent, LineOnlyParser, LineParser, NetstringParser, PrefixWidth,
+    PrefixedParser,
 };
 
 /// A reused buffer keeps at most this much capacity between frames.
@@ -65,9 +81,13 @@ struct Core {
     transport: OnceCell<Transport>,
     /// `pause_producing` was called and not `resume_producing` (Twisted's `paused`).
     paused: Cell<bool>,
-    /// The connection is closing or lost: nothing more is delivered (Twisted checks
-    /// `transport.disconnecting`).
+    /// `lose_connection` was called. Line receivers deliver nothing more (Twisted's
+    /// `LineReceiver` and `LineOnlyReceiver` check `transport.disconnecting`); string
+    /// receivers go on with the frames already received (Twisted's `NetstringReceiver` and
+    /// `IntNStringReceiver` do not check it).
     closing: Cell<bool>,
+    /// The connection was aborted, stopped or lost: nothing more is delivered.
+    stopped: Cell<bool>,
     /// A delivery loop is running: the framer and handler are out of their cell.
     running: Cell<bool>,
     /// Bytes that arrived while a delivery loop was running.
@@ -93,7 +113,7 @@ impl Core {
 
     fn stop(&self) {
         self.paused.set(true);
-        self.closing.set(true);
+        self.stopped.set(true);
         if let Some(transport) = self.transport.get() {
             transport.stop_producing();
         }
@@ -107,7 +127,7 @@ impl Core {
     }
 
     fn abort_connection(&self) {
-        self.closing.set(true);
+        self.stopped.set(true);
         if let Some(transport) = self.transport.get() {
             transport.abort_connection();
         }
@@ -123,6 +143,11 @@ trait Control {
 
 /// One framing with its handler: what a receiver takes out of its cell to run.
 trait Framing: 'static {
+    /// Whether `lose_connection` stops the delivery of the frames already buffered: `true`
+    /// for lines, as Twisted's line receivers check `transport.disconnecting` between
+    /// lines; `false` for strings, as Twisted's string receivers do not.
+    const STOPS_WHEN_CLOSING: bool;
+
     fn connection_made(&mut self, base: Base<'_>);
     /// Takes received bytes: buffers them, or hands them over directly when nothing is
     /// buffered and no framing applies (raw mode).
@@ -151,6 +176,7 @@ impl<F: Framing> Receiver<F> {
                     transport: OnceCell::new(),
                     paused: Cell::new(false),
                     closing: Cell::new(false),
+                    stopped: Cell::new(false),
                     running: Cell::new(false),
                     pending: RefCell::new(Vec::new()),
                     me,
@@ -181,8 +207,13 @@ impl<F: Framing> Receiver<F> {
         self.run(|body, base| body.connection_made(base));
     }
 
+    /// Whether nothing more is to be delivered.
+    fn done(&self) -> bool {
+        self.core.stopped.get() || (F::STOPS_WHEN_CLOSING && self.core.closing.get())
+    }
+
     fn data_received(&self, data: &[u8]) {
-        if self.core.closing.get() {
+        if self.done() {
             return;
         }
         if self.core.running.get() {
@@ -193,7 +224,7 @@ impl<F: Framing> Receiver<F> {
     }
 
     fn connection_lost(&self, reason: Failure) {
-        self.core.closing.set(true);
+        self.core.stopped.set(true);
         let Some(transport) = self.core.transport.get() else {
             return;
         };
@@ -214,7 +245,7 @@ impl<F: Framing> Receiver<F> {
     }
 
     /// Takes the framer out, runs `first`, then delivers frames until none is left, the
-    /// receiver is paused, or the connection is closing; then puts the framer back.
+    /// receiver is paused, or it is [`done`](Self::done); then puts the framer back.
     fn run(&self, first: impl FnOnce(&mut F, Base<'_>)) {
         let Some(transport) = self.core.transport.get() else {
             return;
@@ -239,7 +270,7 @@ impl<F: Framing> Receiver<F> {
             if !pending.is_empty() {
                 body.feed(&pending);
             }
-            if self.core.paused.get() || self.core.closing.get() {
+            if self.core.paused.get() || self.done() {
                 break;
             }
             if !body.deliver_one(base) && self.core.pending.borrow().is_empty() {
@@ -288,8 +319,8 @@ impl<F: Framing> Drop for Running<'_, F> {
 
 /// The `Protocol` a receiver is: every event goes to its shared [`Receiver`].
 macro_rules! receiver_protocol {
-    ($receiver:ident, $handler:ident) => {
-        impl<H: $handler> Protocol for $receiver<H> {
+    ($receiver:ident, $($handler:tt)+) => {
+        impl<H: $($handler)+> Protocol for $receiver<H> {
             fn connection_made(&mut self, transport: Transport) {
                 self.inner.connection_made(transport);
             }
@@ -303,7 +334,7 @@ macro_rules! receiver_protocol {
             }
         }
 
-        impl<H: $handler> fmt::Debug for $receiver<H> {
+        impl<H: $($handler)+> fmt::Debug for $receiver<H> {
             fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
                 f.debug_struct(stringify!($receiver))
                     .field("handle", &self.inner.handle())
@@ -322,11 +353,11 @@ struct Base<'a> {
 
 /// The methods every context shares: the transport, flow control, closing.
 macro_rules! context_common {
-    () => {
+    ($after_close:literal) => {
         /// The connection's transport (Twisted's `self.transport`): write to it, ask for its
         /// addresses, or clone it to write later. Close through
         /// [`lose_connection`](Self::lose_connection) rather than on the transport, so that
-        /// the frames already buffered are not delivered either.
+        /// the receiver knows.
         pub fn transport(&self) -> &Transport {
             self.base.transport
         }
@@ -365,9 +396,10 @@ macro_rules! context_common {
             self.base.core.paused.get()
         }
 
-        /// Closes the connection once the queued output is sent, and delivers no more of
-        /// the frames already buffered (Twisted's `transport.loseConnection()`, after which
-        /// Twisted's receivers stop delivering).
+        /// Closes the connection once the queued output is sent (Twisted's
+        /// `transport.loseConnection()`); the transport stops reading at once.
+        ///
+        #[doc = $after_close]
         pub fn lose_connection(&self) {
             self.base.core.lose_connection();
         }
@@ -525,9 +557,17 @@ pub trait LineHandler: 'static {
         let _ = (ctx, data);
     }
 
-    /// A line was longer than the maximum (Twisted's `lineLengthExceeded`); the bytes
-    /// buffered have been discarded. The default logs `error` and closes the connection, as
-    /// Twisted's does.
+    /// A line was longer than the maximum (Twisted's `lineLengthExceeded(line)`).
+    ///
+    /// [`error.line`](LineTooLong::line) holds what Twisted passes as `line`: every byte
+    /// received from the start of the over-long line on, its delimiter and whatever followed
+    /// included (so a handler that goes on can parse the rest itself). The receiver has
+    /// discarded them: the bytes received next start a new line. This is called when the
+    /// line's delimiter arrives more than [`max_length`](LineContext::max_length) bytes
+    /// after its start, or once `max_length` plus the delimiter's length arrived without
+    /// one, as in Twisted.
+    ///
+    /// The default logs `error` and closes the connection, as Twisted's does.
     fn line_length_exceeded(&mut self, ctx: &mut LineContext<'_>, error: LineTooLong) {
         log_framing_error(ctx.base, &error);
         ctx.lose_connection();
@@ -547,16 +587,27 @@ pub trait LineHandler: 'static {
 pub struct LineContext<'a> {
     base: Base<'a>,
     parser: &'a mut LineParser,
+    /// The parser's delimiter, shared with the senders.
+    delimiter: &'a Rc<[u8]>,
 }
 
 impl LineContext<'_> {
-    context_common!();
+    context_common!(
+        "The lines already buffered are not delivered, as in Twisted's `LineReceiver` and `LineOnlyReceiver`, which check `transport.disconnecting` between lines."
+    );
 
     /// Writes `line` followed by the delimiter (Twisted's `sendLine`).
     pub fn send_line(&self, line: &[u8]) {
-        self.base
-            .transport
-            .write_sequence(&[line, self.parser.delimiter()]);
+        self.base.transport.write_sequence(&[line, self.delimiter]);
+    }
+
+    /// A [`LineSender`] for this connection: keep it to send lines from outside this
+    /// receiver's callbacks, for example from another connection's.
+    pub fn sender(&self) -> LineSender {
+        LineSender {
+            transport: self.base.transport.clone(),
+            delimiter: self.delimiter.clone(),
+        }
     }
 
     /// Switches to raw mode: what follows goes to
@@ -608,20 +659,121 @@ impl fmt::Debug for LineContext<'_> {
     }
 }
 
+/// Sends lines on one connection from anywhere, for as long as it is open (Twisted's
+/// `sendLine`, reached through a kept reference to the protocol): the transport and the
+/// delimiter, cheap to clone.
+///
+/// Get one from [`LineContext::sender`] or [`LineOnlyContext::sender`], typically in
+/// `connection_made`, and store it where other connections find it. Writing needs nothing
+/// else from the receiver, so a sender works while that receiver is running, paused or
+/// gone; once the connection is closed, what it sends is dropped.
+///
+/// # Examples
+///
+/// A chat server: each line a client sends goes to every other client.
+///
+/// ```
+/// use std::cell::{Cell, RefCell};
+/// use std::rc::Rc;
+/// use torsion::protocols::basic::{LineContext, LineHandler, LineReceiver, LineSender};
+/// use torsion::{Failure, Reactor};
+///
+/// /// Everyone connected, by id.
+/// type Room = Rc<RefCell<Vec<(u64, LineSender)>>>;
+///
+/// struct Chatter {
+///     id: u64,
+///     room: Room,
+/// }
+///
+/// impl LineHandler for Chatter {
+///     fn connection_made(&mut self, ctx: &mut LineContext<'_>) {
+///         self.room.borrow_mut().push((self.id, ctx.sender()));
+///     }
+///
+///     fn line_received(&mut self, _ctx: &mut LineContext<'_>, line: &[u8]) {
+///         for (id, sender) in self.room.borrow().iter() {
+///             if *id != self.id {
+///                 sender.send_line(line);
+///             }
+///         }
+///     }
+///
+///     fn connection_lost(&mut self, _ctx: &mut LineContext<'_>, _reason: Failure) {
+///         self.room.borrow_mut().retain(|(id, _)| *id != self.id);
+///     }
+/// }
+///
+/// let reactor = Reactor::new().unwrap();
+/// let room = Room::default();
+/// let next_id = Cell::new(0);
+/// let factory = Rc::new(move || {
+///     next_id.set(next_id.get() + 1);
+///     LineReceiver::new(Chatter { id: next_id.get(), room: room.clone() })
+/// });
+/// let _port = reactor.listen_tcp(0, factory).unwrap();
+/// ```
+#[derive(Clone)]
+pub struct LineSender {
+    transport: Transport,
+    delimiter: Rc<[u8]>,
+}
+
+impl LineSender {
+    /// Writes `line` followed by the delimiter (Twisted's `sendLine`).
+    pub fn send_line(&self, line: &[u8]) {
+        self.transport.write_sequence(&[line, &self.delimiter]);
+    }
+
+    /// The delimiter each line is sent with (Twisted's `delimiter`).
+    pub fn delimiter(&self) -> &[u8] {
+        &self.delimiter
+    }
+
+    /// The connection's transport, to write other bytes or close it.
+    pub fn transport(&self) -> &Transport {
+        &self.transport
+    }
+}
+
+impl fmt::Debug for LineSender {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("LineSender")
+            .field("peer", &self.transport.peer())
+            .field("delimiter", &self.delimiter)
+            .finish()
+    }
+}
+
 struct LineFraming<H> {
     parser: LineParser,
+    /// The parser's delimiter, shared with the senders.
+    delimiter: Rc<[u8]>,
     /// The current line or raw bytes, copied out of the parser so that the handler may use
     /// the parser meanwhile.
     frame: Vec<u8>,
     handler: H,
 }
 
-impl<H: LineHandler> Framing for LineFraming<H> {
-    fn connection_made(&mut self, base: Base<'_>) {
-        let mut ctx = LineContext {
+impl<H> LineFraming<H> {
+    fn context<'a>(
+        base: Base<'a>,
+        parser: &'a mut LineParser,
+        delimiter: &'a Rc<[u8]>,
+    ) -> LineContext<'a> {
+        LineContext {
             base,
-            parser: &mut self.parser,
-        };
+            parser,
+            delimiter,
+        }
+    }
+}
+
+impl<H: LineHandler> Framing for LineFraming<H> {
+    const STOPS_WHEN_CLOSING: bool = true;
+
+    fn connection_made(&mut self, base: Base<'_>) {
+        let mut ctx = Self::context(base, &mut self.parser, &self.delimiter);
         self.handler.connection_made(&mut ctx);
     }
 
@@ -632,10 +784,7 @@ impl<H: LineHandler> Framing for LineFraming<H> {
             && !base.core.paused.get()
         {
             // Raw mode with nothing buffered: the event would be `data` itself.
-            let mut ctx = LineContext {
-                base,
-                parser: &mut self.parser,
-            };
+            let mut ctx = Self::context(base, &mut self.parser, &self.delimiter);
             self.handler.raw_data_received(&mut ctx, data);
         } else {
             self.parser.feed(data);
@@ -655,18 +804,12 @@ impl<H: LineHandler> Framing for LineFraming<H> {
                 matches!(event, LineEvent::Raw(_))
             }
             Some(Err(error)) => {
-                let mut ctx = LineContext {
-                    base,
-                    parser: &mut self.parser,
-                };
+                let mut ctx = Self::context(base, &mut self.parser, &self.delimiter);
                 self.handler.line_length_exceeded(&mut ctx, error);
                 return true;
             }
         };
-        let mut ctx = LineContext {
-            base,
-            parser: &mut self.parser,
-        };
+        let mut ctx = Self::context(base, &mut self.parser, &self.delimiter);
         if raw {
             self.handler.raw_data_received(&mut ctx, &self.frame);
         } else {
@@ -677,10 +820,7 @@ impl<H: LineHandler> Framing for LineFraming<H> {
     }
 
     fn connection_lost(&mut self, base: Base<'_>, reason: Failure) {
-        let mut ctx = LineContext {
-            base,
-            parser: &mut self.parser,
-        };
+        let mut ctx = Self::context(base, &mut self.parser, &self.delimiter);
         self.handler.connection_lost(&mut ctx, reason);
     }
 }
@@ -730,9 +870,11 @@ impl<H: LineHandler> LineReceiver<H> {
     /// A receiver in line mode handing lines to `handler`, with Twisted's defaults:
     /// `\r\n`, at most 16384 bytes a line.
     pub fn new(handler: H) -> Self {
+        let parser = LineParser::new();
         LineReceiver {
             inner: Receiver::new(LineFraming {
-                parser: LineParser::new(),
+                delimiter: parser.delimiter().into(),
+                parser,
                 frame: Vec::new(),
                 handler,
             }),
@@ -749,6 +891,7 @@ impl<H: LineHandler> LineReceiver<H> {
         let delimiter = delimiter.into();
         self.inner.configure(|body| {
             body.parser = std::mem::take(&mut body.parser).with_delimiter(delimiter);
+            body.delimiter = body.parser.delimiter().into();
         });
         self
     }
@@ -782,8 +925,16 @@ pub trait LineOnlyHandler: 'static {
     /// A line arrived, without its delimiter (Twisted's `lineReceived`).
     fn line_received(&mut self, ctx: &mut LineOnlyContext<'_>, line: &[u8]);
 
-    /// A line was longer than the maximum (Twisted's `lineLengthExceeded`); the bytes
-    /// buffered have been discarded. The default logs `error` and closes the connection.
+    /// A line was longer than the maximum (Twisted's `lineLengthExceeded(line)`).
+    ///
+    /// As in Twisted's `LineOnlyReceiver`, [`error.line`](LineTooLong::line) is the
+    /// over-long line without its delimiter when the delimiter arrived more than the
+    /// maximum bytes after the line's start, or the bytes buffered once more than the
+    /// maximum arrived without a delimiter (counting the start of a delimiter cut by the
+    /// packets: see [`LineOnlyParser`]). The receiver has discarded everything buffered: the
+    /// bytes received next start a new line.
+    ///
+    /// The default logs `error` and closes the connection, as Twisted's does.
     fn line_length_exceeded(&mut self, ctx: &mut LineOnlyContext<'_>, error: LineTooLong) {
         log_framing_error(ctx.base, &error);
         ctx.lose_connection();
@@ -799,15 +950,26 @@ pub trait LineOnlyHandler: 'static {
 /// `transport`, and, beyond Twisted's `LineOnlyReceiver`, pausing).
 pub struct LineOnlyContext<'a> {
     base: Base<'a>,
-    delimiter: &'a [u8],
+    delimiter: &'a Rc<[u8]>,
 }
 
 impl LineOnlyContext<'_> {
-    context_common!();
+    context_common!(
+        "The lines already buffered are not delivered, as in Twisted's `LineReceiver` and `LineOnlyReceiver`, which check `transport.disconnecting` between lines."
+    );
 
     /// Writes `line` followed by the delimiter (Twisted's `sendLine`).
     pub fn send_line(&self, line: &[u8]) {
         self.base.transport.write_sequence(&[line, self.delimiter]);
+    }
+
+    /// A [`LineSender`] for this connection: keep it to send lines from outside this
+    /// receiver's callbacks, for example from another connection's.
+    pub fn sender(&self) -> LineSender {
+        LineSender {
+            transport: self.base.transport.clone(),
+            delimiter: self.delimiter.clone(),
+        }
     }
 
     /// The delimiter lines end with (Twisted's `delimiter`).
@@ -827,12 +989,15 @@ impl fmt::Debug for LineOnlyContext<'_> {
 
 struct LineOnlyFraming<H> {
     parser: LineOnlyParser,
-    /// The parser's delimiter, for `send_line` while a line borrows the parser.
-    delimiter: Vec<u8>,
+    /// The parser's delimiter, for `send_line` while a line borrows the parser, and for the
+    /// senders.
+    delimiter: Rc<[u8]>,
     handler: H,
 }
 
 impl<H: LineOnlyHandler> Framing for LineOnlyFraming<H> {
+    const STOPS_WHEN_CLOSING: bool = true;
+
     fn connection_made(&mut self, base: Base<'_>) {
         let mut ctx = LineOnlyContext {
             base,
@@ -906,7 +1071,7 @@ impl<H: LineOnlyHandler> LineOnlyReceiver<H> {
         let parser = LineOnlyParser::new();
         LineOnlyReceiver {
             inner: Receiver::new(LineOnlyFraming {
-                delimiter: parser.delimiter().to_vec(),
+                delimiter: parser.delimiter().into(),
                 parser,
                 handler,
             }),
@@ -923,7 +1088,7 @@ impl<H: LineOnlyHandler> LineOnlyReceiver<H> {
         let delimiter = delimiter.into();
         self.inner.configure(|body| {
             body.parser = std::mem::take(&mut body.parser).with_delimiter(delimiter);
-            body.delimiter = body.parser.delimiter().to_vec();
+            body.delimiter = body.parser.delimiter().into();
         });
         self
     }
@@ -946,73 +1111,198 @@ impl<H: LineOnlyHandler> LineOnlyReceiver<H> {
 
 receiver_protocol!(LineOnlyReceiver, LineOnlyHandler);
 
-/// What a [`NetstringReceiver`] or an [`IntNStringReceiver`] does with its strings (a
-/// Twisted `NetstringReceiver` or `IntNStringReceiver` subclass). The same handler runs
-/// over either framing.
-pub trait StringHandler: 'static {
+/// Sealing [`StringFraming`]: only this module's framings implement it.
+mod sealed {
+    pub trait Sealed {}
+}
+
+/// How a string receiver frames its strings, as a type: [`Netstring`] for a
+/// [`NetstringReceiver`], [`IntN`] for an [`IntNStringReceiver`].
+///
+/// It is the type parameter of [`StringHandler`], [`StringContext`] and [`StringSender`], so
+/// the compiler knows whether sending a string can fail: never for a netstring, which has
+/// no length limit, only for a length prefix too small for the string. A handler written
+/// for both framings implements `StringHandler<K>` for every `K: StringFraming` and sends
+/// with `try_send_string`. Sealed: no other type implements it.
+pub trait StringFraming: sealed::Sealed + Copy + fmt::Debug + 'static {
+    /// Writes `string` to `transport` framed this way (Twisted's `sendString`).
+    ///
+    /// # Errors
+    ///
+    /// [`StringTooLong`] if the length prefix cannot announce `string`'s length (never for
+    /// [`Netstring`]); nothing is written then.
+    fn write_string(self, transport: &Transport, string: &[u8]) -> Result<(), StringTooLong>;
+}
+
+/// Netstrings, `len:data,`: the framing of a [`NetstringReceiver`] (Twisted's
+/// `NetstringReceiver`). Any string can be sent.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Default)]
+pub struct Netstring;
+
+impl Netstring {
+    /// Writes `string` to `transport` as a netstring, as one write sequence.
+    fn write(transport: &Transport, string: &[u8]) {
+        let header = FrameHeader::netstring(string.len());
+        transport.write_sequence(&[header.as_bytes(), string, b","]);
+    }
+}
+
+impl sealed::Sealed for Netstring {}
+
+impl StringFraming for Netstring {
+    /// Writes `string` as a netstring; this cannot fail.
+    fn write_string(self, transport: &Transport, string: &[u8]) -> Result<(), StringTooLong> {
+        Netstring::write(transport, string);
+        Ok(())
+    }
+}
+
+/// Strings each after its length, a big-endian integer of 1, 2 or 4 bytes: the framing of
+/// an [`IntNStringReceiver`] (Twisted's `IntNStringReceiver` with its `prefixLength`). A
+/// string longer than the prefix can announce cannot be sent.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub struct IntN {
+    width: PrefixWidth,
+}
+
+impl IntN {
+    /// Strings after a `width`-byte length prefix.
+    pub const fn new(width: PrefixWidth) -> IntN {
+        IntN { width }
+    }
+
+    /// The size of the length prefix (Twisted's `prefixLength`).
+    pub const fn width(self) -> PrefixWidth {
+        self.width
+    }
+}
+
+impl sealed::Sealed for IntN {}
+
+impl StringFraming for IntN {
+    fn write_string(self, transport: &Transport, string: &[u8]) -> Result<(), StringTooLong> {
+        let header = FrameHeader::prefix(self.width, string.len())?;
+        transport.write_sequence(&[header.as_bytes(), string]);
+        Ok(())
+    }
+}
+
+/// What a [`NetstringReceiver`] (`StringHandler`, that is `StringHandler<Netstring>`) or an
+/// [`IntNStringReceiver`] (`StringHandler<IntN>`) does with its strings: a Twisted
+/// `NetstringReceiver` or `IntNStringReceiver` subclass.
+///
+/// The type parameter is the [framing](StringFraming); it decides whether
+/// [`send_string`](StringContext::send_string) can fail. A handler for both implements the
+/// trait for every framing:
+///
+/// ```
+/// use torsion::protocols::basic::{
+///     IntNStringReceiver, NetstringReceiver, StringContext, StringFraming, StringHandler,
+/// };
+///
+/// struct Echo;
+///
+/// impl<K: StringFraming> StringHandler<K> for Echo {
+///     fn string_received(&mut self, ctx: &mut StringContext<'_, K>, string: Vec<u8>) {
+///         // As long as what it received: it fits the prefix, if there is one.
+///         let _ = ctx.try_send_string(&string);
+///     }
+/// }
+///
+/// let _netstrings = NetstringReceiver::new(Echo);
+/// let _int16 = IntNStringReceiver::int16(Echo);
+/// ```
+pub trait StringHandler<K: StringFraming = Netstring>: 'static {
     /// The connection is up (Twisted's `connectionMade`). The default does nothing.
-    fn connection_made(&mut self, ctx: &mut StringContext<'_>) {
+    fn connection_made(&mut self, ctx: &mut StringContext<'_, K>) {
         let _ = ctx;
     }
 
     /// A complete string arrived (Twisted's `stringReceived`).
-    fn string_received(&mut self, ctx: &mut StringContext<'_>, string: Vec<u8>);
+    fn string_received(&mut self, ctx: &mut StringContext<'_, K>, string: Vec<u8>);
 
     /// A length prefix announced more than the maximum (Twisted's
     /// `IntNStringReceiver.lengthLimitExceeded`); the string is never delivered and nothing
     /// more is parsed. Only an [`IntNStringReceiver`] calls it. The default logs `error`
     /// and closes the connection, as Twisted's does.
-    fn length_limit_exceeded(&mut self, ctx: &mut StringContext<'_>, error: LengthLimitExceeded) {
+    fn length_limit_exceeded(
+        &mut self,
+        ctx: &mut StringContext<'_, K>,
+        error: LengthLimitExceeded,
+    ) {
         log_framing_error(ctx.base, &error);
         ctx.lose_connection();
     }
 
     /// The connection is closed (Twisted's `connectionLost`). The default does nothing.
-    fn connection_lost(&mut self, ctx: &mut StringContext<'_>, reason: Failure) {
+    fn connection_lost(&mut self, ctx: &mut StringContext<'_, K>, reason: Failure) {
         let _ = (ctx, reason);
     }
 }
 
-/// How a [`StringContext`] frames what it sends.
-#[derive(Debug, Clone, Copy)]
-enum StringFraming {
-    Netstring,
-    Prefixed(PrefixWidth),
-}
-
 /// What a [`StringHandler`] can do from inside a callback (Twisted's `sendString`,
-/// `transport`, `pauseProducing`, …).
-pub struct StringContext<'a> {
+/// `transport`, `pauseProducing`, …). `K` is the receiver's [framing](StringFraming):
+/// `StringContext<'_>` for netstrings, `StringContext<'_, IntN>` for length prefixes.
+pub struct StringContext<'a, K: StringFraming = Netstring> {
     base: Base<'a>,
-    framing: StringFraming,
-    /// Reused to build the frames sent.
-    out: &'a mut Vec<u8>,
+    framing: K,
 }
 
-impl StringContext<'_> {
-    context_common!();
+impl<K: StringFraming> StringContext<'_, K> {
+    context_common!(
+        "The strings already received are still delivered, and what the handler sends in answer is sent before the connection closes, as with Twisted's `NetstringReceiver` and `IntNStringReceiver`, which do not check `transport.disconnecting`."
+    );
 
-    /// Sends `string` framed as the receiver's strings are: `len:string,` for netstrings,
-    /// or after its big-endian length (Twisted's `sendString`).
+    /// Sends `string` in the receiver's framing, whichever it is: for a handler written
+    /// for every framing (see [`StringHandler`]). Otherwise
+    /// [`send_string`](Self::send_string) says more.
+    ///
+    /// # Errors
+    ///
+    /// [`StringTooLong`] if the length prefix cannot announce `string`'s length (never for
+    /// netstrings); nothing is written then.
+    pub fn try_send_string(&self, string: &[u8]) -> Result<(), StringTooLong> {
+        self.framing.write_string(self.base.transport, string)
+    }
+
+    /// A [`StringSender`] for this connection: keep it to send strings from outside this
+    /// receiver's callbacks, for example from another connection's.
+    pub fn sender(&self) -> StringSender<K> {
+        StringSender {
+            transport: self.base.transport.clone(),
+            framing: self.framing,
+        }
+    }
+
+    /// The receiver's framing.
+    pub fn framing(&self) -> K {
+        self.framing
+    }
+}
+
+impl StringContext<'_, Netstring> {
+    /// Sends `string` as a netstring, `len:string,` (Twisted's
+    /// `NetstringReceiver.sendString`). A netstring has no length limit: this cannot fail.
+    pub fn send_string(&self, string: &[u8]) {
+        Netstring::write(self.base.transport, string);
+    }
+}
+
+impl StringContext<'_, IntN> {
+    /// Sends `string` after its big-endian length (Twisted's
+    /// `IntNStringReceiver.sendString`).
     ///
     /// # Errors
     ///
     /// [`StringTooLong`] if the length prefix cannot announce `string`'s length (255 bytes
     /// for `Int8StringReceiver`, 65535 for `Int16StringReceiver`, 4 GiB − 1 for
-    /// `Int32StringReceiver`); nothing is written then. Netstrings have no such limit.
-    pub fn send_string(&mut self, string: &[u8]) -> Result<(), StringTooLong> {
-        self.out.clear();
-        match self.framing {
-            StringFraming::Netstring => netstring_encode(string, self.out),
-            StringFraming::Prefixed(width) => encode_prefixed(width, string, self.out)?,
-        }
-        self.base.transport.write(self.out);
-        shrink(self.out);
-        Ok(())
+    /// `Int32StringReceiver`; Twisted's `StringTooLongError`); nothing is written then.
+    pub fn send_string(&self, string: &[u8]) -> Result<(), StringTooLong> {
+        self.framing.write_string(self.base.transport, string)
     }
 }
 
-impl fmt::Debug for StringContext<'_> {
+impl<K: StringFraming> fmt::Debug for StringContext<'_, K> {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("StringContext")
             .field("peer", &self.base.transport.peer())
@@ -1022,26 +1312,120 @@ impl fmt::Debug for StringContext<'_> {
     }
 }
 
+/// Sends strings on one connection from anywhere, for as long as it is open (Twisted's
+/// `sendString`, reached through a kept reference to the protocol): the transport and the
+/// [framing](StringFraming), cheap to clone.
+///
+/// Get one from [`StringContext::sender`], typically in `connection_made`, and store it
+/// where other connections find it. For netstrings
+/// ([`StringSender<Netstring>`](StringSender)) sending cannot fail; for length prefixes
+/// ([`StringSender<IntN>`](StringSender)) it fails only for a string longer than the prefix
+/// can announce. Once the connection is closed, what it sends is dropped.
+///
+/// # Examples
+///
+/// A hub relaying each netstring to every other client:
+///
+/// ```
+/// use std::cell::RefCell;
+/// use std::rc::Rc;
+/// use torsion::protocols::basic::{StringContext, StringHandler, StringSender};
+///
+/// struct Relay {
+///     id: u64,
+///     peers: Rc<RefCell<Vec<(u64, StringSender)>>>,
+/// }
+///
+/// impl StringHandler for Relay {
+///     fn connection_made(&mut self, ctx: &mut StringContext<'_>) {
+///         self.peers.borrow_mut().push((self.id, ctx.sender()));
+///     }
+///
+///     fn string_received(&mut self, _ctx: &mut StringContext<'_>, string: Vec<u8>) {
+///         for (id, peer) in self.peers.borrow().iter() {
+///             if *id != self.id {
+///                 peer.send_string(&string);
+///             }
+///         }
+///     }
+/// }
+/// ```
+#[derive(Clone)]
+pub struct StringSender<K: StringFraming = Netstring> {
+    transport: Transport,
+    framing: K,
+}
+
+impl<K: StringFraming> StringSender<K> {
+    /// Sends `string` in the connection's framing, whichever it is, for code written for
+    /// every framing; otherwise [`send_string`](Self::send_string) says more.
+    ///
+    /// # Errors
+    ///
+    /// [`StringTooLong`] if the length prefix cannot announce `string`'s length (never for
+    /// netstrings); nothing is written then.
+    pub fn try_send_string(&self, string: &[u8]) -> Result<(), StringTooLong> {
+        self.framing.write_string(&self.transport, string)
+    }
+
+    /// The connection's framing.
+    pub fn framing(&self) -> K {
+        self.framing
+    }
+
+    /// The connection's transport, to write other bytes or close it.
+    pub fn transport(&self) -> &Transport {
+        &self.transport
+    }
+}
+
+impl StringSender<Netstring> {
+    /// Sends `string` as a netstring, `len:string,` (Twisted's `sendString`). This cannot
+    /// fail.
+    pub fn send_string(&self, string: &[u8]) {
+        Netstring::write(&self.transport, string);
+    }
+}
+
+impl StringSender<IntN> {
+    /// Sends `string` after its big-endian length (Twisted's `sendString`).
+    ///
+    /// # Errors
+    ///
+    /// [`StringTooLong`] if the length prefix cannot announce `string`'s length; nothing
+    /// is written then.
+    pub fn send_string(&self, string: &[u8]) -> Result<(), StringTooLong> {
+        self.framing.write_string(&self.transport, string)
+    }
+}
+
+impl<K: StringFraming> fmt::Debug for StringSender<K> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("StringSender")
+            .field("peer", &self.transport.peer())
+            .field("framing", &self.framing)
+            .finish()
+    }
+}
+
 struct NetstringFraming<H> {
     parser: NetstringParser,
-    out: Vec<u8>,
     handler: H,
 }
 
-impl<H: StringHandler> NetstringFraming<H> {
-    fn context<'a>(base: Base<'a>, out: &'a mut Vec<u8>) -> StringContext<'a> {
-        StringContext {
-            base,
-            framing: StringFraming::Netstring,
-            out,
-        }
+fn netstring_context(base: Base<'_>) -> StringContext<'_> {
+    StringContext {
+        base,
+        framing: Netstring,
     }
 }
 
 impl<H: StringHandler> Framing for NetstringFraming<H> {
+    // Twisted's `NetstringReceiver.dataReceived` goes on after `loseConnection`.
+    const STOPS_WHEN_CLOSING: bool = false;
+
     fn connection_made(&mut self, base: Base<'_>) {
-        let mut ctx = Self::context(base, &mut self.out);
-        self.handler.connection_made(&mut ctx);
+        self.handler.connection_made(&mut netstring_context(base));
     }
 
     fn feed(&mut self, data: &[u8]) {
@@ -1052,8 +1436,8 @@ impl<H: StringHandler> Framing for NetstringFraming<H> {
         match self.parser.next_frame() {
             None => false,
             Some(Ok(string)) => {
-                let mut ctx = Self::context(base, &mut self.out);
-                self.handler.string_received(&mut ctx, string);
+                self.handler
+                    .string_received(&mut netstring_context(base), string);
                 true
             }
             Some(Err(error)) => {
@@ -1066,8 +1450,8 @@ impl<H: StringHandler> Framing for NetstringFraming<H> {
     }
 
     fn connection_lost(&mut self, base: Base<'_>, reason: Failure) {
-        let mut ctx = Self::context(base, &mut self.out);
-        self.handler.connection_lost(&mut ctx, reason);
+        self.handler
+            .connection_lost(&mut netstring_context(base), reason);
     }
 }
 
@@ -1083,6 +1467,10 @@ impl<H: StringHandler> Framing for NetstringFraming<H> {
 /// [`ConnectionDone`](crate::error::ConnectionDone) once the output is sent (Twisted sets
 /// `brokenPeer` and calls `loseConnection`).
 ///
+/// A handler's [`lose_connection`](StringContext::lose_connection) does not stop the
+/// delivery of the netstrings already received, as in Twisted: a client that sends two
+/// requests at once gets two answers from a server that closes after answering.
+///
 /// # Examples
 ///
 /// A server echoing each netstring back:
@@ -1096,8 +1484,7 @@ impl<H: StringHandler> Framing for NetstringFraming<H> {
 ///
 /// impl StringHandler for EchoStrings {
 ///     fn string_received(&mut self, ctx: &mut StringContext<'_>, string: Vec<u8>) {
-///         // A netstring has no length limit: this cannot fail.
-///         let _ = ctx.send_string(&string);
+///         ctx.send_string(&string);
 ///     }
 /// }
 ///
@@ -1118,7 +1505,6 @@ impl<H: StringHandler> NetstringReceiver<H> {
         NetstringReceiver {
             inner: Receiver::new(NetstringFraming {
                 parser: NetstringParser::new(),
-                out: Vec::new(),
                 handler,
             }),
         }
@@ -1143,23 +1529,24 @@ receiver_protocol!(NetstringReceiver, StringHandler);
 
 struct PrefixedFraming<H> {
     parser: PrefixedParser,
-    out: Vec<u8>,
     handler: H,
 }
 
-impl<H: StringHandler> PrefixedFraming<H> {
-    fn context<'a>(base: Base<'a>, width: PrefixWidth, out: &'a mut Vec<u8>) -> StringContext<'a> {
+impl<H> PrefixedFraming<H> {
+    fn context<'a>(&self, base: Base<'a>) -> StringContext<'a, IntN> {
         StringContext {
             base,
-            framing: StringFraming::Prefixed(width),
-            out,
+            framing: IntN::new(self.parser.width()),
         }
     }
 }
 
-impl<H: StringHandler> Framing for PrefixedFraming<H> {
+impl<H: StringHandler<IntN>> Framing for PrefixedFraming<H> {
+    // Twisted's `IntNStringReceiver.dataReceived` goes on after `loseConnection`.
+    const STOPS_WHEN_CLOSING: bool = false;
+
     fn connection_made(&mut self, base: Base<'_>) {
-        let mut ctx = Self::context(base, self.parser.width(), &mut self.out);
+        let mut ctx = self.context(base);
         self.handler.connection_made(&mut ctx);
     }
 
@@ -1168,48 +1555,51 @@ impl<H: StringHandler> Framing for PrefixedFraming<H> {
     }
 
     fn deliver_one(&mut self, base: Base<'_>) -> bool {
-        let width = self.parser.width();
-        let frame = match self.parser.next_frame() {
-            None => return false,
-            Some(frame) => frame,
-        };
-        let mut ctx = Self::context(base, width, &mut self.out);
-        match frame {
-            Ok(string) => self.handler.string_received(&mut ctx, string),
-            Err(error) => self.handler.length_limit_exceeded(&mut ctx, error),
+        let mut ctx = self.context(base);
+        match self.parser.next_frame() {
+            None => false,
+            Some(Ok(string)) => {
+                self.handler.string_received(&mut ctx, string);
+                true
+            }
+            Some(Err(error)) => {
+                self.handler.length_limit_exceeded(&mut ctx, error);
+                true
+            }
         }
-        true
     }
 
     fn connection_lost(&mut self, base: Base<'_>, reason: Failure) {
-        let mut ctx = Self::context(base, self.parser.width(), &mut self.out);
+        let mut ctx = self.context(base);
         self.handler.connection_lost(&mut ctx, reason);
     }
 }
 
 /// A protocol that reads and writes strings each preceded by its length, a big-endian
-/// integer of 1, 2 or 4 bytes, for a [`StringHandler`] (Twisted's `IntNStringReceiver`:
-/// [`int8`](IntNStringReceiver::int8) is `Int8StringReceiver`,
+/// integer of 1, 2 or 4 bytes, for a [`StringHandler<IntN>`](StringHandler) (Twisted's
+/// `IntNStringReceiver`: [`int8`](IntNStringReceiver::int8) is `Int8StringReceiver`,
 /// [`int16`](IntNStringReceiver::int16) `Int16StringReceiver`,
 /// [`int32`](IntNStringReceiver::int32) `Int32StringReceiver`).
 ///
 /// Strings may be 99999 bytes long unless set otherwise
 /// ([`with_max_length`](IntNStringReceiver::with_max_length)); a prefix announcing more
 /// calls [`length_limit_exceeded`](StringHandler::length_limit_exceeded), which closes the
-/// connection by default, before the string's body arrives.
+/// connection by default, before the string's body arrives. As in Twisted, a handler's
+/// [`lose_connection`](StringContext::lose_connection) does not stop the delivery of the
+/// strings already received.
 ///
 /// # Examples
 ///
 /// ```
 /// use std::rc::Rc;
 /// use torsion::Reactor;
-/// use torsion::protocols::basic::{IntNStringReceiver, StringContext, StringHandler};
+/// use torsion::protocols::basic::{IntN, IntNStringReceiver, StringContext, StringHandler};
 ///
 /// /// Answers each string with its bytes reversed.
 /// struct Reverse;
 ///
-/// impl StringHandler for Reverse {
-///     fn string_received(&mut self, ctx: &mut StringContext<'_>, mut string: Vec<u8>) {
+/// impl StringHandler<IntN> for Reverse {
+///     fn string_received(&mut self, ctx: &mut StringContext<'_, IntN>, mut string: Vec<u8>) {
 ///         string.reverse();
 ///         // As long as what it received: it fits the prefix.
 ///         let _ = ctx.send_string(&string);
@@ -1221,18 +1611,17 @@ impl<H: StringHandler> Framing for PrefixedFraming<H> {
 ///     .listen_tcp(0, Rc::new(|| IntNStringReceiver::int32(Reverse)))
 ///     .unwrap();
 /// ```
-pub struct IntNStringReceiver<H: StringHandler> {
+pub struct IntNStringReceiver<H: StringHandler<IntN>> {
     inner: Rc<Receiver<PrefixedFraming<H>>>,
 }
 
-impl<H: StringHandler> IntNStringReceiver<H> {
+impl<H: StringHandler<IntN>> IntNStringReceiver<H> {
     /// A receiver for strings prefixed with `width` bytes of length, of at most 99999 bytes
     /// (Twisted's default `MAX_LENGTH`).
     pub fn new(width: PrefixWidth, handler: H) -> Self {
         IntNStringReceiver {
             inner: Receiver::new(PrefixedFraming {
                 parser: PrefixedParser::new(width),
-                out: Vec::new(),
                 handler,
             }),
         }
@@ -1272,7 +1661,7 @@ impl<H: StringHandler> IntNStringReceiver<H> {
     }
 }
 
-receiver_protocol!(IntNStringReceiver, StringHandler);
+receiver_protocol!(IntNStringReceiver, StringHandler<IntN>);
 
 /// A function applied to each chunk before it is sent (the `transform` of Twisted's
 /// `FileSender.beginFileTransfer`), for example to encode or compress it.

@@ -13,7 +13,14 @@
 //! calls its callback between two frames, so the callback may switch modes, pause (by not
 //! asking for the next frame until resumed) or disconnect, and what it does applies from the
 //! very next byte, exactly as in Twisted. The frames they return do not depend on how the
-//! stream was cut into packets.
+//! stream was cut into packets, with one exception copied from Twisted: a
+//! [`LineOnlyParser`] counts the start of a delimiter as part of the line, so a line of
+//! exactly the maximum whose delimiter arrives cut in two is refused.
+//!
+//! Over-long lines are reported at the very byte where Twisted's `LineReceiver` and
+//! `LineOnlyReceiver` report them, with the bytes Twisted hands to `lineLengthExceeded`
+//! ([`LineTooLong::line`]); `tests/basic_protocols.rs` holds a table of cases measured
+//! against Twisted.
 //!
 //! The invariant to keep: **every byte is looked at a bounded number of times**. The
 //! buffers keep a read offset instead of removing each frame from the front of a `Vec`, and
@@ -164,9 +171,10 @@ impl<'a> LineEvent<'a> {
 /// since nothing is parsed in between).
 ///
 /// A line longer than the maximum (Twisted's `MAX_LENGTH`, 16384 bytes by default) is an
-/// error, reported as soon as the buffered bytes prove it, without waiting for its
-/// delimiter. A line of exactly the maximum is accepted, also when its delimiter arrives cut
-/// in two.
+/// error, reported when its delimiter arrives, or, before that, once the maximum plus the
+/// delimiter's length have arrived without one: then no line of at most the maximum can
+/// start there (Twisted's `len(self._buffer) >= self.MAX_LENGTH + len(self.delimiter)`). A
+/// line of exactly the maximum is accepted, also when its delimiter arrives cut in two.
 ///
 /// # Examples
 ///
@@ -198,6 +206,20 @@ pub struct LineParser {
     raw: bool,
     /// No full delimiter starts in `buf.data[buf.start..search_from]`.
     search_from: usize,
+    /// Whose rules for over-long lines apply.
+    rules: LengthRules,
+}
+
+/// When an unterminated line is too long, and what the error carries: Twisted's
+/// `LineReceiver` and `LineOnlyReceiver` differ.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum LengthRules {
+    /// `LineReceiver`: too long once `max + len(delimiter)` bytes arrived without a
+    /// delimiter; the error carries everything buffered from the line's start.
+    LineReceiver,
+    /// `LineOnlyReceiver`: too long once more than `max` bytes arrived without a delimiter;
+    /// the error carries the line alone when its delimiter arrived.
+    LineOnlyReceiver,
 }
 
 impl Default for LineParser {
@@ -219,6 +241,7 @@ impl LineParser {
             max_length: Self::DEFAULT_MAX_LENGTH,
             raw: false,
             search_from: 0,
+            rules: LengthRules::LineReceiver,
         }
     }
 
@@ -272,10 +295,11 @@ impl LineParser {
     /// # Errors
     ///
     /// [`LineTooLong`] when the line at the front of the buffer is longer than the maximum:
-    /// its delimiter arrived more than the maximum bytes after its start, or none can arrive
-    /// early enough. The whole buffer is then discarded, as Twisted's `LineReceiver` does
-    /// before calling `lineLengthExceeded`, so the error is reported once; the caller
-    /// normally disconnects. Bytes fed afterwards start a new line.
+    /// its delimiter arrived more than the maximum bytes after its start, or the maximum
+    /// plus the delimiter's length arrived without one. The error carries the whole buffer
+    /// from the start of that line ([`LineTooLong::line`], what Twisted's `LineReceiver`
+    /// passes to `lineLengthExceeded`), which is discarded, so the error is reported once;
+    /// the caller normally disconnects. Bytes fed afterwards start a new line.
     pub fn next_event(&mut self) -> Option<Result<LineEvent<'_>, LineTooLong>> {
         if self.raw {
             if self.buf.is_empty() {
@@ -300,7 +324,7 @@ impl LineParser {
             Some(at) => {
                 let length = from + at - start;
                 if length > self.max_length {
-                    return Some(Err(self.too_long(length)));
+                    return Some(Err(self.too_long(length, true)));
                 }
                 self.search_from = start + length + width;
                 let line = self.buf.take(length + width);
@@ -310,30 +334,32 @@ impl LineParser {
                 // Every start up to the last `width - 1` bytes has been ruled out.
                 self.search_from = (end + 1).saturating_sub(width).max(from);
                 let length = end - start;
-                if length > self.max_length && !self.delimiter_may_end(start) {
-                    return Some(Err(self.too_long(length)));
+                let too_long = match self.rules {
+                    // `len(self._buffer) >= self.MAX_LENGTH + len(self.delimiter)`
+                    LengthRules::LineReceiver => length >= self.max_length.saturating_add(width),
+                    // `len(self._buffer) > self.MAX_LENGTH`
+                    LengthRules::LineOnlyReceiver => length > self.max_length,
+                };
+                if too_long {
+                    return Some(Err(self.too_long(length, false)));
                 }
                 None
             }
         }
     }
 
-    /// Whether the buffered bytes of the line starting at `start` (more than the maximum,
-    /// without a full delimiter) may still end in a delimiter that starts within the
-    /// maximum: some suffix that begins at most `max_length` bytes in is the beginning of
-    /// the delimiter.
-    fn delimiter_may_end(&self, start: usize) -> bool {
-        let line = &self.buf.data[start..];
-        let first = (line.len() + 1).saturating_sub(self.delimiter.len());
-        (first..=self.max_length).any(|at| self.delimiter.starts_with(&line[at..]))
-    }
-
-    fn too_long(&mut self, length: usize) -> LineTooLong {
-        self.buf.clear();
+    /// Empties the buffer into the error for a line of `length` bytes (`delimited` if its
+    /// delimiter arrived).
+    fn too_long(&mut self, length: usize, delimited: bool) -> LineTooLong {
+        let mut line = self.buf.take_all_owned();
+        if delimited && self.rules == LengthRules::LineOnlyReceiver {
+            line.truncate(length);
+        }
         self.search_from = 0;
         LineTooLong {
             length,
             max: self.max_length,
+            line,
         }
     }
 
@@ -375,7 +401,22 @@ impl LineParser {
 }
 
 /// Splits a byte stream into lines, without raw mode (the framing of Twisted's
-/// `LineOnlyReceiver`): a [`LineParser`] that stays in line mode.
+/// `LineOnlyReceiver`): a [`LineParser`] that stays in line mode, with
+/// `LineOnlyReceiver`'s rules for over-long lines.
+///
+/// Those differ from `LineReceiver`'s. A line with more than the maximum bytes before its
+/// delimiter is an error, the error carrying that line alone; and so is an unterminated
+/// stretch of more than the maximum (Twisted's `len(self._buffer) > self.MAX_LENGTH`),
+/// even when it ends with the start of the delimiter: a line of exactly the maximum whose
+/// delimiter is cut in two by the packets is refused, as Twisted refuses it. The caller
+/// sees this by asking for the next line after each packet, as a receiver does. Use
+/// [`LineParser`] (Twisted's `LineReceiver`) where that matters.
+///
+/// After an error everything buffered is discarded and bytes fed afterwards start a new
+/// line. (Twisted's `LineOnlyReceiver` drops the rest of the packet's complete lines but
+/// keeps its unterminated tail, and calls `lineLengthExceeded` again with each packet while
+/// that tail stays too long; nothing of this is seen by a handler that disconnects, the
+/// default.)
 ///
 /// # Examples
 ///
@@ -389,9 +430,15 @@ impl LineParser {
 /// assert_eq!(parser.next_line(), None);
 /// assert_eq!(parser.buffered(), b"thr");
 /// ```
-#[derive(Debug, Clone, Default)]
+#[derive(Debug, Clone)]
 pub struct LineOnlyParser {
     inner: LineParser,
+}
+
+impl Default for LineOnlyParser {
+    fn default() -> Self {
+        Self::new()
+    }
 }
 
 impl LineOnlyParser {
@@ -401,9 +448,9 @@ impl LineOnlyParser {
     /// A parser splitting on `b"\r\n"`, with lines of at most 16384 bytes (Twisted's
     /// `LineOnlyReceiver` defaults).
     pub fn new() -> Self {
-        LineOnlyParser {
-            inner: LineParser::new(),
-        }
+        let mut inner = LineParser::new();
+        inner.rules = LengthRules::LineOnlyReceiver;
+        LineOnlyParser { inner }
     }
 
     /// Splits lines on `delimiter` instead (Twisted's `delimiter` attribute).
@@ -448,8 +495,10 @@ impl LineOnlyParser {
     ///
     /// # Errors
     ///
-    /// [`LineTooLong`], as [`LineParser::next_event`] reports it (Twisted's
-    /// `lineLengthExceeded`); the buffer is discarded.
+    /// [`LineTooLong`] when the next line has more than the maximum bytes before its
+    /// delimiter, or more than the maximum bytes are buffered without a delimiter (Twisted's
+    /// `lineLengthExceeded`). The error carries the line, or the bytes buffered when no
+    /// delimiter arrived; the buffer is discarded.
     pub fn next_line(&mut self) -> Option<Result<&[u8], LineTooLong>> {
         self.inner.next_line()
     }
@@ -681,23 +730,61 @@ enum LengthOutcome {
 /// assert_eq!(out, b"4:1:a,,");
 /// ```
 pub fn netstring_encode(data: &[u8], out: &mut Vec<u8>) {
-    let mut digits = [0u8; 20];
-    let mut at = digits.len();
-    let mut length = data.len();
-    loop {
-        at -= 1;
-        // `length % 10` is a digit: the cast cannot truncate.
-        digits[at] = b'0' + (length % 10) as u8;
-        length /= 10;
-        if length == 0 {
-            break;
-        }
-    }
-    out.reserve(digits.len() - at + data.len() + 2);
-    out.extend_from_slice(&digits[at..]);
-    out.push(b':');
+    let header = FrameHeader::netstring(data.len());
+    out.reserve(header.as_bytes().len() + data.len() + 1);
+    out.extend_from_slice(header.as_bytes());
     out.extend_from_slice(data);
     out.push(b',');
+}
+
+/// What goes before a frame's data, built on the stack: a netstring's `len:`, or a
+/// big-endian length prefix. Lets a sender write a frame as a sequence of slices, without
+/// copying the data.
+pub(crate) struct FrameHeader {
+    bytes: [u8; 21],
+    start: usize,
+}
+
+impl FrameHeader {
+    /// A netstring's header, `len:` (the frame ends with `,` after the data).
+    pub(crate) fn netstring(length: usize) -> FrameHeader {
+        let mut bytes = [0u8; 21];
+        let mut at = bytes.len() - 1;
+        bytes[at] = b':';
+        let mut length = length;
+        loop {
+            at -= 1;
+            // `length % 10` is a digit: the cast cannot truncate.
+            bytes[at] = b'0' + (length % 10) as u8;
+            length /= 10;
+            if length == 0 {
+                break;
+            }
+        }
+        FrameHeader { bytes, start: at }
+    }
+
+    /// A `width`-byte big-endian length prefix.
+    ///
+    /// # Errors
+    ///
+    /// [`StringTooLong`] if the prefix cannot announce `length`.
+    pub(crate) fn prefix(width: PrefixWidth, length: usize) -> Result<FrameHeader, StringTooLong> {
+        let max = width.max_string_len();
+        if length > max {
+            return Err(StringTooLong { length, max });
+        }
+        // Fits in `width` bytes, so in a u32.
+        let be = (length as u64).to_be_bytes();
+        let mut bytes = [0u8; 21];
+        let start = bytes.len() - width.bytes();
+        bytes[start..].copy_from_slice(&be[8 - width.bytes()..]);
+        Ok(FrameHeader { bytes, start })
+    }
+
+    pub(crate) fn as_bytes(&self) -> &[u8] {
+        &self.bytes[self.start..]
+    }
 }
 
 /// The size of a big-endian length prefix: Twisted's `Int8StringReceiver`,
@@ -889,17 +976,9 @@ pub fn encode_prefixed(
     data: &[u8],
     out: &mut Vec<u8>,
 ) -> Result<(), StringTooLong> {
-    let max = width.max_string_len();
-    if data.len() > max {
-        return Err(StringTooLong {
-            length: data.len(),
-            max,
-        });
-    }
-    // Fits in `width` bytes, so in a u32.
-    let length = (data.len() as u64).to_be_bytes();
-    out.reserve(width.bytes() + data.len());
-    out.extend_from_slice(&length[8 - width.bytes()..]);
+    let header = FrameHeader::prefix(width, data.len())?;
+    out.reserve(header.as_bytes().len() + data.len());
+    out.extend_from_slice(header.as_bytes());
     out.extend_from_slice(data);
     Ok(())
 }
