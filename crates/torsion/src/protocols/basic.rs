@@ -201,7 +201,7 @@ impl<F: Framing> Receiver<F> {
 
     fn connection_made(&self, transport: Transport) {
         if self.core.transport.set(transport).is_err() {
-            tracing::error!("connection_made called twice on a receiver; ignored");
+            crate::log::error!(target: "torsion::protocols", "connection_made called twice on a receiver; ignored");
             return;
         }
         self.run(|body, base| body.connection_made(base));
@@ -229,7 +229,7 @@ impl<F: Framing> Receiver<F> {
             return;
         };
         let Some(body) = self.body.try_borrow_mut().ok().and_then(|mut b| b.take()) else {
-            tracing::error!("connection_lost reached a receiver while it was running; dropped");
+            crate::log::error!(target: "torsion::protocols", "connection_lost reached a receiver while it was running; dropped");
             return;
         };
         let mut running = Running::start(self, body);
@@ -523,7 +523,8 @@ impl fmt::Debug for ReceiverHandle {
 
 /// Logs why a peer's bytes close the connection.
 fn log_framing_error(base: Base<'_>, error: &dyn std::error::Error) {
-    tracing::warn!(
+    crate::log::warning!(
+        target: "torsion::protocols",
         "closing the connection to {}: {error}",
         base.transport.peer()
     );
