@@ -4,8 +4,7 @@
 //!
 //! Run with `cargo run -p torsion --example inline_callbacks`.
 
-use torsion::time::ReactorTime;
-use torsion::{Deferred, Failure, Reactor};
+use torsion::prelude::*;
 
 async fn my_callbacks(reactor: Reactor) -> Result<(), Failure> {
     println!("first callback");
@@ -24,20 +23,12 @@ async fn my_callbacks(reactor: Reactor) -> Result<(), Failure> {
         Err(failure) => format!("{failure}"), // the failure from the Deferred
     };
     println!("fourth callback got {result}");
-
-    reactor.stop()?;
     Ok(())
 }
 
 fn main() -> Result<(), Failure> {
     let reactor = Reactor::new()?;
-    let r = reactor.clone();
-    reactor.call_when_running(move || {
-        let done = torsion::spawn(my_callbacks(r.clone()));
-        drop(done.add_errback(|failure| {
-            eprintln!("my_callbacks failed: {failure}");
-            Ok(())
-        }));
-    });
+    // The chain's end stops the reactor, and a failure of my_callbacks comes out of run.
+    spawn(my_callbacks(reactor.clone())).add_both(reactor.stopper());
     reactor.run()
 }

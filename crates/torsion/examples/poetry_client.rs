@@ -11,8 +11,7 @@
 #[path = "poetry/mod.rs"]
 mod poetry;
 
-use torsion::defer::DeferredList;
-use torsion::{Failure, Reactor};
+use torsion::prelude::*;
 
 use poetry::client::{Fate, get_poetry, try_to_cummingsify};
 use poetry::{parse_address, print_poem};
@@ -26,24 +25,19 @@ fn main() -> Result<(), Failure> {
         return Err(Failure::msg("usage: poetry_client [HOST:]PORT ..."));
     }
 
+    // As in Twisted's client, the downloads start before the reactor runs.
     let reactor = Reactor::new()?;
-    let r = reactor.clone();
-    reactor.call_when_running(move || {
-        let downloads = addresses
-            .iter()
-            .map(|(host, port)| {
-                get_poetry(&r, host, *port)
-                    .add_callback(|poem| try_to_cummingsify(poem, Fate::random()))
-                    .add_callbacks(got_poem, poem_failed)
-            })
-            .collect();
-        let stop = r.clone();
-        drop(
-            DeferredList::new(downloads)
-                .into_deferred()
-                .add_both(move |_| Ok(stop.stop()?)),
-        );
-    });
+    let downloads = addresses
+        .iter()
+        .map(|(host, port)| {
+            get_poetry(&reactor, host, *port)
+                .add_callback(|poem| try_to_cummingsify(poem, Fate::random()))
+                .add_callbacks(got_poem, poem_failed)
+        })
+        .collect();
+    DeferredList::new(downloads)
+        .into_deferred()
+        .add_both(reactor.stopper());
     reactor.run()
 }
 

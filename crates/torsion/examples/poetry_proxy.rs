@@ -13,12 +13,13 @@
 mod poetry;
 
 use torsion::net::tcp::ListenOptions;
-use torsion::{Failure, Reactor};
+use torsion::prelude::*;
 
 use poetry::proxy::{PoetryProxyFactory, ProxyService};
 use poetry::{ServerArgs, parse_address};
 
-fn main() -> Result<(), Failure> {
+#[torsion::main]
+async fn main(reactor: Reactor) -> Result<(), Failure> {
     let args = ServerArgs::parse(std::env::args().skip(1))?;
     let [server] = args.rest.as_slice() else {
         return Err(Failure::msg(
@@ -27,7 +28,6 @@ fn main() -> Result<(), Failure> {
     };
     let (host, server_port) = parse_address(server)?;
 
-    let reactor = Reactor::builder().install_signal_handlers(true).build()?;
     let service = ProxyService::new(&reactor, &host, server_port);
     let options = ListenOptions {
         interface: args.iface,
@@ -35,5 +35,6 @@ fn main() -> Result<(), Failure> {
     };
     let port = reactor.listen_tcp_with(args.port, PoetryProxyFactory::new(service), options)?;
     println!("Proxying {host}:{server_port} on {}.", port.host());
-    reactor.run()
+    // Serve until Ctrl-C or SIGTERM; the program then exits 0.
+    reactor.until_shutdown().await
 }

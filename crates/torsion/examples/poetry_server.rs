@@ -12,12 +12,13 @@
 mod poetry;
 
 use torsion::net::tcp::ListenOptions;
-use torsion::{Failure, Reactor};
+use torsion::prelude::*;
 
 use poetry::ServerArgs;
 use poetry::server::PoetryFactory;
 
-fn main() -> Result<(), Failure> {
+#[torsion::main]
+async fn main(reactor: Reactor) -> Result<(), Failure> {
     let args = ServerArgs::parse(std::env::args().skip(1))?;
     let [poetry_file] = args.rest.as_slice() else {
         return Err(Failure::msg(
@@ -27,12 +28,12 @@ fn main() -> Result<(), Failure> {
     let poem = std::fs::read(poetry_file)
         .map_err(|e| Failure::msg(format!("cannot read {poetry_file}: {e}")))?;
 
-    let reactor = Reactor::builder().install_signal_handlers(true).build()?;
     let options = ListenOptions {
         interface: args.iface,
         ..Default::default()
     };
     let port = reactor.listen_tcp_with(args.port, PoetryFactory::new(poem), options)?;
     println!("Serving {poetry_file} on {}.", port.host());
-    reactor.run()
+    // Serve until Ctrl-C or SIGTERM; the program then exits 0.
+    reactor.until_shutdown().await
 }

@@ -12,19 +12,19 @@
 mod poetry;
 
 use torsion::net::tcp::ListenOptions;
-use torsion::{Failure, Reactor};
+use torsion::prelude::*;
 
 use poetry::ServerArgs;
 use poetry::transform::{TransformFactory, TransformService};
 
-fn main() -> Result<(), Failure> {
+#[torsion::main]
+async fn main(reactor: Reactor) -> Result<(), Failure> {
     let args = ServerArgs::parse(std::env::args().skip(1))?;
     if !args.rest.is_empty() {
         return Err(Failure::msg(
             "usage: transform_server [--port P] [--iface I]",
         ));
     }
-    let reactor = Reactor::builder().install_signal_handlers(true).build()?;
     let options = ListenOptions {
         interface: args.iface,
         ..Default::default()
@@ -32,5 +32,6 @@ fn main() -> Result<(), Failure> {
     let factory = TransformFactory::new(TransformService);
     let port = reactor.listen_tcp_with(args.port, factory, options)?;
     println!("Serving transforms on {}.", port.host());
-    reactor.run()
+    // Serve until Ctrl-C or SIGTERM; the program then exits 0.
+    reactor.until_shutdown().await
 }

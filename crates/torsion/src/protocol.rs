@@ -46,10 +46,9 @@ use std::net::SocketAddr;
 use std::rc::{Rc, Weak};
 use std::time::Duration;
 
-use crate::defer::{Deferred, Failure};
+use crate::defer::Failure;
 use crate::net::tcp::{Connector, ConnectorState};
 use crate::net::{Address, Transport};
-use crate::reactor::Reactor;
 use crate::time::{DelayedCall, ReactorTime};
 
 /// What a connection does with its events (Twisted's `Protocol` with `IProtocol`).
@@ -541,44 +540,4 @@ impl<F> fmt::Debug for ReconnectingClientFactory<F> {
             .field("continue_trying", &self.continue_trying.get())
             .finish_non_exhaustive()
     }
-}
-
-/// Connects `protocol` itself to `host:port` over TCP, with no factory to write (Twisted's
-/// `connectProtocol(endpoint, protocol)` over a `TCP4ClientEndpoint`; for any endpoint, see
-/// [`endpoints::connect_protocol`](crate::endpoints::connect_protocol)).
-///
-/// The protocol is moved into the connection, which owns it from then on, so the Deferred
-/// fires with the connection's [`Transport`] once `connection_made` has run, rather than
-/// with the protocol as in Twisted. To reach the protocol's state afterwards, share it:
-/// give the protocol an `Rc<RefCell<..>>` or a [`Resolver`](crate::Resolver) before
-/// connecting. The Deferred fails as the connection attempt does (refused, timed out after
-/// 30 s, the name did not resolve), and cancelling it stops the attempt.
-///
-/// # Examples
-///
-/// ```
-/// use torsion::Reactor;
-/// use torsion::net::Transport;
-/// use torsion::protocol::{connect_protocol, Protocol};
-///
-/// struct Hello;
-///
-/// impl Protocol for Hello {
-///     fn connection_made(&mut self, transport: Transport) {
-///         transport.write(b"hello\r\n");
-///     }
-/// }
-///
-/// let reactor = Reactor::new().unwrap();
-/// let connected = connect_protocol(&reactor, "127.0.0.1", 7, Hello);
-/// let _done = connected.map(|transport| transport.lose_connection());
-/// ```
-pub fn connect_protocol<P: Protocol>(
-    reactor: &Reactor,
-    host: &str,
-    port: u16,
-    protocol: P,
-) -> Deferred<Transport> {
-    let endpoint = crate::endpoints::TcpClientEndpoint::new(reactor, host, port);
-    crate::endpoints::connect_protocol(&endpoint, protocol)
 }

@@ -23,9 +23,10 @@ use std::sync::{Arc, Mutex, mpsc};
 use std::time::Duration;
 
 use rustix::process::{Resource, Rlimit, getrlimit, setrlimit};
+use torsion::endpoints::{TcpClientEndpoint, connect_protocol};
 use torsion::net::Transport;
 use torsion::net::tcp::ListenOptions;
-use torsion::protocol::{Protocol, connect_protocol};
+use torsion::protocol::Protocol;
 use torsion::time::ReactorTime;
 use torsion::{Failure, Reactor, Resolver};
 
@@ -278,7 +279,7 @@ fn server_runs_out_of_descriptors(reactor: Reactor) {
             received: Vec::new(),
             echoed: Some(resolver),
         };
-        drop(connect_protocol(&r, "127.0.0.1", address.port(), protocol));
+        drop(connect_protocol(&TcpClientEndpoint::new(&r, "127.0.0.1", address.port()), protocol));
         let r2 = r.clone();
         drop(d.add_both(move |result| {
             *e.borrow_mut() = Some(result);

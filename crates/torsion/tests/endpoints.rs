@@ -31,9 +31,7 @@ use torsion::error::{
 };
 use torsion::net::tcp::{ConnectOptions, Connector, DEFAULT_BACKLOG, ListenOptions, Port};
 use torsion::net::{Address, Transport};
-use torsion::protocol::{
-    Backoff, ClientFactory, Factory, Protocol, ReconnectingClientFactory, connect_protocol,
-};
+use torsion::protocol::{Backoff, ClientFactory, Factory, Protocol, ReconnectingClientFactory};
 use torsion::time::{Clock, ReactorTime};
 use torsion::{Deferred, Failure, Reactor, Resolver};
 
@@ -636,7 +634,7 @@ reactor_test! {
         let (_port, address) = local_port(&reactor, Rc::new(Echo::default));
         let received = Rc::new(RefCell::new(Vec::new()));
         let protocol = Collect { received: received.clone(), want: 4, reactor: reactor.clone() };
-        let connected = connect_protocol(&reactor, "127.0.0.1", address.port(), protocol);
+        let connected = connect_endpoint_protocol(&TcpClientEndpoint::new(&reactor, "127.0.0.1", address.port()), protocol);
         drop(connected.map(|transport: Transport| transport.write(b"ping")));
         common::safety_stop(&reactor, 20.0);
         reactor.run().unwrap();

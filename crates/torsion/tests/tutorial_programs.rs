@@ -14,10 +14,11 @@ use std::net::Ipv4Addr;
 use std::rc::Rc;
 
 use torsion::defer::DeferredList;
+use torsion::endpoints::{TcpClientEndpoint, connect_protocol};
 use torsion::error::ConnectionRefused;
 use torsion::net::tcp::ListenOptions;
 use torsion::net::{Address, Transport};
-use torsion::protocol::{Factory, Protocol, connect_protocol};
+use torsion::protocol::{Factory, Protocol};
 use torsion::protocols::framing::{NetstringParser, netstring_encode};
 use torsion::testing::{AccumulatingProtocol, StringTransport};
 use torsion::{Deferred, Failure, Reactor, Resolver, spawn};
@@ -196,7 +197,7 @@ reactor_test! {
         let answer = run(reactor, move |r| async move {
             let client = AccumulatingProtocol::new();
             let state = client.state();
-            let transport = connect_protocol(&r, "127.0.0.1", port, client).await?;
+            let transport = connect_protocol(&TcpClientEndpoint::new(&r, "127.0.0.1", port), client).await?;
             // One write of a few hundred bytes: one segment over the loopback.
             transport.write(&two_requests());
             state.closed_deferred().await?;
@@ -326,7 +327,7 @@ reactor_test! {
         let proxy = PoetryProxyFactory::new(ProxyService::new(&reactor, "127.0.0.1", server_port));
         let proxy_port = listen(&reactor, proxy.clone());
         run(reactor, move |r| async move {
-            let client = connect_protocol(&r, "127.0.0.1", proxy_port, Idle).await?;
+            let client = connect_protocol(&TcpClientEndpoint::new(&r, "127.0.0.1", proxy_port), Idle).await?;
             server_connected.await?; // the proxy is fetching the poem
             client.lose_connection();
             server_lost.await // the proxy gave up on it

@@ -143,9 +143,33 @@ pub trait ClientEndpoint: Any + fmt::Debug {
 }
 
 /// Connects `protocol` itself through `endpoint`, with no factory to write (Twisted's
-/// `connectProtocol`). The Deferred fires with the connection's [`Transport`]: the
-/// connection owns the protocol (see
-/// [`protocol::connect_protocol`](crate::protocol::connect_protocol), the same over TCP).
+/// `connectProtocol`).
+///
+/// The protocol is moved into the connection, which owns it from then on, so the Deferred
+/// fires with the connection's [`Transport`] once `connection_made` has run, rather than
+/// with the protocol as in Twisted. To reach the protocol's state afterwards, share it:
+/// give the protocol an `Rc<RefCell<..>>` or a [`Resolver`] before
+/// connecting. The Deferred fails as the connection attempt does (refused, timed out, the
+/// name did not resolve), and cancelling it stops the attempt.
+///
+/// # Examples
+///
+/// ```
+/// use torsion::endpoints::{TcpClientEndpoint, connect_protocol};
+/// use torsion::prelude::*;
+///
+/// struct Hello;
+///
+/// impl Protocol for Hello {
+///     fn connection_made(&mut self, transport: Transport) {
+///         transport.write(b"hello\r\n");
+///     }
+/// }
+///
+/// let reactor = Reactor::new().unwrap();
+/// let endpoint = TcpClientEndpoint::new(&reactor, "127.0.0.1", 7);
+/// let _done = connect_protocol(&endpoint, Hello).map(|transport| transport.lose_connection());
+/// ```
 pub fn connect_protocol<P: Protocol>(
     endpoint: &dyn ClientEndpoint,
     protocol: P,
