@@ -541,3 +541,51 @@ impl<F> fmt::Debug for ReconnectingClientFactory<F> {
             .finish_non_exhaustive()
     }
 }
+
+thread_local! {
+    /// How many ports and connectors use each factory, by address (Twisted's
+    /// `Factory.numPorts`), so `start_factory` and `stop_factory` run once per spell of use.
+    static FACTORY_USERS: std::cell::RefCell<std::collections::HashMap<usize, usize>> =
+        std::cell::RefCell::new(std::collections::HashMap::new());
+}
+
+fn factory_key<F: Factory + ?Sized>(factory: &Rc<F>) -> usize {
+    Rc::as_ptr(factory) as *const () as usize
+}
+
+/// Counts one more user of `factory` (a port, a connector, an endpoint); the first calls
+/// its `start_factory` (Twisted's `Factory.doStart`).
+pub(crate) fn factory_started<F: Factory + ?Sized>(factory: &Rc<F>) {
+    let first = FACTORY_USERS.with(|users| {
+        let mut users = users.borrow_mut();
+        let n = users.entry(factory_key(factory)).or_insert(0);
+        *n += 1;
+        *n == 1
+    });
+    if first {
+        factory.start_factory();
+    }
+}
+
+/// Counts one user of `factory` less; the last calls its `stop_factory` (Twisted's
+/// `Factory.doStop`).
+pub(crate) fn factory_stopped<F: Factory + ?Sized>(factory: &Rc<F>) {
+    let last = FACTORY_USERS.with(|users| {
+        let mut users = users.borrow_mut();
+        let key = factory_key(factory);
+        match users.get_mut(&key) {
+            Some(n) if *n > 1 => {
+                *n -= 1;
+                false
+            }
+            Some(_) => {
+                users.remove(&key);
+                true
+            }
+            None => false,
+        }
+    });
+    if last {
+        factory.stop_factory();
+    }
+}

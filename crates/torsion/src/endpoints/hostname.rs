@@ -12,7 +12,7 @@ use std::net::{IpAddr, SocketAddr};
 use std::rc::{Rc, Weak};
 use std::time::Duration;
 
-use super::{ClientEndpoint, Notifying, start_shared, stop_shared};
+use super::{ClientEndpoint, Notifying};
 use crate::defer::{Deferred, Failure, Resolver};
 use crate::error::NoProtocol;
 use crate::net::tcp::{ConnectOptions, Connector, DEFAULT_CONNECT_TIMEOUT, no_address};
@@ -395,11 +395,11 @@ impl Factory for AttemptFactory {
     }
 
     fn start_factory(&self) {
-        start_shared(&self.race.reactor, &self.race.factory);
+        crate::protocol::factory_started(&self.race.factory);
     }
 
     fn stop_factory(&self) {
-        stop_shared(&self.race.reactor, &self.race.factory);
+        crate::protocol::factory_stopped(&self.race.factory);
     }
 }
 

@@ -76,7 +76,6 @@ use crate::net::tcp::{Connector, Port};
 use crate::net::udp::UdpPort;
 use crate::net::{Address, Transport};
 use crate::protocol::{ClientFactory, Factory, Protocol};
-use crate::reactor::Reactor;
 
 // ===== the endpoint traits =====
 
@@ -189,27 +188,8 @@ impl Factory for OneShotFactory {
 
 // ===== factory adapters =====
 
-/// The key the reactor counts a factory's users by (as TCP does).
-fn factory_key(factory: &Rc<dyn Factory>) -> usize {
-    Rc::as_ptr(factory) as *const () as usize
-}
-
-/// Counts one more user of `factory` on `reactor`: `start_factory` runs for the first, so a
-/// factory used by several endpoints (and by `listen_tcp` directly) starts once.
-fn start_shared(reactor: &Reactor, factory: &Rc<dyn Factory>) {
-    let f = factory.clone();
-    reactor.factory_started(factory_key(factory), move || f.start_factory());
-}
-
-/// Counts one user less; the last runs `stop_factory`.
-fn stop_shared(reactor: &Reactor, factory: &Rc<dyn Factory>) {
-    let f = factory.clone();
-    reactor.factory_stopped(factory_key(factory), move || f.stop_factory());
-}
-
 /// A `dyn Factory` as the sized factory the reactor's `listen_*` take, one per port.
 struct PortFactory {
-    reactor: Reactor,
     inner: Rc<dyn Factory>,
 }
 
@@ -219,11 +199,11 @@ impl Factory for PortFactory {
     }
 
     fn start_factory(&self) {
-        start_shared(&self.reactor, &self.inner);
+        crate::protocol::factory_started(&self.inner);
     }
 
     fn stop_factory(&self) {
-        stop_shared(&self.reactor, &self.inner);
+        crate::protocol::factory_stopped(&self.inner);
     }
 }
 
@@ -231,7 +211,6 @@ impl Factory for PortFactory {
 /// `_WrappingFactory`): builds the user's protocol wrapped so that `connection_made` fires
 /// the endpoint's Deferred, and fails that Deferred when the attempt fails.
 struct ConnectingFactory {
-    reactor: Reactor,
     inner: Rc<dyn Factory>,
     resolver: Resolver<Transport>,
     /// The connector while the attempt runs, for cancelling; taken once it ends, so the
@@ -262,11 +241,11 @@ impl Factory for ConnectingFactory {
     }
 
     fn start_factory(&self) {
-        start_shared(&self.reactor, &self.inner);
+        crate::protocol::factory_started(&self.inner);
     }
 
     fn stop_factory(&self) {
-        stop_shared(&self.reactor, &self.inner);
+        crate::protocol::factory_stopped(&self.inner);
     }
 }
 
@@ -325,7 +304,6 @@ impl Protocol for Notifying {
 /// Starts a connector with `start`, given a [`ConnectingFactory`] that fires the returned
 /// Deferred; the Deferred's canceller stops the attempt. Shared by TCP and UNIX sockets.
 fn connect_endpoint(
-    reactor: &Reactor,
     factory: Rc<dyn Factory>,
     start: impl FnOnce(Rc<ConnectingFactory>) -> Connector,
 ) -> Deferred<Transport> {
@@ -338,7 +316,6 @@ fn connect_endpoint(
         }
     });
     let wrapping = Rc::new(ConnectingFactory {
-        reactor: reactor.clone(),
         inner: factory,
         resolver,
         connector: slot.clone(),

@@ -183,10 +183,7 @@ impl SystemdServerEndpoint {
             .into());
         }
         let duplicate = fd.try_clone().map_err(Failure::new)?;
-        let adapter = Rc::new(PortFactory {
-            reactor: self.reactor.clone(),
-            inner: factory,
-        });
+        let adapter = Rc::new(PortFactory { inner: factory });
         let port = self.reactor.adopt_stream_port(duplicate, adapter)?;
         Ok(Rc::new(port))
     }

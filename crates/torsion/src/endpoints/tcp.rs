@@ -27,7 +27,7 @@ fn connect_tcp_endpoint(
     options: ConnectOptions,
     factory: Rc<dyn Factory>,
 ) -> Deferred<Transport> {
-    connect_endpoint(reactor, factory, |wrapping| {
+    connect_endpoint(factory, |wrapping| {
         reactor.connect_tcp_with(host, port, wrapping, options)
     })
 }
@@ -95,10 +95,7 @@ fn listen_tcp_endpoint(
     interface: IpAddr,
     factory: Rc<dyn Factory>,
 ) -> Deferred<ListeningPort> {
-    let adapter = Rc::new(PortFactory {
-        reactor: reactor.clone(),
-        inner: factory,
-    });
+    let adapter = Rc::new(PortFactory { inner: factory });
     let options = ListenOptions {
         backlog,
         interface,

@@ -127,10 +127,7 @@ impl UnixServerEndpoint {
 
 impl ServerEndpoint for UnixServerEndpoint {
     fn listen(&self, factory: Rc<dyn Factory>) -> Deferred<ListeningPort> {
-        let adapter = Rc::new(PortFactory {
-            reactor: self.reactor.clone(),
-            inner: factory,
-        });
+        let adapter = Rc::new(PortFactory { inner: factory });
         let options = UnixListenOptions {
             backlog: self.spec.backlog,
             mode: self.spec.mode,
@@ -209,7 +206,7 @@ impl ClientEndpoint for UnixClientEndpoint {
         let options = UnixConnectOptions {
             timeout: self.spec.timeout,
         };
-        connect_endpoint(&self.reactor, factory, |wrapping| {
+        connect_endpoint(factory, |wrapping| {
             self.reactor
                 .connect_unix_with(&self.spec.path, wrapping, options)
         })

@@ -64,7 +64,6 @@ struct PortInner {
     fd: RawFd,
     reactor: Reactor,
     factory: Rc<dyn Factory>,
-    factory_key: usize,
     host: Address,
     /// How many connections one readiness event may accept (Twisted's `numberAccepts`).
     accepts: Cell<usize>,
@@ -111,10 +110,8 @@ impl Port {
         factory: Rc<F>,
         on_close: Option<Box<dyn FnOnce()>>,
     ) -> Result<Port, Failure> {
-        let key = factory_key(&factory);
         let factory: Rc<dyn Factory> = factory;
-        let f = factory.clone();
-        reactor.factory_started(key, move || f.start_factory());
+        crate::protocol::factory_started(&factory);
         let fd = socket.as_raw_fd();
         let inner = Rc::new_cyclic(|me| PortInner {
             me: me.clone(),
@@ -122,7 +119,6 @@ impl Port {
             fd,
             reactor: reactor.clone(),
             factory,
-            factory_key: key,
             host,
             accepts: Cell::new(100),
             reserve: RefCell::new(open_reserve()),
@@ -158,9 +154,7 @@ impl PortInner {
         if let Some(on_close) = on_close {
             on_close();
         }
-        let factory = self.factory.clone();
-        self.reactor
-            .factory_stopped(self.factory_key, move || factory.stop_factory());
+        crate::protocol::factory_stopped(&self.factory);
     }
 
     fn accept_one(&self) -> Result<Option<(Socket, Address)>, Errno> {
@@ -330,10 +324,6 @@ impl Default for ListenOptions {
             reuse_port: false,
         }
     }
-}
-
-fn factory_key<F: ?Sized>(factory: &Rc<F>) -> usize {
-    Rc::as_ptr(factory) as *const () as usize
 }
 
 impl Reactor {
@@ -548,7 +538,6 @@ struct ConnectorInner {
     reactor: Reactor,
     destination: Destination,
     factory: Rc<dyn ClientFactory>,
-    factory_key: usize,
     options: ConnectOptions,
     state: Cell<ConnectorState>,
     attempt: RefCell<Option<Rc<Attempt>>>,
@@ -582,13 +571,11 @@ impl Connector {
         factory: Rc<F>,
         options: ConnectOptions,
     ) -> Connector {
-        let key = factory_key(&factory);
         let factory: Rc<dyn ClientFactory> = factory;
         let connector = Connector(Rc::new(ConnectorInner {
             reactor: reactor.clone(),
             destination,
             factory,
-            factory_key: key,
             options,
             state: Cell::new(ConnectorState::Disconnected),
             attempt: RefCell::new(None),
@@ -614,10 +601,7 @@ impl Connector {
         );
         inner.state.set(ConnectorState::Connecting);
         if !inner.factory_active.replace(true) {
-            let f = inner.factory.clone();
-            inner
-                .reactor
-                .factory_started(inner.factory_key, move || f.start_factory());
+            crate::protocol::factory_started(&inner.factory);
         }
         let attempt = Rc::new(Attempt {
             connector: inner.clone(),
@@ -759,10 +743,7 @@ impl Connector {
         let inner = &self.0;
         if inner.state.get() == ConnectorState::Disconnected && inner.factory_active.replace(false)
         {
-            let f = inner.factory.clone();
-            inner
-                .reactor
-                .factory_stopped(inner.factory_key, move || f.stop_factory());
+            crate::protocol::factory_stopped(&inner.factory);
         }
     }
 }

@@ -108,9 +108,6 @@ struct Inner {
     install_signals: bool,
     /// Transports with output to send before the next wait.
     flushes: RefCell<Vec<Rc<dyn Flush>>>,
-    /// How many ports and connectors use each factory (by address), for
-    /// `start_factory` / `stop_factory`.
-    factory_users: RefCell<HashMap<usize, usize>>,
 }
 
 /// Something with buffered output to send when the loop gets to it.
@@ -243,7 +240,6 @@ impl Builder {
             thread_results: RefCell::new(Slab::new()),
             install_signals: self.install_signals,
             flushes: RefCell::new(Vec::new()),
-            factory_users: RefCell::new(HashMap::new()),
         };
         Ok(Reactor {
             inner: Rc::new(inner),
@@ -541,42 +537,6 @@ impl Reactor {
     /// Queues `transport` to send its buffered output before the next wait.
     pub(crate) fn schedule_flush(&self, transport: Rc<dyn Flush>) {
         self.inner.flushes.borrow_mut().push(transport);
-    }
-
-    /// Counts one more user of `factory` (a port or a connector); the first calls its
-    /// `start_factory` (Twisted's `Factory.doStart`).
-    pub(crate) fn factory_started(&self, key: usize, start: impl FnOnce()) {
-        let first = {
-            let mut users = self.inner.factory_users.borrow_mut();
-            let n = users.entry(key).or_insert(0);
-            *n += 1;
-            *n == 1
-        };
-        if first {
-            start();
-        }
-    }
-
-    /// Counts one user of `factory` less; the last calls its `stop_factory` (Twisted's
-    /// `Factory.doStop`).
-    pub(crate) fn factory_stopped(&self, key: usize, stop: impl FnOnce()) {
-        let last = {
-            let mut users = self.inner.factory_users.borrow_mut();
-            match users.get_mut(&key) {
-                Some(n) if *n > 1 => {
-                    *n -= 1;
-                    false
-                }
-                Some(_) => {
-                    users.remove(&key);
-                    true
-                }
-                None => false,
-            }
-        };
-        if last {
-            stop();
-        }
     }
 
     /// How long the next wait may block.
