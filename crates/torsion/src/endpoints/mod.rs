@@ -30,10 +30,10 @@
 //! are unknown types). [`HostnameEndpoint`] connects to a name with several addresses the
 //! way RFC 8305 ("Happy Eyeballs") asks.
 //!
-//! UNIX socket endpoints listen and connect with [`Reactor::listen_unix_with`] and
-//! [`Reactor::connect_unix_with`], as [`UnixServerSpec`] and [`UnixClientSpec`] say;
+//! UNIX socket endpoints listen and connect with [`Reactor::listen_unix_with`](crate::Reactor::listen_unix_with) and
+//! [`Reactor::connect_unix_with`](crate::Reactor::connect_unix_with), as [`UnixServerSpec`] and [`UnixClientSpec`] say;
 //! `systemd:` endpoints adopt a socket inherited through socket activation
-//! ([`listen_fds`](crate::net::systemd::listen_fds)) with [`Reactor::adopt_stream_port`].
+//! ([`listen_fds`](crate::net::systemd::listen_fds)) with [`Reactor::adopt_stream_port`](crate::Reactor::adopt_stream_port).
 //! Finding an inherited socket by name (`systemd:…:name=X`, `LISTEN_FDNAMES`) is parsed but
 //! not supported yet: it fails with
 //! [`EndpointUnavailable`](crate::error::EndpointUnavailable). There is no `udp:` endpoint:
