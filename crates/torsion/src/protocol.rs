@@ -47,8 +47,8 @@ use std::rc::{Rc, Weak};
 use std::time::Duration;
 
 use crate::defer::Failure;
-use crate::net::tcp::{Connector, ConnectorState};
 use crate::net::{Address, Transport};
+use crate::net::{Connector, ConnectorState};
 use crate::time::{DelayedCall, ReactorTime};
 
 /// What a connection does with its events (Twisted's `Protocol` with `IProtocol`).
@@ -125,19 +125,19 @@ where
 /// `ClientFactory`). Closures returning a protocol are client factories too.
 pub trait ClientFactory: Factory {
     /// A connection attempt started (Twisted's `startedConnecting`).
-    fn started_connecting(&self, connector: &crate::net::tcp::Connector) {
+    fn started_connecting(&self, connector: &crate::net::Connector) {
         let _ = connector;
     }
 
     /// The attempt failed: refused, timed out, or the name did not resolve (Twisted's
     /// `clientConnectionFailed`). `connector.connect()` tries again.
-    fn client_connection_failed(&self, connector: &crate::net::tcp::Connector, reason: Failure) {
+    fn client_connection_failed(&self, connector: &crate::net::Connector, reason: Failure) {
         let _ = (connector, reason);
     }
 
     /// An established connection was lost, after the protocol's `connection_lost`
     /// (Twisted's `clientConnectionLost`). `connector.connect()` reconnects.
-    fn client_connection_lost(&self, connector: &crate::net::tcp::Connector, reason: Failure) {
+    fn client_connection_lost(&self, connector: &crate::net::Connector, reason: Failure) {
         let _ = (connector, reason);
     }
 }

@@ -1897,7 +1897,7 @@ fn string_senders_relay_netstrings_and_length_prefixed_strings_between_connectio
 // End to end over TCP
 // ---------------------------------------------------------------------------------------
 
-fn listen(reactor: &Reactor, factory: Rc<impl Factory>) -> (torsion::net::tcp::Port, u16) {
+fn listen(reactor: &Reactor, factory: Rc<impl Factory>) -> (torsion::net::Port, u16) {
     let options = ListenOptions {
         interface: [127, 0, 0, 1].into(),
         ..ListenOptions::default()

@@ -29,8 +29,9 @@ use torsion::error::{
     BadFileError, Cancelled, CannotListen, ConnectionRefused, EndpointSyntaxProblem,
     EndpointUnavailable, InvalidArgument, NoInheritedSocket, NoProtocol,
 };
-use torsion::net::tcp::{ConnectOptions, Connector, DEFAULT_BACKLOG, ListenOptions, Port};
+use torsion::net::tcp::{ConnectOptions, DEFAULT_BACKLOG, ListenOptions};
 use torsion::net::{Address, Transport};
+use torsion::net::{Connector, Port};
 use torsion::protocol::{Backoff, ClientFactory, Factory, Protocol, ReconnectingClientFactory};
 use torsion::time::{Clock, ReactorTime};
 use torsion::{Deferred, Failure, Reactor, Resolver};
@@ -956,7 +957,7 @@ reactor_test! {
         assert_eq!(factory.retries(), 2, "two retries after the first attempt");
         assert!(!factory.retry_pending());
         assert_eq!(library_timers(&reactor), Vec::<String>::new());
-        assert_eq!(connector.state(), torsion::net::tcp::ConnectorState::Disconnected);
+        assert_eq!(connector.state(), torsion::net::ConnectorState::Disconnected);
     }
 
     fn reconnecting_honours_max_retries(reactor: Reactor) {

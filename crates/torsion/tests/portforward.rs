@@ -8,7 +8,8 @@ use std::cell::{Cell, RefCell};
 use std::rc::Rc;
 
 use torsion::endpoints::{ClientEndpoint, TcpClientEndpoint};
-use torsion::net::tcp::{HIGH_WATER_MARK, Port};
+use torsion::net::Port;
+use torsion::net::tcp::HIGH_WATER_MARK;
 use torsion::net::{Producer, Transport, TransportOps};
 use torsion::protocol::{Factory, Protocol};
 use torsion::protocols::policies::{WrappingFactory, WrappingTransport};

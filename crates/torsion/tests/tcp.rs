@@ -13,7 +13,8 @@ use torsion::error::{
     ConnectTimeout, ConnectionAborted, ConnectionDone, ConnectionRefused, DnsLookupError,
     InvalidArgument, ProducerAlreadyRegistered,
 };
-use torsion::net::tcp::{ConnectOptions, Connector, ListenOptions};
+use torsion::net::Connector;
+use torsion::net::tcp::{ConnectOptions, ListenOptions};
 use torsion::net::{Address, Producer, Transport};
 use torsion::protocol::{ClientFactory, Factory, Protocol};
 use torsion::time::ReactorTime;

@@ -19,8 +19,9 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 
 use socket2::{Domain, SockAddr, Socket, Type};
 use torsion::error::{CannotListen, ConnectionDone, ConnectionRefused, InvalidArgument};
+use torsion::net::Connector;
 use torsion::net::systemd::{LISTEN_FDS_START, listen_fds, parse_listen_fds};
-use torsion::net::tcp::{Connector, DEFAULT_BACKLOG};
+use torsion::net::tcp::DEFAULT_BACKLOG;
 use torsion::net::unix::{PeerCredentials, UnixListenOptions};
 use torsion::net::{Address, Transport};
 use torsion::protocol::{ClientFactory, Factory, Protocol};

@@ -8,7 +8,7 @@ use std::hash::{BuildHasher, Hasher, RandomState};
 use std::rc::Rc;
 
 use torsion::net::Address;
-use torsion::net::tcp::Connector;
+use torsion::net::Connector;
 use torsion::protocol::{ClientFactory, Factory, Protocol};
 use torsion::{Deferred, Failure, Reactor, Resolver};
 

@@ -9,7 +9,7 @@ use std::cell::Cell;
 use std::rc::Rc;
 
 use torsion::net::Address;
-use torsion::net::tcp::Connector;
+use torsion::net::Connector;
 use torsion::protocol::{ClientFactory, Factory, Protocol};
 use torsion::protocols::basic::{NetstringReceiver, StringContext, StringHandler};
 use torsion::{Deferred, Failure, Reactor, Resolver};

@@ -72,9 +72,9 @@ use std::rc::Rc;
 
 use crate::defer::{Deferred, Failure, Resolver};
 use crate::error::NoProtocol;
-use crate::net::tcp::{Connector, Port};
 use crate::net::udp::UdpPort;
 use crate::net::{Address, Transport};
+use crate::net::{Connector, Port};
 use crate::protocol::{ClientFactory, Factory, Protocol};
 
 // ===== the endpoint traits =====

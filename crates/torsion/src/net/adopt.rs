@@ -17,8 +17,8 @@ use std::rc::Rc;
 
 use socket2::{Domain, SockAddr, Socket, Type};
 
+use super::Port;
 use super::connection::Connection;
-use super::tcp::Port;
 use super::udp::{DEFAULT_MAX_PACKET_SIZE, UdpPort};
 use super::unix::unix_address_of;
 use crate::defer::Failure;

@@ -33,9 +33,10 @@ use std::rc::Rc;
 
 use crate::defer::{Deferred, Failure};
 use crate::net::Address;
-use crate::net::tcp::{ConnectOptions, Connector, ListenOptions, Port};
+use crate::net::tcp::{ConnectOptions, ListenOptions};
 use crate::net::udp::{UdpOptions, UdpPort};
 use crate::net::unix::{UnixConnectOptions, UnixListenOptions};
+use crate::net::{Connector, Port};
 use crate::protocol::{ClientFactory, DatagramProtocol, Factory};
 use crate::reactor::Reactor;
 

@@ -18,7 +18,9 @@
 
 mod adopt;
 mod connection;
+mod connector;
 mod interfaces;
+mod port;
 pub(crate) mod read_buffer;
 pub mod systemd;
 pub mod tcp;
@@ -32,7 +34,9 @@ use std::rc::Rc;
 
 use crate::defer::Failure;
 
+pub use connector::{Connector, ConnectorState};
 pub use interfaces::{ConnectorOps, ListeningPort, ReactorTcp, ReactorUdp, ReactorUnix};
+pub use port::Port;
 
 /// The address of one end of a connection (Twisted's `IPv4Address`, `IPv6Address`,
 /// `UNIXAddress`).

@@ -41,9 +41,9 @@ use std::time::Duration;
 use rustix::net::SocketAddrAny;
 use socket2::{Domain, SockAddr, Socket, Type};
 
-use super::tcp::{
-    ConnectOptions, Connector, DEFAULT_BACKLOG, DEFAULT_CONNECT_TIMEOUT, Destination, Port,
-};
+use super::connector::Destination;
+use super::tcp::{ConnectOptions, DEFAULT_BACKLOG, DEFAULT_CONNECT_TIMEOUT};
+use super::{Connector, Port};
 use crate::defer::Failure;
 use crate::error::CannotListen;
 use crate::net::Address;
@@ -52,14 +52,6 @@ use crate::reactor::Reactor;
 
 /// The default mode of a listening socket's file (Twisted's `mode=0o666`).
 pub const DEFAULT_MODE: u32 = 0o666;
-
-/// A listening UNIX socket (Twisted's `unix.Port`): the same [`Port`] type as TCP's, its
-/// [`host`](Port::host) an [`Address::Unix`].
-pub type UnixPort = Port;
-
-/// An outgoing UNIX socket connection (Twisted's `unix.Connector`): the same [`Connector`]
-/// type as TCP's, so one [`ClientFactory`] serves both.
-pub type UnixConnector = Connector;
 
 /// The credentials of the process at the other end of a UNIX socket, as the kernel recorded
 /// them when it connected (`SO_PEERCRED`).
@@ -147,7 +139,7 @@ impl Reactor {
         &self,
         path: impl AsRef<Path>,
         factory: Rc<F>,
-    ) -> Result<UnixPort, Failure> {
+    ) -> Result<Port, Failure> {
         self.listen_unix_with(path, factory, UnixListenOptions::default())
     }
 
@@ -162,7 +154,7 @@ impl Reactor {
         path: impl AsRef<Path>,
         factory: Rc<F>,
         options: UnixListenOptions,
-    ) -> Result<UnixPort, Failure> {
+    ) -> Result<Port, Failure> {
         let path = path.as_ref();
         let cannot = |source: io::Error| CannotListen {
             address: path.display().to_string(),
@@ -237,7 +229,7 @@ impl Reactor {
         &self,
         path: impl AsRef<Path>,
         factory: Rc<F>,
-    ) -> UnixConnector {
+    ) -> Connector {
         self.connect_unix_with(path, factory, UnixConnectOptions::default())
     }
 
@@ -247,7 +239,7 @@ impl Reactor {
         path: impl AsRef<Path>,
         factory: Rc<F>,
         options: UnixConnectOptions,
-    ) -> UnixConnector {
+    ) -> Connector {
         let options = ConnectOptions {
             timeout: options.timeout,
             bind_address: None,

@@ -32,7 +32,7 @@ use std::rc::Rc;
 use crate::defer::{DeferredHandle, Failure};
 use crate::endpoints::{ClientEndpoint, TcpClientEndpoint};
 use crate::error::Cancelled;
-use crate::net::tcp::Connector;
+use crate::net::Connector;
 use crate::net::{Address, Transport, as_producer};
 use crate::protocol::{ClientFactory, Factory, Protocol};
 use crate::reactor::Reactor;

@@ -99,7 +99,7 @@ pub fn push(log: &Log, s: impl Into<String>) {
 pub fn listen_local(
     reactor: &torsion::Reactor,
     factory: std::rc::Rc<impl torsion::protocol::Factory>,
-) -> (torsion::net::tcp::Port, u16) {
+) -> (torsion::net::Port, u16) {
     let options = torsion::net::tcp::ListenOptions {
         interface: [127, 0, 0, 1].into(),
         ..Default::default()

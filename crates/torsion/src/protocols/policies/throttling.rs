@@ -385,15 +385,15 @@ impl<F: Factory + ?Sized> Factory for ThrottlingFactory<F> {
 }
 
 impl<F: ClientFactory + ?Sized> ClientFactory for ThrottlingFactory<F> {
-    fn started_connecting(&self, connector: &crate::net::tcp::Connector) {
+    fn started_connecting(&self, connector: &crate::net::Connector) {
         self.wrapping.started_connecting(connector);
     }
 
-    fn client_connection_failed(&self, connector: &crate::net::tcp::Connector, reason: Failure) {
+    fn client_connection_failed(&self, connector: &crate::net::Connector, reason: Failure) {
         self.wrapping.client_connection_failed(connector, reason);
     }
 
-    fn client_connection_lost(&self, connector: &crate::net::tcp::Connector, reason: Failure) {
+    fn client_connection_lost(&self, connector: &crate::net::Connector, reason: Failure) {
         self.wrapping.client_connection_lost(connector, reason);
     }
 }

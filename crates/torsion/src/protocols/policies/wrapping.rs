@@ -666,15 +666,15 @@ impl<F: Factory + ?Sized> Factory for WrappingFactory<F> {
 }
 
 impl<F: ClientFactory + ?Sized> ClientFactory for WrappingFactory<F> {
-    fn started_connecting(&self, connector: &crate::net::tcp::Connector) {
+    fn started_connecting(&self, connector: &crate::net::Connector) {
         self.wrapped.started_connecting(connector);
     }
 
-    fn client_connection_failed(&self, connector: &crate::net::tcp::Connector, reason: Failure) {
+    fn client_connection_failed(&self, connector: &crate::net::Connector, reason: Failure) {
         self.wrapped.client_connection_failed(connector, reason);
     }
 
-    fn client_connection_lost(&self, connector: &crate::net::tcp::Connector, reason: Failure) {
+    fn client_connection_lost(&self, connector: &crate::net::Connector, reason: Failure) {
         self.wrapped.client_connection_lost(connector, reason);
     }
 }
