@@ -120,14 +120,15 @@ fn with_a_reactor_running_a_dropped_resolver_fails_after_the_current_callback() 
         let (resolver, d) = Deferred::<u32>::new();
         let fired = Rc::new(Cell::new(false));
         let f = fired.clone();
-        drop(d.add_errback(move |failure| {
+        let kept = d.add_errback(move |failure| {
             f.set(failure.check::<ResolverDropped>());
             Ok(0)
-        }));
+        });
         drop(resolver);
         let during = fired.get();
         let (r2, f2) = (r.clone(), fired.clone());
         r.call_soon(move || {
+            drop(kept);
             s.set((during, f2.get()));
             let _ = r2.stop();
         });
@@ -136,4 +137,34 @@ fn with_a_reactor_running_a_dropped_resolver_fails_after_the_current_callback() 
     let (during, after) = seen.get();
     assert!(!during, "not inside the callback that dropped the Resolver");
     assert!(after, "failed right after it returned");
+}
+
+#[test]
+fn a_deferred_nobody_holds_goes_silently_with_its_last_resolver() {
+    let ran = Rc::new(Cell::new(false));
+    let ((), unhandled) = torsion::testing::collect_unhandled_failures(|| {
+        let (resolver, d) = Deferred::<u32>::new();
+        let r = ran.clone();
+        // The chain's handle is dropped; only the Resolver (say, in a timer never run) holds it.
+        drop(d.map(move |_| r.set(true)));
+        drop(resolver);
+    });
+    assert!(!ran.get());
+    assert!(unhandled.is_empty(), "nothing to report: {unhandled:?}");
+}
+
+#[test]
+fn a_pending_timer_dropped_with_its_reactor_leaves_no_report() {
+    let ((), unhandled) = torsion::testing::collect_unhandled_failures(|| {
+        let reactor = Reactor::new().expect("reactor");
+        let (resolver, d) = Deferred::<()>::new();
+        drop(d.map(|()| println!("never")));
+        reactor.call_later(60.0, move || resolver.callback(()));
+        let r = reactor.clone();
+        reactor.call_later(0.0, move || {
+            let _ = r.stop();
+        });
+        reactor.run().expect("run");
+    });
+    assert!(unhandled.is_empty(), "nothing to report: {unhandled:?}");
 }

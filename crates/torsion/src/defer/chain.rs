@@ -144,15 +144,20 @@ impl Chain {
     /// [`ResolverDropped`](crate::error::ResolverDropped), once the callback running now
     /// has returned if a reactor runs on this thread (a Resolver is often dropped inside a
     /// borrow its own callbacks would want), else at once.
+    ///
+    /// If nothing but that Resolver holds the chain (its handle and every chain waiting on
+    /// it are gone), nobody could see the failure: the chain goes with the Resolver,
+    /// silently, as Twisted's garbage collector takes an unfired Deferred.
     pub(crate) fn resolver_dropped(self: &Rc<Self>) {
         let left = self.resolvers.get().saturating_sub(1);
         self.resolvers.set(left);
-        if left > 0 || !self.abandoned() {
+        if left > 0 || Rc::strong_count(self) <= 1 || !self.abandoned() {
             return;
         }
         let chain = self.clone();
         let fail = move || {
-            if chain.resolvers.get() == 0 && chain.abandoned() {
+            let observed = Rc::strong_count(&chain) > 1;
+            if observed && chain.resolvers.get() == 0 && chain.abandoned() {
                 let failure = Failure::new(crate::error::ResolverDropped {
                     created_at: chain.origin,
                 });

@@ -77,7 +77,10 @@ impl<T> Clone for Resolver<T> {
 /// as a dropped oneshot sender does: nothing could fire it any more, and a chain waiting on
 /// it would otherwise hang without a word. A Deferred with a canceller stays pending, to
 /// be cancelled. With a reactor running on this thread, the failure is delivered once the
-/// callback running now has returned.
+/// callback running now has returned. A Deferred that nothing else holds any more (its
+/// handle and every chain waiting on it gone) goes with its Resolver silently: nobody could
+/// see the failure, and an unfired Deferred is no error (Twisted's garbage collector takes
+/// it the same way), so a program stopped with timers pending reports nothing.
 impl<T> Drop for Resolver<T> {
     fn drop(&mut self) {
         self.chain.resolver_dropped();
