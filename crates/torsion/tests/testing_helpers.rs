@@ -728,14 +728,24 @@ fn pump_pauses_a_push_producer_over_the_high_water_mark_and_resumes_it_when_drai
     assert_eq!(seen.data(), b"0123456789amore");
     assert_eq!(entries(&log), ["pause", "resume"]);
 
-    // The connection closes only once the producer unregisters, and stops it then.
+    // Paused again, the producer holds the close up, as on a socket; once it is resumed
+    // (unpaused), the drained connection closes and stops it.
+    seen.transport().unwrap().pause_producing();
+    client_t.write(b"0123456789a");
+    assert_eq!(entries(&log), ["pause", "resume", "pause"]);
     client_t.lose_connection();
-    assert!(!pump.flush());
-    assert!(!seen.closed());
-    client_t.unregister_producer();
+    pump.flush();
+    assert!(
+        !seen.closed(),
+        "a paused producer is resumed before the close"
+    );
+    seen.transport().unwrap().resume_producing();
     pump.flush();
     assert!(seen.closed());
-    assert_eq!(entries(&log), ["pause", "resume"]);
+    assert_eq!(
+        entries(&log),
+        ["pause", "resume", "pause", "resume", "stop"]
+    );
 }
 
 #[test]

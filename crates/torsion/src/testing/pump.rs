@@ -60,8 +60,8 @@ struct FakeState {
 /// `iosim.FakeTransport`).
 ///
 /// It behaves as a TCP connection does, without a socket: writes are buffered until the pump
-/// carries them; `lose_connection` closes once the buffer is delivered and any producer has
-/// unregistered; `pause_producing` stops delivery to this side; a streaming producer is
+/// carries them; `lose_connection` closes once the buffer is delivered, as a socket does
+/// (a pull or paused push producer must unregister first); `pause_producing` stops delivery to this side; a streaming producer is
 /// paused when more than the high-water mark ([`HIGH_WATER_MARK`] by default) is buffered
 /// and resumed once the buffer drains below the low-water mark; a pull producer is resumed
 /// by the pump whenever the buffer is empty (the first time on the round after
@@ -480,8 +480,10 @@ impl Drop for RoundGuard<'_> {
 ///    the writer gets `write_connection_lost`, and the reader `read_connection_lost` if it
 ///    supports half-close; if it does not, the connection closes, both sides getting
 ///    [`ConnectionDone`].
-/// 4. Otherwise a `lose_connection` whose buffer is empty and whose producer has unregistered
-///    closes the connection: `connection_lost(ConnectionDone)` to that side, then to the other.
+/// 4. Otherwise a `lose_connection` whose buffer is empty closes the connection, unless a
+///    pull producer or a paused push producer is still registered (as on a socket, where
+///    Twisted's `doWrite` asks such a producer for more instead):
+///    `connection_lost(ConnectionDone)` to that side, then to the other.
 ///
 /// Each side gets `connection_lost` exactly once; its registered producer is stopped first,
 /// and the pump drops the protocol right after.
@@ -661,7 +663,10 @@ impl Pump {
         for (closer, other) in [(server, client), (client, server)] {
             let close = {
                 let st = closer.transport.state.borrow();
-                st.disconnecting && !st.lost && st.out.is_empty() && st.producer.is_none()
+                // As a socket does (Twisted's `doWrite`): a pull or paused producer is asked
+                // for more first; an unpaused push producer does not hold the close up.
+                let producer_done = st.producer.is_none() || (st.streaming && !st.producer_paused);
+                st.disconnecting && !st.lost && st.out.is_empty() && producer_done
             };
             if close {
                 closer.lose(ConnectionDone.into());
