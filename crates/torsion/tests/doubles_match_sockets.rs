@@ -90,8 +90,7 @@ fn over_tcp(reactor: Reactor, streaming: bool) -> Vec<String> {
     let received = client.join().expect("client");
     drop(port);
     assert_eq!(received, b"hi");
-    let seen = events.borrow().clone();
-    seen
+    events.borrow().clone()
 }
 
 reactor_test! {
