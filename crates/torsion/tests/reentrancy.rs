@@ -186,3 +186,59 @@ reactor_test! {
         assert!(reactor.remove_system_event_trigger(mine).is_err(), "already ran");
     }
 }
+
+#[test]
+fn work_that_queues_itself_again_lets_a_due_timer_run() {
+    // Twisted's `def tick(): reactor.callLater(0, tick)` lets timers and I/O run between
+    // ticks; call_soon work queued by call_soon work waits for the next pass.
+    fn tick(r: Reactor, n: Rc<Cell<u64>>, timer_ran: Rc<Cell<bool>>) {
+        n.set(n.get() + 1);
+        if timer_ran.get() || n.get() >= 1_000_000 {
+            let _ = r.stop();
+            return;
+        }
+        let r2 = r.clone();
+        r.call_soon(move || tick(r2, n, timer_ran));
+    }
+    let reactor = Reactor::new().expect("reactor");
+    let n = Rc::new(Cell::new(0));
+    let timer_ran = Rc::new(Cell::new(false));
+    let t = timer_ran.clone();
+    reactor.call_later(0.0, move || t.set(true));
+    let (r, n2, t2) = (reactor.clone(), n.clone(), timer_ran.clone());
+    reactor.call_when_running(move || {
+        let r2 = r.clone();
+        r.call_soon(move || tick(r2, n2, t2));
+    });
+    reactor.run().expect("run");
+    assert!(
+        timer_ran.get(),
+        "the due timer never ran in {} ticks",
+        n.get()
+    );
+    assert!(n.get() < 100, "took {} ticks", n.get());
+}
+
+#[test]
+fn leftovers_are_released_outside_the_reactor_s_borrows() {
+    // A trigger that never ran owns a Resolver; releasing it fails the Deferred, whose
+    // errback uses the reactor's trigger list.
+    let keep: Rc<RefCell<Option<Deferred<()>>>> = Rc::default();
+    let added = Rc::new(Cell::new(false));
+    let (k, a) = (keep.clone(), added.clone());
+    torsion::testing::run_test(Duration::from_secs(5), move |reactor| async move {
+        let (resolver, d) = Deferred::<()>::new();
+        let r = reactor.clone();
+        *k.borrow_mut() = Some(d.add_errback(move |_| {
+            r.add_system_event_trigger(Phase::After, SystemEvent::Startup, || ());
+            a.set(true);
+            Ok(())
+        }));
+        // Startup is over: this trigger never runs and is left for the release.
+        reactor.add_system_event_trigger(Phase::Before, SystemEvent::Startup, move || {
+            resolver.callback(());
+        });
+    });
+    drop(keep);
+    assert!(added.get(), "the errback could not reach the reactor");
+}

@@ -59,6 +59,8 @@ thread_local! {
     static CURRENT: RefCell<Option<Weak<Inner>>> = const { RefCell::new(None) };
 }
 
+/// At most this many passes of queued work and output after the loop ends.
+const FINAL_PASSES: usize = 1_000;
 /// How many queued tasks one iteration polls before it looks at I/O again.
 const TASK_BUDGET: usize = 128;
 /// Twisted's default for how long shutdown waits for `before` triggers' Deferreds.
@@ -320,20 +322,21 @@ impl Reactor {
         while self.inner.looping.get() {
             self.iterate();
         }
-        // One last look at the thread-call queue and I/O, as Twisted does after shutdown.
+        // One last look at the thread-call queue and I/O, as Twisted does after shutdown;
+        // what the during and after phases left to send or to run goes now.
         self.run_thread_calls();
-        self.run_soon();
+        self.drain_after_loop();
         signals::uninstall(signals);
         crate::defer::executor::set_unpark(None);
-        if let Some(pool) = self.inner.pool.borrow_mut().take() {
+        let pool = self.inner.pool.borrow_mut().take();
+        if let Some(pool) = pool {
             pool.stop();
         }
         self.close_thread_calls();
+        // What stopping the pool queued (a Resolver dropped with a job, say).
+        self.drain_after_loop();
         CURRENT.with(|c| *c.borrow_mut() = previous);
         crate::defer::chain::set_after_callback(previous_hook);
-        // What the steps since the loop's end queued (a Resolver dropped with the thread
-        // pool, say) runs now rather than never.
-        self.run_soon();
         self.inner.state.set(RunState::Finished);
         match self.inner.exit_failure.borrow_mut().take() {
             Some(failure) => Err(failure),
@@ -460,15 +463,26 @@ impl Reactor {
     /// reactor's one answer to "an action requested from inside a callback": what closing,
     /// disconnecting or stopping causes (`connection_lost`, the rest of a shutdown, …) is
     /// queued here, so no object is ever called while it is already running. Work queued
-    /// before `run` runs once the reactor has started. A panic in `f` is reported and the
-    /// queue goes on.
+    /// before `run` runs once the reactor has started; after `run` has returned, `f` runs at
+    /// once, as no loop will come back for it. A panic in `f` is reported and the queue goes
+    /// on.
     pub fn call_soon(&self, f: impl FnOnce() + 'static) {
+        if self.inner.state.get() == RunState::Finished {
+            // No loop will come back for it: run it now rather than never.
+            f();
+            return;
+        }
         self.inner.soon.borrow_mut().push_back(Box::new(f));
     }
 
     /// Runs the work [`call_soon`](Reactor::call_soon) queued, including what it queues.
+    ///
+    /// Only the work queued when the pass starts runs; what it queues waits for the next
+    /// pass, so work that queues itself again (Twisted's `callLater(0, tick)`) lets timers,
+    /// I/O and `stop` take their turn.
     fn run_soon(&self) {
-        loop {
+        let queued = self.inner.soon.borrow().len();
+        for _ in 0..queued {
             let next = self.inner.soon.borrow_mut().pop_front();
             let Some(f) = next else { return };
             if let Err(payload) = catch_unwind(AssertUnwindSafe(f)) {
@@ -522,15 +536,24 @@ impl Reactor {
         loop {
             let batch = std::mem::take(&mut *self.inner.flushes.borrow_mut());
             if batch.is_empty() {
-                if self.inner.soon.borrow().is_empty() {
-                    return;
-                }
-                self.run_soon();
-                continue;
+                break;
             }
             for transport in batch {
                 transport.flush();
             }
+        }
+        self.run_soon();
+    }
+
+    /// After the loop: runs queued work and sends buffered output until none is left (a
+    /// pass at a time, and at most [`FINAL_PASSES`] passes, so work that keeps queueing
+    /// itself cannot hold `run` up for ever).
+    fn drain_after_loop(&self) {
+        for _ in 0..FINAL_PASSES {
+            if self.inner.soon.borrow().is_empty() && self.inner.flushes.borrow().is_empty() {
+                return;
+            }
+            self.flush_pending();
         }
     }
 
@@ -617,11 +640,16 @@ impl Reactor {
     /// triggers, thread-call completions), breaking reference cycles between the reactor
     /// and the callbacks that hold it.
     pub(crate) fn release_leftovers(&self) {
+        // Each taken out first and dropped after the borrow ends: dropping runs user code
+        // (a Resolver failing its Deferred) that may use the reactor.
         self.inner.timers.clear();
-        drop(std::mem::take(&mut *self.inner.soon.borrow_mut()));
+        let soon = std::mem::take(&mut *self.inner.soon.borrow_mut());
+        drop(soon);
         drop(self.remove_all());
-        drop(std::mem::take(&mut *self.inner.startup.borrow_mut()));
-        drop(std::mem::take(&mut *self.inner.shutdown.borrow_mut()));
+        let startup = std::mem::take(&mut *self.inner.startup.borrow_mut());
+        drop(startup);
+        let shutdown = std::mem::take(&mut *self.inner.shutdown.borrow_mut());
+        drop(shutdown);
         let results = std::mem::take(&mut *self.inner.thread_results.borrow_mut());
         drop(results);
     }
