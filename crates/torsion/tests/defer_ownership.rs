@@ -140,17 +140,61 @@ fn with_a_reactor_running_a_dropped_resolver_fails_after_the_current_callback() 
 }
 
 #[test]
-fn a_deferred_nobody_holds_goes_silently_with_its_last_resolver() {
+fn a_deferred_nobody_holds_or_waits_on_goes_silently_with_its_last_resolver() {
+    let ((), unhandled) = torsion::testing::collect_unhandled_failures(|| {
+        let (resolver, d) = Deferred::<u32>::new();
+        drop(d);
+        drop(resolver);
+    });
+    assert!(unhandled.is_empty(), "nothing to report: {unhandled:?}");
+}
+
+#[test]
+fn callbacks_left_waiting_on_a_dropped_resolver_hear_of_it() {
     let ran = Rc::new(Cell::new(false));
     let ((), unhandled) = torsion::testing::collect_unhandled_failures(|| {
         let (resolver, d) = Deferred::<u32>::new();
         let r = ran.clone();
-        // The chain's handle is dropped; only the Resolver (say, in a timer never run) holds it.
+        // The handle is dropped, but a step waits: it must not hang without a word.
         drop(d.map(move |_| r.set(true)));
         drop(resolver);
     });
     assert!(!ran.get());
-    assert!(unhandled.is_empty(), "nothing to report: {unhandled:?}");
+    assert_eq!(unhandled.len(), 1, "{unhandled:?}");
+    assert!(unhandled[0].check::<ResolverDropped>());
+}
+
+#[test]
+fn a_before_shutdown_deferred_whose_resolver_is_dropped_does_not_hold_shutdown_up() {
+    let reactor = Reactor::builder()
+        .shutdown_timeout(std::time::Duration::from_secs(60))
+        .build()
+        .expect("reactor");
+    let after = Rc::new(Cell::new(false));
+    let a = after.clone();
+    reactor.add_system_event_trigger(
+        torsion::reactor::Phase::Before,
+        torsion::reactor::SystemEvent::Shutdown,
+        || {
+            let (resolver, wait) = Deferred::<()>::new();
+            drop(resolver);
+            wait
+        },
+    );
+    reactor.add_system_event_trigger(
+        torsion::reactor::Phase::After,
+        torsion::reactor::SystemEvent::Shutdown,
+        move || a.set(true),
+    );
+    let r = reactor.clone();
+    reactor.call_later(0.0, move || {
+        let _ = r.stop();
+    });
+    let started = std::time::Instant::now();
+    reactor.run().expect("run");
+    assert!(after.get());
+    // Not the 60 s shutdown timeout: the abandoned Deferred failed at once.
+    assert!(started.elapsed() < std::time::Duration::from_secs(30));
 }
 
 #[test]
@@ -167,4 +211,83 @@ fn a_pending_timer_dropped_with_its_reactor_leaves_no_report() {
         reactor.run().expect("run");
     });
     assert!(unhandled.is_empty(), "nothing to report: {unhandled:?}");
+}
+
+struct DropFlag(Rc<Cell<bool>>);
+
+impl Drop for DropFlag {
+    fn drop(&mut self) {
+        self.0.set(true);
+    }
+}
+
+#[test]
+fn a_chain_waiting_on_a_cancel_only_deferred_is_freed_once_nothing_can_reach_either() {
+    let dropped = Rc::new(Cell::new(false));
+    let flag = DropFlag(dropped.clone());
+    let (inner_resolver, inner) = Deferred::<u32>::with_canceller(|_| {});
+    let (resolver, outer) = Deferred::<()>::new();
+    let outer = outer.add_callback(move |()| inner).map(move |v| {
+        let _keep = &flag;
+        v
+    });
+    resolver.callback(());
+    drop(outer);
+    drop(resolver);
+    assert!(!dropped.get(), "the inner's Resolver could still fire it");
+    drop(inner_resolver);
+    assert!(
+        dropped.get(),
+        "the waiting chain and what its steps capture were freed"
+    );
+}
+
+#[test]
+fn a_chain_waiting_on_defer_later_is_freed_with_its_reactor() {
+    let dropped = Rc::new(Cell::new(false));
+    {
+        let reactor = Reactor::new().expect("reactor");
+        let r = reactor.clone();
+        let flag = DropFlag(dropped.clone());
+        reactor.call_when_running(move || {
+            let r2 = r.clone();
+            drop(
+                succeed(())
+                    .add_callback(move |()| torsion::task::defer_later(&r2, 60.0, || Ok(())))
+                    .map(move |()| {
+                        let _keep = &flag;
+                    }),
+            );
+            let _ = r.stop();
+        });
+        reactor.run().expect("run");
+    }
+    assert!(
+        dropped.get(),
+        "the waiting chain leaked with everything it captures"
+    );
+}
+
+#[test]
+fn a_handle_keeps_a_waiting_pair_reachable() {
+    let dropped = Rc::new(Cell::new(false));
+    let flag = DropFlag(dropped.clone());
+    let ran = Rc::new(Cell::new(false));
+    let r = ran.clone();
+    let (inner_resolver, inner) = Deferred::<u32>::with_canceller(|_| {});
+    let handle = inner.handle();
+    drop(
+        succeed(())
+            .add_callback(move |()| inner)
+            .add_both(move |_| {
+                let _keep = &flag;
+                r.set(true);
+                Ok(())
+            }),
+    );
+    drop(inner_resolver);
+    assert!(!dropped.get(), "a live handle can still cancel the inner");
+    handle.cancel();
+    assert!(ran.get(), "the cancel reached the waiting chain");
+    assert!(dropped.get());
 }

@@ -221,24 +221,23 @@ fn work_that_queues_itself_again_lets_a_due_timer_run() {
 
 #[test]
 fn leftovers_are_released_outside_the_reactor_s_borrows() {
-    // A trigger that never ran owns a Resolver; releasing it fails the Deferred, whose
-    // errback uses the reactor's trigger list.
-    let keep: Rc<RefCell<Option<Deferred<()>>>> = Rc::default();
-    let added = Rc::new(Cell::new(false));
-    let (k, a) = (keep.clone(), added.clone());
+    // A trigger that never ran owns a value whose destructor uses the reactor's trigger list.
+    struct UsesReactorOnDrop(Reactor, Rc<Cell<bool>>);
+    impl Drop for UsesReactorOnDrop {
+        fn drop(&mut self) {
+            self.0
+                .add_system_event_trigger(Phase::After, SystemEvent::Startup, || ());
+            self.1.set(true);
+        }
+    }
+    let dropped = Rc::new(Cell::new(false));
+    let d = dropped.clone();
     torsion::testing::run_test(Duration::from_secs(5), move |reactor| async move {
-        let (resolver, d) = Deferred::<()>::new();
-        let r = reactor.clone();
-        *k.borrow_mut() = Some(d.add_errback(move |_| {
-            r.add_system_event_trigger(Phase::After, SystemEvent::Startup, || ());
-            a.set(true);
-            Ok(())
-        }));
+        let owned = UsesReactorOnDrop(reactor.clone(), d);
         // Startup is over: this trigger never runs and is left for the release.
         reactor.add_system_event_trigger(Phase::Before, SystemEvent::Startup, move || {
-            resolver.callback(());
+            drop(owned);
         });
     });
-    drop(keep);
-    assert!(added.get(), "the errback could not reach the reactor");
+    assert!(dropped.get(), "the destructor could not reach the reactor");
 }

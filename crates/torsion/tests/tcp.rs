@@ -806,6 +806,38 @@ reactor_test! {
         assert!(second.borrow().as_ref().unwrap().check::<ProducerAlreadyRegistered>());
     }
 
+    fn a_pull_producer_registered_again_in_one_callback_is_resumed_once(reactor: Reactor) {
+        struct Pull {
+            resumed: Rc<Cell<u32>>,
+            transport: Transport,
+        }
+        impl Producer for Pull {
+            fn resume_producing(&self) {
+                self.resumed.set(self.resumed.get() + 1);
+                self.transport.unregister_producer();
+                self.transport.lose_connection();
+            }
+            fn stop_producing(&self) {}
+        }
+        struct Registers(Rc<Cell<u32>>);
+        impl Protocol for Registers {
+            fn connection_made(&mut self, t: Transport) {
+                let pull: Rc<dyn Producer> = Rc::new(Pull { resumed: self.0.clone(), transport: t.clone() });
+                t.register_producer(pull.clone(), false).unwrap();
+                t.unregister_producer();
+                t.register_producer(pull, false).unwrap();
+            }
+        }
+        let resumed = Rc::new(Cell::new(0));
+        let rs = resumed.clone();
+        let (_port, n) = listen_local(&reactor, Rc::new(move || Registers(rs.clone())));
+        let client = ClientRecorder::new(&reactor, b"", None);
+        reactor.connect_tcp("127.0.0.1", n, client.clone());
+        common::safety_stop(&reactor, 20.0);
+        reactor.run().unwrap();
+        assert_eq!(resumed.get(), 1, "one first resume for the registration that stands");
+    }
+
     fn full_send_buffer_pauses_a_push_producer_and_resumes_it_when_drained(reactor: Reactor) {
         // The server streams 32 MiB from a push producer to a client that reads slowly; the
         // server's buffer must stay bounded.

@@ -69,10 +69,15 @@ enum Entry {
     Continue(Rc<Chain>),
 }
 
+/// A user's canceller, given the chain it cancels.
+pub(crate) type OnceCanceller = Box<dyn FnOnce(&Rc<Chain>)>;
+
 /// What cancelling does before the Deferred is fired.
 pub(crate) enum Canceller {
-    /// A user canceller: run once; if it does not fire the Deferred, `Cancelled` follows.
-    Once(Box<dyn FnOnce()>),
+    /// A user canceller: run once, given the chain; if it does not fire the Deferred,
+    /// `Cancelled` follows. (It gets the chain rather than keeping a `Weak` to it, so a weak
+    /// count on a chain means a handle outside it.)
+    Once(OnceCanceller),
     /// An internal canceller that may leave the result to be decided later (a spawned
     /// future decides its own result after what it awaits is cancelled). It returns whether
     /// `Cancelled` should follow when the Deferred is still unfired.
@@ -145,19 +150,21 @@ impl Chain {
     /// has returned if a reactor runs on this thread (a Resolver is often dropped inside a
     /// borrow its own callbacks would want), else at once.
     ///
-    /// If nothing but that Resolver holds the chain (its handle and every chain waiting on
-    /// it are gone), nobody could see the failure: the chain goes with the Resolver,
-    /// silently, as Twisted's garbage collector takes an unfired Deferred.
+    /// Not when nobody could see the failure: nothing but that Resolver holds the chain and
+    /// no step waits on it (as Twisted's garbage collector takes an unfired Deferred), or a
+    /// reactor is being torn down with the calls that held its Resolvers ([`quietly`]).
     pub(crate) fn resolver_dropped(self: &Rc<Self>) {
         let left = self.resolvers.get().saturating_sub(1);
         self.resolvers.set(left);
-        if left > 0 || Rc::strong_count(self) <= 1 || !self.abandoned() {
+        if left > 0 || TEARDOWN.with(Cell::get) > 0 || !self.abandoned() {
+            return;
+        }
+        if Rc::strong_count(self) <= 1 && self.state.borrow().steps.is_empty() {
             return;
         }
         let chain = self.clone();
         let fail = move || {
-            let observed = Rc::strong_count(&chain) > 1;
-            if observed && chain.resolvers.get() == 0 && chain.abandoned() {
+            if chain.resolvers.get() == 0 && chain.abandoned() {
                 let failure = Failure::new(crate::error::ResolverDropped {
                     created_at: chain.origin,
                 });
@@ -165,6 +172,67 @@ impl Chain {
             }
         };
         after_callback(Box::new(fail));
+    }
+
+    /// Frees a chain waiting on another, and that other, when nothing outside the pair can
+    /// reach either any more: the pair keeps itself alive through `chained_to` and the
+    /// `Continue` step (see [`Chain`]), and that cycle would otherwise outlive everything.
+    ///
+    /// `self` is either end; the caller holds `extra` strong references to it that are going
+    /// away. The pair is unreachable when the inner chain cannot move on by itself (unfired
+    /// with no Resolver, or fired and paused), each end is held only by the other (plus
+    /// `extra`), and no [`DeferredHandle`](super::DeferredHandle) to either is alive. The
+    /// waiting chain's remaining steps are then dropped without running, as Twisted's
+    /// garbage collector takes such a pair.
+    pub(crate) fn collect_if_unreachable(self: &Rc<Self>, extra: usize) {
+        if Rc::strong_count(self) != extra + 1 || Rc::weak_count(self) != 0 {
+            return;
+        }
+        let (waiter, inner) = {
+            let s = self.state.borrow();
+            match &s.chained_to {
+                Some(inner) => (self.clone(), inner.clone()),
+                None => {
+                    let mut waiters = s.steps.iter().filter_map(|e| match e {
+                        Entry::Continue(w) => Some(w.clone()),
+                        Entry::User(_) => None,
+                    });
+                    match (waiters.next(), waiters.next()) {
+                        (Some(w), None) => (w, self.clone()),
+                        _ => return,
+                    }
+                }
+            }
+        };
+        // Counts now include the two clones just made.
+        let (extra_waiter, extra_inner) = if Rc::ptr_eq(&waiter, self) {
+            (extra + 1, 1)
+        } else {
+            (1, extra + 1)
+        };
+        let unreachable = Rc::strong_count(&waiter) == extra_waiter + 1
+            && Rc::weak_count(&waiter) == 0
+            && Rc::strong_count(&inner) == extra_inner + 1
+            && Rc::weak_count(&inner) == 0
+            && inner.resolvers.get() == 0
+            && {
+                let s = inner.state.borrow();
+                let waits_here = waiter
+                    .state
+                    .borrow()
+                    .chained_to
+                    .as_ref()
+                    .is_some_and(|c| Rc::ptr_eq(c, &inner));
+                waits_here && !s.running && (!s.fired || s.paused > 0)
+            };
+        if !unreachable {
+            return;
+        }
+        let steps = std::mem::take(&mut inner.state.borrow_mut().steps);
+        let chained = waiter.state.borrow_mut().chained_to.take();
+        // Outside the borrows: dropping runs the user's closures' destructors.
+        drop(chained);
+        drop(steps);
     }
 
     /// Unfired, with no canceller and none running: only a Resolver could fire it.
@@ -323,7 +391,7 @@ impl Chain {
         let errback = match canceller {
             None => true,
             Some(Canceller::Once(f)) => {
-                call_guarded(f);
+                call_guarded(f, &current);
                 true
             }
             Some(Canceller::Reusable(f)) => match catch_unwind(AssertUnwindSafe(|| f())) {
@@ -349,8 +417,8 @@ impl Chain {
     }
 }
 
-fn call_guarded(f: Box<dyn FnOnce()>) {
-    if let Err(payload) = catch_unwind(AssertUnwindSafe(f)) {
+fn call_guarded(f: OnceCanceller, chain: &Rc<Chain>) {
+    if let Err(payload) = catch_unwind(AssertUnwindSafe(|| f(chain))) {
         crate::log::error!(
             target: "torsion::defer",
             "a Deferred canceller panicked: {}",
@@ -466,6 +534,8 @@ fn wake_waiter(chain: &Chain) {
 pub(crate) type AfterCallbackHook = Rc<dyn Fn(Box<dyn FnOnce()>)>;
 
 thread_local! {
+    /// Inside [`quietly`]: Resolvers dropped now fail nothing.
+    static TEARDOWN: Cell<u32> = const { Cell::new(0) };
     /// Steps of dropped chains, emptied in a loop so that dropping a deep nest of waiting
     /// chains never recurses.
     static GRAVEYARD: RefCell<Vec<VecDeque<Entry>>> = const { RefCell::new(Vec::new()) };
@@ -500,6 +570,21 @@ impl Drop for State {
         }
         DRAINING.with(|d| d.set(false));
     }
+}
+
+/// Runs `f` (a reactor dropping its pending calls and triggers) with Resolvers dropped
+/// meanwhile failing nothing: work discarded with its reactor is no error, as Twisted
+/// discards pending calls at exit. Chains freed by it still go, cycles included.
+pub(crate) fn quietly<R>(f: impl FnOnce() -> R) -> R {
+    struct Depth;
+    impl Drop for Depth {
+        fn drop(&mut self) {
+            TEARDOWN.with(|t| t.set(t.get().saturating_sub(1)));
+        }
+    }
+    TEARDOWN.with(|t| t.set(t.get() + 1));
+    let _depth = Depth;
+    f()
 }
 
 /// Installs (or, with `None`, removes) where [`after_callback`] sends work on this thread;

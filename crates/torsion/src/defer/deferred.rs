@@ -77,13 +77,16 @@ impl<T> Clone for Resolver<T> {
 /// as a dropped oneshot sender does: nothing could fire it any more, and a chain waiting on
 /// it would otherwise hang without a word. A Deferred with a canceller stays pending, to
 /// be cancelled. With a reactor running on this thread, the failure is delivered once the
-/// callback running now has returned. A Deferred that nothing else holds any more (its
-/// handle and every chain waiting on it gone) goes with its Resolver silently: nobody could
-/// see the failure, and an unfired Deferred is no error (Twisted's garbage collector takes
-/// it the same way), so a program stopped with timers pending reports nothing.
+/// callback running now has returned. Two cases stay silent, as an unfired Deferred is no
+/// error in Twisted either: a Deferred nothing else holds and no callback waits on goes
+/// with its Resolver; and the Resolvers a reactor drops with its pending calls and
+/// triggers when it is dropped fail nothing, so a program stopped with timers pending
+/// reports nothing. A chain waiting on a cancel-only Deferred is freed with it once
+/// neither can be reached (no handle, Resolver or [`DeferredHandle`] left).
 impl<T> Drop for Resolver<T> {
     fn drop(&mut self) {
         self.chain.resolver_dropped();
+        self.chain.collect_if_unreachable(1);
     }
 }
 
@@ -295,12 +298,10 @@ impl<T: 'static> Deferred<T> {
         canceller: impl FnOnce(Resolver<T>) + 'static,
     ) -> (Resolver<T>, Deferred<T>) {
         let (resolver, d) = Deferred::new();
-        let weak = Rc::downgrade(&d.chain);
-        d.chain.set_canceller(Canceller::Once(Box::new(move || {
-            if let Some(chain) = weak.upgrade() {
-                canceller(Resolver::from_chain(chain));
-            }
-        })));
+        d.chain
+            .set_canceller(Canceller::Once(Box::new(move |chain: &Rc<Chain>| {
+                canceller(Resolver::from_chain(chain.clone()));
+            })));
         (resolver, d)
     }
 

@@ -80,6 +80,10 @@ struct State {
     producer: Option<Rc<dyn Producer>>,
     streaming: bool,
     producer_paused: bool,
+    /// Counts registrations; the one whose first `resume_producing` is still queued, if
+    /// any (cleared when the producer is resumed or unregistered before that runs).
+    registrations: u64,
+    first_resume_due: Option<u64>,
 }
 
 impl State {
@@ -299,6 +303,7 @@ impl Connection {
             let unregister = std::mem::replace(&mut st.writer_registered, false);
             let next = if st.producer.is_some() && (!st.streaming || st.producer_paused) {
                 st.producer_paused = false;
+                st.first_resume_due = None;
                 AfterDrain::Resume(st.producer.clone())
             } else if st.disconnecting {
                 AfterDrain::Close
@@ -579,6 +584,8 @@ impl TransportOps for Connection {
                 st.producer = Some(producer.clone());
                 st.streaming = streaming;
                 st.producer_paused = false;
+                st.registrations += 1;
+                st.first_resume_due = (!streaming).then_some(st.registrations);
             }
         }
         if self.state.borrow().lost {
@@ -586,18 +593,20 @@ impl TransportOps for Connection {
         } else if !streaming {
             // A pull producer is asked for its first chunk after the caller returns, so
             // that `register_producer` never calls back into the code calling it; by then
-            // it may have been unregistered, or the connection lost.
+            // it may have been unregistered, resumed already by a drain, or the connection
+            // lost.
             let me = self.me.clone();
+            let registration = self.state.borrow().registrations;
             self.reactor.call_soon(move || {
-                let still = me.upgrade().is_some_and(|c| {
-                    let st = c.state.borrow();
-                    !st.lost
-                        && st
-                            .producer
-                            .as_ref()
-                            .is_some_and(|p| Rc::ptr_eq(p, &producer))
+                let due = me.upgrade().is_some_and(|c| {
+                    let mut st = c.state.borrow_mut();
+                    let due = !st.lost && st.first_resume_due == Some(registration);
+                    if due {
+                        st.first_resume_due = None;
+                    }
+                    due
                 });
-                if still {
+                if due {
                     producer.resume_producing();
                 }
             });
@@ -610,6 +619,7 @@ impl TransportOps for Connection {
             let mut st = self.state.borrow_mut();
             st.producer = None;
             st.producer_paused = false;
+            st.first_resume_due = None;
             st.disconnecting
         };
         if disconnecting {

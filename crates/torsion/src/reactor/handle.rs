@@ -95,6 +95,10 @@ impl Drop for Inner {
         let dropped = std::mem::take(&mut calls.queue);
         drop(calls);
         drop(dropped);
+        // Pending delayed calls go with the reactor. Their queue is shared with the
+        // `DelayedCall` handles, which a callback may own (a `defer_later`'s canceller
+        // does): clearing it breaks that cycle, so what the calls own is freed too.
+        crate::defer::chain::quietly(|| self.timers.clear());
     }
 }
 

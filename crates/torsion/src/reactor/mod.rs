@@ -641,15 +641,18 @@ impl Reactor {
     /// and the callbacks that hold it.
     pub(crate) fn release_leftovers(&self) {
         // Each taken out first and dropped after the borrow ends: dropping runs user code
-        // (a Resolver failing its Deferred) that may use the reactor.
-        self.inner.timers.clear();
-        let soon = std::mem::take(&mut *self.inner.soon.borrow_mut());
-        drop(soon);
-        drop(self.remove_all());
-        let startup = std::mem::take(&mut *self.inner.startup.borrow_mut());
-        drop(startup);
-        let shutdown = std::mem::take(&mut *self.inner.shutdown.borrow_mut());
-        drop(shutdown);
+        // (destructors, a Resolver's last drop) that may use the reactor. What they held
+        // is discarded with the reactor, quietly.
+        crate::defer::chain::quietly(|| {
+            self.inner.timers.clear();
+            let soon = std::mem::take(&mut *self.inner.soon.borrow_mut());
+            drop(soon);
+            drop(self.remove_all());
+            let startup = std::mem::take(&mut *self.inner.startup.borrow_mut());
+            drop(startup);
+            let shutdown = std::mem::take(&mut *self.inner.shutdown.borrow_mut());
+            drop(shutdown);
+        });
         let results = std::mem::take(&mut *self.inner.thread_results.borrow_mut());
         drop(results);
     }
