@@ -215,6 +215,21 @@ fn counting_echo(count: &Rc<Cell<usize>>) -> Rc<impl Factory> {
     })
 }
 
+/// A pull producer that counts its resumes, then unregisters and closes its transport.
+struct Pull {
+    resumed: Rc<Cell<u32>>,
+    transport: Transport,
+}
+
+impl Producer for Pull {
+    fn resume_producing(&self) {
+        self.resumed.set(self.resumed.get() + 1);
+        self.transport.unregister_producer();
+        self.transport.lose_connection();
+    }
+    fn stop_producing(&self) {}
+}
+
 reactor_test! {
     fn echo_round_trip_then_clean_close(reactor: Reactor) {
         let (port, n) = listen_local(&reactor, Rc::new(Echo::default));
@@ -768,18 +783,6 @@ reactor_test! {
     }
 
     fn pull_producer_is_resumed_after_register_returns_and_a_second_producer_is_an_error(reactor: Reactor) {
-        struct Pull {
-            resumed: Rc<Cell<u32>>,
-            transport: Transport,
-        }
-        impl Producer for Pull {
-            fn resume_producing(&self) {
-                self.resumed.set(self.resumed.get() + 1);
-                self.transport.unregister_producer();
-                self.transport.lose_connection();
-            }
-            fn stop_producing(&self) {}
-        }
         struct Registers {
             resumed: Rc<Cell<u32>>,
             second: Rc<RefCell<Option<Failure>>>,
@@ -807,18 +810,6 @@ reactor_test! {
     }
 
     fn a_pull_producer_registered_again_in_one_callback_is_resumed_once(reactor: Reactor) {
-        struct Pull {
-            resumed: Rc<Cell<u32>>,
-            transport: Transport,
-        }
-        impl Producer for Pull {
-            fn resume_producing(&self) {
-                self.resumed.set(self.resumed.get() + 1);
-                self.transport.unregister_producer();
-                self.transport.lose_connection();
-            }
-            fn stop_producing(&self) {}
-        }
         struct Registers(Rc<Cell<u32>>);
         impl Protocol for Registers {
             fn connection_made(&mut self, t: Transport) {
