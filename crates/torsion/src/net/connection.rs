@@ -7,6 +7,10 @@
 //! returns; only when the kernel's buffer is full does the connection wait for
 //! writability.
 //!
+//! The rules (buffer, producer and water marks, throttle, half-close, lose and abort) are
+//! the shared [`StreamCore`](super::stream)'s; this file does the socket I/O and the
+//! reactor registrations they call for.
+//!
 //! Invariant: `connection_lost` is delivered exactly once, from the loop, never from inside
 //! a call the protocol made; the protocol is dropped right after it, which breaks the
 //! protocol → transport → connection cycle.
@@ -22,8 +26,9 @@ use rustix::io::Errno;
 use rustix::net::{RecvFlags, SendFlags};
 use socket2::Socket;
 
+use super::stream::{Drained, Registered, StreamCore};
 use crate::defer::Failure;
-use crate::error::{ConnectionAborted, ConnectionDone, ConnectionLost, ProducerAlreadyRegistered};
+use crate::error::{ConnectionAborted, ConnectionDone, ConnectionLost};
 use crate::net::{Address, Producer, Transport, TransportOps};
 use crate::protocol::Protocol;
 use crate::reactor::{FileDescriptor, Flush, Reactor, ReadDescriptor, WriteDescriptor};
@@ -33,8 +38,6 @@ use crate::reactor::{FileDescriptor, Flush, Reactor, ReadDescriptor, WriteDescri
 pub const HIGH_WATER_MARK: usize = 64 * 1024;
 /// A paused streaming producer is resumed when the buffer drains below this.
 pub const LOW_WATER_MARK: usize = 16 * 1024;
-/// An idle connection keeps at most this much write-buffer capacity.
-const KEEP_CAPACITY: usize = 16 * 1024;
 
 /// Told when a client connection ends, after its protocol (the connector, which then tells
 /// its factory's `client_connection_lost`).
@@ -57,39 +60,16 @@ pub(crate) struct Connection {
     kind: &'static str,
 }
 
-#[derive(Default)]
 struct State {
     /// Reading is wanted (not paused, not stopped by lose_connection or EOF).
     reading: bool,
     /// `pause_producing` was called.
     paused: bool,
-    /// `throttle_reading(true)`: reading pauses while our own output is backed up.
-    throttle: bool,
-    /// Reading is paused by the throttle (output over the high-water mark).
-    throttled: bool,
-    disconnecting: bool,
-    aborting: bool,
-    /// `connection_lost` has been delivered or is being delivered.
-    lost: bool,
-    write_shut_pending: bool,
-    write_shut: bool,
-    out: Vec<u8>,
-    sent: usize,
     writer_registered: bool,
     flush_scheduled: bool,
-    producer: Option<Rc<dyn Producer>>,
-    streaming: bool,
-    producer_paused: bool,
-    /// Counts registrations; the one whose first `resume_producing` is still queued, if
-    /// any (cleared when the producer is resumed or unregistered before that runs).
-    registrations: u64,
-    first_resume_due: Option<u64>,
-}
-
-impl State {
-    fn buffered(&self) -> usize {
-        self.out.len() - self.sent
-    }
+    /// The buffer, producer, throttle and closing rules, shared with the other stream
+    /// transports.
+    core: StreamCore,
 }
 
 impl Connection {
@@ -111,7 +91,13 @@ impl Connection {
             fd,
             reactor: reactor.clone(),
             protocol: RefCell::new(None),
-            state: RefCell::new(State::default()),
+            state: RefCell::new(State {
+                reading: false,
+                paused: false,
+                writer_registered: false,
+                flush_scheduled: false,
+                core: StreamCore::new(HIGH_WATER_MARK, LOW_WATER_MARK),
+            }),
             peer,
             host,
             ended,
@@ -157,7 +143,7 @@ impl Connection {
 
     fn schedule_flush(&self) {
         let mut st = self.state.borrow_mut();
-        if st.flush_scheduled || st.lost {
+        if st.flush_scheduled || st.core.is_lost() {
             return;
         }
         st.flush_scheduled = true;
@@ -195,22 +181,7 @@ impl Connection {
     /// Whether reading is wanted apart from the throttle: not stopped, paused or lost.
     fn reading_unpaused(&self) -> bool {
         let st = self.state.borrow();
-        st.reading && !st.paused && !st.lost
-    }
-
-    /// Reads again once a throttled connection's output drained below the low-water mark.
-    fn release_throttle(&self) {
-        let release = {
-            let mut st = self.state.borrow_mut();
-            let release = st.throttled && st.buffered() < LOW_WATER_MARK;
-            if release {
-                st.throttled = false;
-            }
-            release
-        };
-        if release && self.reading_unpaused() {
-            self.set_reading(true);
-        }
+        st.reading && !st.paused && !st.core.is_lost()
     }
 
     fn eof(&self) -> Result<(), Failure> {
@@ -230,20 +201,20 @@ impl Connection {
     }
 
     /// Sends buffered output; after draining, resumes a producer, completes a close, or
-    /// shuts the write side, in Twisted's order.
+    /// shuts the write side, in Twisted's order (the core decides which).
     fn send_buffered(&self) {
         let result = {
             let mut st = self.state.borrow_mut();
             st.flush_scheduled = false;
-            if st.lost {
+            if st.core.is_lost() {
                 return;
             }
             let sock = self.socket.borrow();
             let Some(sock) = sock.as_ref() else { return };
             let mut error = None;
-            while st.sent < st.out.len() {
-                match rustix::net::send(sock.as_fd(), &st.out[st.sent..], SendFlags::NOSIGNAL) {
-                    Ok(n) => st.sent += n,
+            while st.core.buffered() > 0 {
+                match rustix::net::send(sock.as_fd(), st.core.pending(), SendFlags::NOSIGNAL) {
+                    Ok(n) => st.core.consume(n),
                     Err(Errno::INTR) => continue,
                     Err(Errno::AGAIN) => break,
                     Err(err) => {
@@ -254,7 +225,7 @@ impl Connection {
             }
             match error {
                 Some(err) => Err(err),
-                None => Ok(st.sent == st.out.len()),
+                None => Ok(st.core.buffered() == 0),
             }
         };
         let drained = match result {
@@ -265,21 +236,12 @@ impl Connection {
                 return;
             }
         };
-        self.release_throttle();
         if !drained {
-            let (register, resume) = {
-                let mut st = self.state.borrow_mut();
-                let register = !st.writer_registered;
-                st.writer_registered = true;
-                let resume = st.producer_paused
-                    && st.streaming
-                    && st.buffered() < LOW_WATER_MARK
-                    && st.producer.is_some();
-                if resume {
-                    st.producer_paused = false;
-                }
-                (register, resume.then(|| st.producer.clone()).flatten())
-            };
+            let (resume, release) = self.state.borrow_mut().core.progressed();
+            if release && self.reading_unpaused() {
+                self.set_reading(true);
+            }
+            let register = !std::mem::replace(&mut self.state.borrow_mut().writer_registered, true);
             if register
                 && let Some(me) = self.rc()
                 && let Err(err) = self.reactor.add_writer(me)
@@ -293,36 +255,22 @@ impl Connection {
             }
             return;
         }
-        let (unregister, next) = {
+        let (unregister, (next, release)) = {
             let mut st = self.state.borrow_mut();
-            st.out.clear();
-            st.sent = 0;
-            if st.out.capacity() > KEEP_CAPACITY {
-                st.out.shrink_to(KEEP_CAPACITY);
-            }
             let unregister = std::mem::replace(&mut st.writer_registered, false);
-            let next = if st.producer.is_some() && (!st.streaming || st.producer_paused) {
-                st.producer_paused = false;
-                st.first_resume_due = None;
-                AfterDrain::Resume(st.producer.clone())
-            } else if st.disconnecting {
-                AfterDrain::Close
-            } else if st.write_shut_pending && !st.write_shut {
-                st.write_shut = true;
-                AfterDrain::ShutWrite
-            } else {
-                AfterDrain::Nothing
-            };
-            (unregister, next)
+            (unregister, st.core.drained())
         };
         if unregister {
             self.reactor.remove_writer(self.fd);
         }
+        if release && self.reading_unpaused() {
+            self.set_reading(true);
+        }
         match next {
-            AfterDrain::Resume(Some(producer)) => producer.resume_producing(),
-            AfterDrain::Resume(None) | AfterDrain::Nothing => {}
-            AfterDrain::Close => self.finish(ConnectionDone.into()),
-            AfterDrain::ShutWrite => {
+            Drained::Resume(producer) => producer.resume_producing(),
+            Drained::Idle => {}
+            Drained::Close => self.finish(ConnectionDone.into()),
+            Drained::ShutWrite => {
                 if let Some(sock) = self.socket.borrow().as_ref() {
                     let _ = sock.shutdown(std::net::Shutdown::Write);
                 }
@@ -335,15 +283,13 @@ impl Connection {
     fn finish(&self, reason: Failure) {
         let (producer, aborting) = {
             let mut st = self.state.borrow_mut();
-            if st.lost {
+            let aborting = st.core.is_aborting();
+            let Some(producer) = st.core.lose() else {
                 return;
-            }
-            st.lost = true;
+            };
             st.reading = false;
             st.flush_scheduled = false;
-            st.out = Vec::new();
-            st.sent = 0;
-            (st.producer.take(), st.aborting)
+            (producer, aborting)
         };
         self.reactor.remove_reader(self.fd);
         self.reactor.remove_writer(self.fd);
@@ -376,13 +322,6 @@ impl Connection {
             ended.connection_ended(reason);
         }
     }
-}
-
-enum AfterDrain {
-    Resume(Option<Rc<dyn Producer>>),
-    Close,
-    ShutWrite,
-    Nothing,
 }
 
 impl Flush for Connection {
@@ -454,43 +393,21 @@ impl TransportOps for Connection {
         if data.is_empty() {
             return;
         }
-        let throttle;
-        let pause = {
-            let mut st = self.state.borrow_mut();
-            if st.lost || st.write_shut || st.write_shut_pending {
-                return;
-            }
-            st.out.extend_from_slice(data);
-            throttle = st.throttle && !st.throttled && st.buffered() > HIGH_WATER_MARK;
-            if throttle {
-                st.throttled = true;
-            }
-            let pause = st.streaming
-                && !st.producer_paused
-                && st.buffered() > HIGH_WATER_MARK
-                && st.producer.is_some();
-            if pause {
-                st.producer_paused = true;
-            }
-            pause.then(|| st.producer.clone()).flatten()
+        let Some(written) = self.state.borrow_mut().core.write(data) else {
+            return;
         };
         self.schedule_flush();
-        if throttle && self.reading_unpaused() {
+        if written.stop_reading && self.reading_unpaused() {
             self.set_reading(false);
         }
-        if let Some(producer) = pause {
+        if let Some(producer) = written.pause {
             producer.pause_producing();
         }
     }
 
     fn throttle_reading(&self, on: bool) {
-        let resume = {
-            let mut st = self.state.borrow_mut();
-            st.throttle = on;
-            let resume = !on && std::mem::replace(&mut st.throttled, false);
-            resume && st.reading && !st.paused && !st.lost
-        };
-        if resume {
+        let resume = self.state.borrow_mut().core.set_throttle(on);
+        if resume && self.reading_unpaused() {
             self.set_reading(true);
         }
     }
@@ -498,10 +415,9 @@ impl TransportOps for Connection {
     fn lose_connection(&self) {
         {
             let mut st = self.state.borrow_mut();
-            if st.lost || st.disconnecting {
+            if !st.core.lose_connection() {
                 return;
             }
-            st.disconnecting = true;
             st.reading = false;
         }
         self.set_reading(false);
@@ -511,13 +427,10 @@ impl TransportOps for Connection {
     fn abort_connection(&self) {
         {
             let mut st = self.state.borrow_mut();
-            if st.lost || st.aborting {
+            if !st.core.abort() {
                 return;
             }
-            st.aborting = true;
             st.reading = false;
-            st.out.clear();
-            st.sent = 0;
         }
         if let Some(sock) = self.socket.borrow().as_ref() {
             let _ = sock.set_linger(Some(Duration::ZERO));
@@ -528,14 +441,9 @@ impl TransportOps for Connection {
     }
 
     fn lose_write_connection(&self) {
-        {
-            let mut st = self.state.borrow_mut();
-            if st.lost || st.write_shut_pending {
-                return;
-            }
-            st.write_shut_pending = true;
+        if self.state.borrow_mut().core.lose_write_connection() {
+            self.schedule_flush();
         }
-        self.schedule_flush();
     }
 
     fn peer(&self) -> Address {
@@ -549,7 +457,7 @@ impl TransportOps for Connection {
     fn pause_producing(&self) {
         let change = {
             let mut st = self.state.borrow_mut();
-            let was = st.reading && !st.paused && !st.throttled;
+            let was = st.reading && !st.paused && !st.core.is_throttled();
             st.paused = true;
             was
         };
@@ -561,7 +469,7 @@ impl TransportOps for Connection {
     fn resume_producing(&self) {
         let change = {
             let mut st = self.state.borrow_mut();
-            let change = st.paused && st.reading && !st.lost && !st.throttled;
+            let change = st.paused && st.reading && !st.core.is_lost() && !st.core.is_throttled();
             st.paused = false;
             change
         };
@@ -575,64 +483,46 @@ impl TransportOps for Connection {
         producer: Rc<dyn Producer>,
         streaming: bool,
     ) -> Result<(), Failure> {
-        {
-            let mut st = self.state.borrow_mut();
-            if st.producer.is_some() {
-                return Err(ProducerAlreadyRegistered.into());
-            }
-            if !st.lost {
-                st.producer = Some(producer.clone());
-                st.streaming = streaming;
-                st.producer_paused = false;
-                st.registrations += 1;
-                st.first_resume_due = (!streaming).then_some(st.registrations);
-            }
-        }
-        if self.state.borrow().lost {
-            producer.stop_producing();
-        } else if !streaming {
-            // A pull producer is asked for its first chunk after the caller returns, so
-            // that `register_producer` never calls back into the code calling it; by then
-            // it may have been unregistered, resumed already by a drain, or the connection
-            // lost.
-            let me = self.me.clone();
-            let registration = self.state.borrow().registrations;
-            self.reactor.call_soon(move || {
-                let due = me.upgrade().is_some_and(|c| {
-                    let mut st = c.state.borrow_mut();
-                    let due = !st.lost && st.first_resume_due == Some(registration);
-                    if due {
-                        st.first_resume_due = None;
+        let registered = self
+            .state
+            .borrow_mut()
+            .core
+            .register(producer.clone(), streaming)?;
+        match registered {
+            Registered::Stop => producer.stop_producing(),
+            Registered::Push => {}
+            Registered::PullFirst(number) => {
+                // A pull producer is asked for its first chunk after the caller returns,
+                // so that `register_producer` never calls back into the code calling it;
+                // by then it may have been unregistered, resumed already by a drain, or
+                // the connection lost.
+                let me = self.me.clone();
+                self.reactor.call_soon(move || {
+                    let due = me
+                        .upgrade()
+                        .and_then(|c| c.state.borrow_mut().core.first_resume(number));
+                    if let Some(producer) = due {
+                        producer.resume_producing();
                     }
-                    due
                 });
-                if due {
-                    producer.resume_producing();
-                }
-            });
+            }
         }
         Ok(())
     }
 
     fn unregister_producer(&self) {
-        let disconnecting = {
-            let mut st = self.state.borrow_mut();
-            st.producer = None;
-            st.producer_paused = false;
-            st.first_resume_due = None;
-            st.disconnecting
-        };
+        let disconnecting = self.state.borrow_mut().core.unregister();
         if disconnecting {
             self.schedule_flush();
         }
     }
 
     fn buffered(&self) -> usize {
-        self.state.borrow().buffered()
+        self.state.borrow().core.buffered()
     }
 
     fn is_connected(&self) -> bool {
-        !self.state.borrow().lost
+        !self.state.borrow().core.is_lost()
     }
 
     fn set_tcp_nodelay(&self, enabled: bool) -> io::Result<()> {

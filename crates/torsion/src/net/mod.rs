@@ -22,6 +22,7 @@ mod connector;
 mod interfaces;
 mod port;
 pub(crate) mod read_buffer;
+pub(crate) mod stream;
 pub mod systemd;
 pub mod tcp;
 pub mod udp;

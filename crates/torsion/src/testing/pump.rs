@@ -6,7 +6,9 @@
 //! connects them; what one writes stays in its transport until [`Pump::pump`] (one round) or
 //! [`Pump::flush`] (rounds until nothing moves) carries it across. No socket, no reactor and
 //! no time are involved, so a test of two protocols talking is deterministic and instant.
-//! [`Pump`]'s docs say what a round does.
+//! [`Pump`]'s docs say what a round does. Each [`FakeTransport`] keeps its buffer,
+//! producer, throttle and closing state in the same core as a socket connection
+//! (`net/stream.rs`), so it follows a socket's rules; only moving the bytes is the pump's.
 //!
 //! Invariant: the pump never holds a `RefCell` borrow while it calls a protocol or a
 //! producer; a protocol is taken out of its slot for the call and put back after.
@@ -18,7 +20,8 @@ use std::rc::Rc;
 use std::time::Duration;
 
 use crate::defer::{Deferred, Failure, Resolver};
-use crate::error::{ConnectionAborted, ConnectionDone, ConnectionLost, ProducerAlreadyRegistered};
+use crate::error::{ConnectionAborted, ConnectionDone, ConnectionLost};
+use crate::net::stream::{Registered, StreamCore};
 use crate::net::tcp::{HIGH_WATER_MARK, LOW_WATER_MARK};
 use crate::net::{Address, Producer, Transport, TransportOps};
 use crate::protocol::Protocol;
@@ -38,22 +41,11 @@ fn client_address() -> Address {
 }
 
 struct FakeState {
-    out: Vec<u8>,
-    disconnecting: bool,
-    aborting: bool,
-    write_shut_pending: bool,
-    write_shut: bool,
     read_shut: bool,
-    lost: bool,
+    /// `pause_producing`: nothing is delivered to this side.
     paused: bool,
-    /// `throttle_reading(true)`: hold delivery to this side while its own output is backed up.
-    throttle: bool,
-    throttled: bool,
-    producer: Option<Rc<dyn Producer>>,
-    streaming: bool,
-    producer_paused: bool,
-    high_water: usize,
-    low_water: usize,
+    /// The buffer, producer, throttle and closing rules, shared with sockets.
+    core: StreamCore,
 }
 
 /// One end of a [`Pump`]'s connection: the transport its protocol writes to (Twisted's
@@ -79,21 +71,9 @@ impl FakeTransport {
             host,
             peer,
             state: RefCell::new(FakeState {
-                out: Vec::new(),
-                disconnecting: false,
-                aborting: false,
-                write_shut_pending: false,
-                write_shut: false,
                 read_shut: false,
-                lost: false,
                 paused: false,
-                throttle: false,
-                throttled: false,
-                producer: None,
-                streaming: false,
-                producer_paused: false,
-                high_water: HIGH_WATER_MARK,
-                low_water: LOW_WATER_MARK,
+                core: StreamCore::new(HIGH_WATER_MARK, LOW_WATER_MARK),
             }),
             waker: RefCell::new(None),
         })
@@ -101,12 +81,12 @@ impl FakeTransport {
 
     /// Whether `lose_connection` was called (Twisted's `disconnecting`).
     pub fn disconnecting(&self) -> bool {
-        self.state.borrow().disconnecting
+        self.state.borrow().core.is_disconnecting()
     }
 
     /// Whether `abort_connection` was called.
     pub fn aborted(&self) -> bool {
-        self.state.borrow().aborting
+        self.state.borrow().core.is_aborting()
     }
 
     /// Whether the protocol paused this transport (`pause_producing`): nothing is delivered
@@ -122,27 +102,32 @@ impl FakeTransport {
 
     /// Whether this side's sending side is shut (`lose_write_connection` took effect).
     pub fn write_shut(&self) -> bool {
-        self.state.borrow().write_shut
+        self.state.borrow().core.is_write_shut()
     }
 
     /// The registered producer, if any.
     pub fn producer(&self) -> Option<Rc<dyn Producer>> {
-        self.state.borrow().producer.clone()
+        self.state
+            .borrow()
+            .core
+            .producer()
+            .map(|(producer, _)| producer)
     }
 
     /// Whether the registered producer is a streaming (push) producer; `false` when none is.
     pub fn streaming(&self) -> bool {
-        let st = self.state.borrow();
-        st.producer.is_some() && st.streaming
+        self.state
+            .borrow()
+            .core
+            .producer()
+            .is_some_and(|(_, streaming)| streaming)
     }
 
     /// Sets the high- and low-water marks for a streaming producer (by default
     /// [`HIGH_WATER_MARK`] and [`LOW_WATER_MARK`]): it is paused when more than `high` bytes
     /// are buffered, and resumed when fewer than `low` are.
     pub fn set_water_marks(&self, high: usize, low: usize) {
-        let mut st = self.state.borrow_mut();
-        st.high_water = high;
-        st.low_water = low;
+        self.state.borrow_mut().core.set_water_marks(high, low);
     }
 
     fn set_waker(&self, waker: Option<Rc<dyn Fn()>>) {
@@ -166,59 +151,31 @@ impl TransportOps for FakeTransport {
         if data.is_empty() {
             return;
         }
-        let pause = {
-            let mut st = self.state.borrow_mut();
-            if st.lost || st.aborting || st.write_shut || st.write_shut_pending {
-                return;
-            }
-            st.out.extend_from_slice(data);
-            let pause = st.producer.is_some()
-                && st.streaming
-                && !st.producer_paused
-                && st.out.len() > st.high_water;
-            if pause {
-                st.producer_paused = true;
-            }
-            pause.then(|| st.producer.clone()).flatten()
+        let Some(written) = self.state.borrow_mut().core.write(data) else {
+            return;
         };
-        if let Some(producer) = pause {
+        if let Some(producer) = written.pause {
             producer.pause_producing();
         }
         self.wake();
     }
 
     fn lose_connection(&self) {
-        {
-            let mut st = self.state.borrow_mut();
-            if st.lost || st.disconnecting {
-                return;
-            }
-            st.disconnecting = true;
+        if self.state.borrow_mut().core.lose_connection() {
+            self.wake();
         }
-        self.wake();
     }
 
     fn abort_connection(&self) {
-        {
-            let mut st = self.state.borrow_mut();
-            if st.lost || st.aborting {
-                return;
-            }
-            st.aborting = true;
-            st.out.clear();
+        if self.state.borrow_mut().core.abort() {
+            self.wake();
         }
-        self.wake();
     }
 
     fn lose_write_connection(&self) {
-        {
-            let mut st = self.state.borrow_mut();
-            if st.lost || st.write_shut_pending {
-                return;
-            }
-            st.write_shut_pending = true;
+        if self.state.borrow_mut().core.lose_write_connection() {
+            self.wake();
         }
-        self.wake();
     }
 
     fn peer(&self) -> Address {
@@ -243,7 +200,7 @@ impl TransportOps for FakeTransport {
     /// Holds delivery to this side while more than the high-water mark of its own output
     /// waits, until it drains below the low-water mark, as a TCP connection stops reading.
     fn throttle_reading(&self, on: bool) {
-        self.state.borrow_mut().throttle = on;
+        self.state.borrow_mut().core.set_throttle(on);
         self.wake();
     }
 
@@ -252,42 +209,31 @@ impl TransportOps for FakeTransport {
         producer: Rc<dyn Producer>,
         streaming: bool,
     ) -> Result<(), Failure> {
-        let lost = {
-            let mut st = self.state.borrow_mut();
-            if st.producer.is_some() {
-                return Err(ProducerAlreadyRegistered.into());
-            }
-            if !st.lost {
-                st.producer = Some(producer.clone());
-                st.streaming = streaming;
-                st.producer_paused = false;
-            }
-            st.lost
-        };
-        if lost {
-            producer.stop_producing();
-        } else {
-            self.wake();
+        let registered = self
+            .state
+            .borrow_mut()
+            .core
+            .register(producer.clone(), streaming)?;
+        match registered {
+            Registered::Stop => producer.stop_producing(),
+            // A pull producer is resumed by the next round, as a socket resumes it once the
+            // caller has returned.
+            Registered::Push | Registered::PullFirst(_) => self.wake(),
         }
         Ok(())
     }
 
     fn unregister_producer(&self) {
-        {
-            let mut st = self.state.borrow_mut();
-            st.producer = None;
-            st.streaming = false;
-            st.producer_paused = false;
-        }
+        self.state.borrow_mut().core.unregister();
         self.wake();
     }
 
     fn buffered(&self) -> usize {
-        self.state.borrow().out.len()
+        self.state.borrow().core.buffered()
     }
 
     fn is_connected(&self) -> bool {
-        !self.state.borrow().lost
+        !self.state.borrow().core.is_lost()
     }
 
     /// Accepted and ignored: there is no Nagle delay in memory.
@@ -309,11 +255,11 @@ impl fmt::Debug for FakeTransport {
         f.debug_struct("FakeTransport")
             .field("host", &self.host)
             .field("peer", &self.peer)
-            .field("buffered", &st.out.len())
-            .field("disconnecting", &st.disconnecting)
-            .field("aborting", &st.aborting)
+            .field("buffered", &st.core.buffered())
+            .field("disconnecting", &st.core.is_disconnecting())
+            .field("aborting", &st.core.is_aborting())
             .field("paused", &st.paused)
-            .field("lost", &st.lost)
+            .field("lost", &st.core.is_lost())
             .finish_non_exhaustive()
     }
 }
@@ -358,16 +304,10 @@ impl Side {
 
     fn receive(&self) -> Receive {
         let mut st = self.transport.state.borrow_mut();
-        if st.throttle {
-            if st.out.len() > st.high_water {
-                st.throttled = true;
-            } else if st.out.len() < st.low_water {
-                st.throttled = false;
-            }
-        }
-        if st.lost || st.disconnecting || st.aborting {
+        let throttled = st.core.throttled();
+        if st.core.is_lost() || st.core.is_disconnecting() || st.core.is_aborting() {
             Receive::Discard
-        } else if st.paused || (st.throttle && st.throttled) {
+        } else if st.paused || throttled {
             Receive::Hold
         } else {
             Receive::Deliver
@@ -375,18 +315,21 @@ impl Side {
     }
 
     fn is_lost(&self) -> bool {
-        self.transport.state.borrow().lost
+        self.transport.state.borrow().core.is_lost()
     }
 
     /// Resumes a registered pull producer if the buffer is empty.
     fn resume_pull_producer(&self) {
         let producer = {
             let st = self.transport.state.borrow();
-            let idle = !st.lost && !st.aborting && !st.write_shut && st.out.is_empty();
-            if idle && !st.streaming {
-                st.producer.clone()
-            } else {
-                None
+            let core = &st.core;
+            let idle = !core.is_lost()
+                && !core.is_aborting()
+                && !core.is_write_shut()
+                && core.buffered() == 0;
+            match core.producer() {
+                Some((producer, false)) if idle => Some(producer),
+                _ => None,
             }
         };
         if let Some(producer) = producer {
@@ -398,15 +341,11 @@ impl Side {
     fn take_output(&self, to: &Side) -> (bool, Option<Vec<u8>>, Option<Rc<dyn Producer>>) {
         let receive = to.receive();
         let mut st = self.transport.state.borrow_mut();
-        if st.out.is_empty() || receive == Receive::Hold {
+        if st.core.buffered() == 0 || receive == Receive::Hold {
             return (false, None, None);
         }
-        let data = std::mem::take(&mut st.out);
-        let resume = st.producer.is_some() && st.streaming && st.producer_paused;
-        if resume {
-            st.producer_paused = false;
-        }
-        let producer = resume.then(|| st.producer.clone()).flatten();
+        let data = st.core.take_pending();
+        let (producer, _) = st.core.progressed();
         let data = (receive == Receive::Deliver).then_some(data);
         (true, data, producer)
     }
@@ -416,26 +355,16 @@ impl Side {
     fn deliver(&self, from: &Side, data: Vec<u8>) {
         match self.receive() {
             Receive::Deliver => self.call(|p| p.data_received(&data)),
-            Receive::Hold => {
-                let mut st = from.transport.state.borrow_mut();
-                let later = std::mem::replace(&mut st.out, data);
-                st.out.extend_from_slice(&later);
-            }
+            Receive::Hold => from.transport.state.borrow_mut().core.put_back(data),
             Receive::Discard => {}
         }
     }
 
     /// Marks the side lost, stops its producer and tells its protocol, once.
     fn lose(&self, reason: Failure) {
-        let producer = {
-            let mut st = self.transport.state.borrow_mut();
-            if st.lost {
-                return;
-            }
-            st.lost = true;
-            st.out = Vec::new();
-            st.producer_paused = false;
-            st.producer.take()
+        let lost = self.transport.state.borrow_mut().core.lose();
+        let Some(producer) = lost else {
+            return;
         };
         if let Some(producer) = producer {
             producer.stop_producing();
@@ -638,14 +567,7 @@ impl Pump {
 
         // 3. Half-closes.
         for (writer, reader) in [(client, server), (server, client)] {
-            let shut = {
-                let mut st = writer.transport.state.borrow_mut();
-                let shut = st.write_shut_pending && !st.write_shut && !st.lost && st.out.is_empty();
-                if shut {
-                    st.write_shut = true;
-                }
-                shut
-            };
+            let shut = writer.transport.state.borrow_mut().core.shut_write_now();
             if shut {
                 writer.call(|p| p.write_connection_lost());
                 if reader.supports_half_close() {
@@ -661,13 +583,9 @@ impl Pump {
 
         // 4. Full closes.
         for (closer, other) in [(server, client), (client, server)] {
-            let close = {
-                let st = closer.transport.state.borrow();
-                // As a socket does (Twisted's `doWrite`): a pull or paused producer is asked
-                // for more first; an unpaused push producer does not hold the close up.
-                let producer_done = st.producer.is_none() || (st.streaming && !st.producer_paused);
-                st.disconnecting && !st.lost && st.out.is_empty() && producer_done
-            };
+            // As a socket does (Twisted's `doWrite`): a pull or paused producer is asked for
+            // more first; an unpaused push producer does not hold the close up.
+            let close = closer.transport.state.borrow().core.ready_to_close();
             if close {
                 closer.lose(ConnectionDone.into());
                 other.lose(ConnectionDone.into());
