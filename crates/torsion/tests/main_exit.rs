@@ -5,7 +5,9 @@
 //! Each program runs in a child process (this test binary again, told which by an
 //! environment variable), since signals and exit codes are per process.
 
-use std::process::{Command, ExitCode};
+mod common;
+
+use std::process::ExitCode;
 
 use torsion::Failure;
 use torsion::time::ReactorTime;
@@ -13,14 +15,8 @@ use torsion::time::ReactorTime;
 const PROGRAM: &str = "TORSION_MAIN_EXIT_PROGRAM";
 
 fn run(program: &str) -> (i32, String) {
-    let exe = std::env::current_exe().expect("the test binary's path");
-    let out = Command::new(exe)
-        .args(["--exact", "child", "--nocapture", "--test-threads=1"])
-        .env(PROGRAM, program)
-        .output()
-        .expect("cannot run the test binary");
-    let code = out.status.code().expect("exited, not killed by a signal");
-    (code, String::from_utf8_lossy(&out.stderr).into_owned())
+    let (code, stderr) = common::run_child(PROGRAM, program);
+    (code.expect("exited, not killed by a signal"), stderr)
 }
 
 fn exit(code: ExitCode) -> ! {

@@ -4,24 +4,15 @@
 //! Each scenario runs in a child process (this test binary again, told which scenario by an
 //! environment variable), because whether a global subscriber is installed is per process.
 
-use std::process::Command;
+mod common;
 
 const SCENARIO: &str = "TORSION_NEVER_SILENT_SCENARIO";
 
 /// Runs `scenario` in a child process and returns its stderr.
 fn stderr_of(scenario: &str) -> String {
-    let exe = std::env::current_exe().expect("the test binary's path");
-    let out = Command::new(exe)
-        .args(["--exact", "child", "--nocapture", "--test-threads=1"])
-        .env(SCENARIO, scenario)
-        .output()
-        .expect("cannot run the test binary");
-    assert!(
-        out.status.success(),
-        "scenario {scenario} failed: {}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    String::from_utf8_lossy(&out.stderr).into_owned()
+    let (code, stderr) = common::run_child(SCENARIO, scenario);
+    assert_eq!(code, Some(0), "scenario {scenario} failed: {stderr}");
+    stderr
 }
 
 /// The child side: runs the scenario named in the environment, if any.

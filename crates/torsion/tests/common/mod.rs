@@ -137,3 +137,20 @@ impl Drop for TempDir {
         let _ = std::fs::remove_dir_all(&self.0);
     }
 }
+
+/// Runs this test binary again with only its test named `child`, the environment variable
+/// `var` set to `value` (which tells the child what to do), and returns the child's exit
+/// code and stderr: for behaviour that is per process (exit codes, signals, the global
+/// logging subscriber).
+pub fn run_child(var: &str, value: &str) -> (Option<i32>, String) {
+    let exe = std::env::current_exe().expect("the test binary's path");
+    let out = std::process::Command::new(exe)
+        .args(["--exact", "child", "--nocapture", "--test-threads=1"])
+        .env(var, value)
+        .output()
+        .expect("cannot run the test binary");
+    (
+        out.status.code(),
+        String::from_utf8_lossy(&out.stderr).into_owned(),
+    )
+}
