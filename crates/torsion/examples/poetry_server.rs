@@ -4,7 +4,7 @@
 //! they are, whatever its encoding.
 //!
 //! Run with
-//! `cargo run -p torsion --example poetry_server -- --port 10002 crates/torsion/examples/poetry/science.txt`
+//! `cargo run -p torsion --example poetry_server -- --port 10002 poems/science.txt`
 //! (`--iface` chooses the interface, 127.0.0.1 by default; without `--port`, any free port),
 //! then fetch the poem with `nc localhost 10002` or the `poetry_client` example.
 

@@ -28,10 +28,10 @@ use poetry::proxy::{PoetryProxyFactory, ProxyService};
 use poetry::server::PoetryFactory;
 use poetry::transform::{TransformFactory, TransformProxy, TransformService, get_transformed_poem};
 
-const POEM: &[u8] = include_bytes!("../examples/poetry/science.txt");
+const POEM: &[u8] = include_bytes!("../../../poems/science.txt");
 
 /// Goethe's "Wandrers Nachtlied" in Latin-1: not UTF-8.
-const LATIN1_POEM: &[u8] = include_bytes!("../examples/poetry/nachtlied.latin1.txt");
+const LATIN1_POEM: &[u8] = include_bytes!("../../../poems/nachtlied.latin1.txt");
 
 /// What `cummingsify` must make of a poem: ASCII capitals lowered, every other byte kept
 /// (Python's `bytes.lower()`).

@@ -8,7 +8,7 @@
 //! are, the clients and the proxy pass them on untouched, the transforms change ASCII
 //! letters only, and the clients print them with [`print_poem`], without decoding.
 //!
-//! `science.txt` beside this file is a poem to serve; `nachtlied.latin1.txt` is one in
+//! `poems/science.txt` at the top of the repository is a poem to serve; `poems/nachtlied.latin1.txt` is one in
 //! Latin-1, not UTF-8 (Goethe's "Wandrers Nachtlied"), to show that nothing decodes it.
 
 // Each example uses only some of these pieces.
