@@ -914,3 +914,76 @@ impl std::error::Error for TaskFinished {
         }
     }
 }
+
+/// A child process exited with status 0 (Twisted's `error.ProcessDone`): the reason
+/// [`process_exited`](crate::process::ProcessProtocol::process_exited) and
+/// [`process_ended`](crate::process::ProcessProtocol::process_ended) get for a clean exit.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub struct ProcessDone;
+
+impl fmt::Display for ProcessDone {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("the process exited with status 0")
+    }
+}
+
+impl std::error::Error for ProcessDone {}
+
+/// A child process exited with a non-zero status or was killed by a signal (Twisted's
+/// `error.ProcessTerminated`, with its `exitCode` and `signal`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct ProcessTerminated {
+    /// The exit status, if the process exited by itself.
+    pub exit_code: Option<i32>,
+    /// The signal that killed it, if one did.
+    pub signal: Option<i32>,
+    /// Whether it dumped core.
+    pub core_dumped: bool,
+}
+
+impl fmt::Display for ProcessTerminated {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match (self.exit_code, self.signal) {
+            (Some(code), _) => write!(f, "the process exited with status {code}"),
+            (None, Some(signal)) => {
+                write!(f, "the process was killed by signal {signal}")?;
+                if self.core_dumped {
+                    f.write_str(" (core dumped)")?;
+                }
+                Ok(())
+            }
+            (None, None) => f.write_str("the process ended with an unknown status"),
+        }
+    }
+}
+
+impl std::error::Error for ProcessTerminated {}
+
+/// A child process could not be started (the `OSError` Twisted's `spawnProcess` raises),
+/// naming the program and why: not found, not executable, a bad working directory.
+#[derive(Debug)]
+pub struct CannotSpawn {
+    /// The program we tried to run.
+    pub program: String,
+    /// Why it could not be run.
+    pub source: std::io::Error,
+}
+
+impl fmt::Display for CannotSpawn {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "cannot run {:?}: {}", self.program, self.source)
+    }
+}
+
+impl std::error::Error for CannotSpawn {
+    fn source(&self) -> Option<&(dyn std::error::Error + 'static)> {
+        Some(&self.source)
+    }
+}
+
+simple_error!(
+    /// A signal was sent to a child process that has exited already (Twisted's
+    /// `error.ProcessExitedAlready`).
+    ProcessExitedAlready,
+    "the process has exited already: it cannot be signalled"
+);

@@ -48,6 +48,7 @@ mod jitter;
 pub mod log;
 pub mod net;
 pub mod prelude;
+pub mod process;
 pub mod protocol;
 pub mod protocols;
 pub mod reactor;

@@ -20,6 +20,7 @@ mod adopt;
 mod connection;
 mod connector;
 mod interfaces;
+pub(crate) mod pipe;
 mod port;
 pub(crate) mod read_buffer;
 pub(crate) mod stream;
