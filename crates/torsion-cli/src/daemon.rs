@@ -13,6 +13,21 @@
 //! [`drop_privileges`] switches to an unprivileged user and group once the privileged part
 //! of start-up (binding ports below 1024, opening log files) is done.
 //!
+//! # The runner's order
+//!
+//! 1. Parse options; make every path (pidfile, log file, rundir) absolute; resolve
+//!    `--uid`/`--gid` with [`uid_from_str`] and [`gid_from_str`].
+//! 2. With `--daemon`, [`daemonize`]; from here on, report every start-up error with
+//!    [`DaemonChild::failed`] before exiting.
+//! 3. [`Pidfile::acquire`](crate::pidfile::Pidfile::acquire), so the PID is the daemon's.
+//! 4. Open logging; build the reactor and the plugin's service; start it (privileged
+//!    ports are bound here).
+//! 5. [`drop_privileges`], then [`DaemonChild::started`] and
+//!    [`notify::ready`](crate::notify::ready).
+//! 6. On shutdown, [`notify::stopping`](crate::notify::stopping); drop the pidfile last.
+//!    A pidfile in a directory only root may write to cannot be removed after the drop:
+//!    give it a directory the service user owns.
+//!
 //! Invariant: [`daemonize`] runs while the process has a single thread, before the reactor
 //! (or anything else that starts a thread) is built; a `fork` keeps only the calling
 //! thread, so a lock held by any other thread would stay locked forever in the daemon. It
@@ -128,10 +143,17 @@ pub enum DaemonError {
         /// The user.
         uid: u32,
     },
-    /// The passwd database could not be read.
+    /// No user or group has this name.
+    UnknownName {
+        /// `"user"` or `"group"`.
+        kind: &'static str,
+        /// The name looked up.
+        name: String,
+    },
+    /// The user or group database could not be read.
     Passwd {
-        /// The user looked up.
-        uid: u32,
+        /// What was looked up: `UID 1000`, `user "www"`, `group "www"`.
+        entry: String,
         /// What the system said.
         source: io::Error,
     },
@@ -166,11 +188,11 @@ impl fmt::Display for DaemonError {
                 "cannot drop privileges: UID {uid} has no passwd entry to take its group \
                  from; give --gid as well"
             ),
-            DaemonError::Passwd { uid, source } => {
-                write!(
-                    f,
-                    "cannot look up UID {uid} in the passwd database: {source}"
-                )
+            DaemonError::UnknownName { kind, name } => {
+                write!(f, "there is no {kind} named {name:?}")
+            }
+            DaemonError::Passwd { entry, source } => {
+                write!(f, "cannot look up {entry}: {source}")
             }
         }
     }
@@ -183,7 +205,8 @@ impl std::error::Error for DaemonError {
             DaemonError::SetId { source, .. } | DaemonError::Passwd { source, .. } => Some(source),
             DaemonError::Threaded { .. }
             | DaemonError::Unverified { .. }
-            | DaemonError::NoPasswdEntry { .. } => None,
+            | DaemonError::NoPasswdEntry { .. }
+            | DaemonError::UnknownName { .. } => None,
         }
     }
 }
@@ -315,6 +338,117 @@ pub fn drop_privileges(uid: Option<u32>, gid: Option<u32>) -> Result<(), DaemonE
     Ok(())
 }
 
+/// The UID `user` names: a number as it is, else a user name looked up in the passwd
+/// database (Twisted's `uidFromString`), for `--uid`.
+///
+/// # Errors
+///
+/// [`DaemonError::UnknownName`] if no user has that name, [`DaemonError::Passwd`] if the
+/// database cannot be read.
+pub fn uid_from_str(user: &str) -> Result<u32, DaemonError> {
+    if let Ok(uid) = user.parse::<u32>() {
+        return Ok(uid);
+    }
+    let name = c_name(user, "user")?;
+    lookup(
+        |entry: *mut libc::passwd, buf: &mut [u8], found: *mut *mut libc::passwd| {
+            // SAFETY: `name` is NUL-terminated, `entry` and `found` are valid for writes, `buf`
+            // is valid for `buf.len()` bytes.
+            unsafe {
+                libc::getpwnam_r(
+                    name.as_ptr(),
+                    entry,
+                    buf.as_mut_ptr().cast(),
+                    buf.len(),
+                    found,
+                )
+            }
+        },
+    )
+    .map_err(|source| DaemonError::Passwd {
+        entry: format!("user {user:?}"),
+        source,
+    })?
+    .map(|entry| entry.pw_uid)
+    .ok_or_else(|| DaemonError::UnknownName {
+        kind: "user",
+        name: user.to_owned(),
+    })
+}
+
+/// The GID `group` names: a number as it is, else a group name looked up in the group
+/// database (Twisted's `gidFromString`), for `--gid`.
+///
+/// # Errors
+///
+/// [`DaemonError::UnknownName`] if no group has that name, [`DaemonError::Passwd`] if the
+/// database cannot be read.
+pub fn gid_from_str(group: &str) -> Result<u32, DaemonError> {
+    if let Ok(gid) = group.parse::<u32>() {
+        return Ok(gid);
+    }
+    let name = c_name(group, "group")?;
+    lookup(
+        |entry: *mut libc::group, buf: &mut [u8], found: *mut *mut libc::group| {
+            // SAFETY: `name` is NUL-terminated, `entry` and `found` are valid for writes, `buf`
+            // is valid for `buf.len()` bytes.
+            unsafe {
+                libc::getgrnam_r(
+                    name.as_ptr(),
+                    entry,
+                    buf.as_mut_ptr().cast(),
+                    buf.len(),
+                    found,
+                )
+            }
+        },
+    )
+    .map_err(|source| DaemonError::Passwd {
+        entry: format!("group {group:?}"),
+        source,
+    })?
+    .map(|entry| entry.gr_gid)
+    .ok_or_else(|| DaemonError::UnknownName {
+        kind: "group",
+        name: group.to_owned(),
+    })
+}
+
+/// `name` as a C string; a name with a NUL in it names nobody.
+fn c_name(name: &str, kind: &'static str) -> Result<std::ffi::CString, DaemonError> {
+    std::ffi::CString::new(name).map_err(|_| DaemonError::UnknownName {
+        kind,
+        name: name.to_owned(),
+    })
+}
+
+/// Runs a `get*_r` lookup with a buffer grown until the entry fits: `Ok(None)` if there is
+/// no entry. The entry's strings point into the buffer, so only its plain fields may be
+/// used once this returns.
+fn lookup<T: Copy>(
+    mut call: impl FnMut(*mut T, &mut [u8], *mut *mut T) -> libc::c_int,
+) -> io::Result<Option<T>> {
+    let mut buf = vec![0u8; 4096];
+    loop {
+        let mut entry = std::mem::MaybeUninit::<T>::uninit();
+        let mut found: *mut T = std::ptr::null_mut();
+        let rc = call(entry.as_mut_ptr(), &mut buf, &mut found);
+        if rc == libc::ERANGE && buf.len() < 1 << 20 {
+            buf.resize(buf.len() * 4, 0);
+            continue;
+        }
+        if rc != 0 {
+            return Err(io::Error::from_raw_os_error(rc));
+        }
+        if found.is_null() {
+            return Ok(None);
+        }
+        // SAFETY: the lookup returned 0 with a non-null result, which points at `entry`,
+        // now initialised.
+        return Ok(Some(unsafe { entry.assume_init() }));
+    }
+}
+
 /// `setgroups([gid])`, `setgid(gid)`, and the check.
 fn set_group(gid: u32) -> Result<(), DaemonError> {
     let groups = [gid as libc::gid_t];
@@ -394,38 +528,27 @@ fn set_user(uid: u32) -> Result<(), DaemonError> {
 
 /// The primary group of `uid`, from the passwd database.
 fn primary_gid(uid: u32) -> Result<u32, DaemonError> {
-    let mut buf = vec![0u8; 4096];
-    loop {
-        let mut entry = std::mem::MaybeUninit::<libc::passwd>::uninit();
-        let mut found: *mut libc::passwd = std::ptr::null_mut();
-        // SAFETY: `entry` and `found` are valid for writes, `buf` is valid for `buf.len()`
-        // bytes and outlives every use of the strings getpwuid_r points into it.
-        let rc = unsafe {
-            libc::getpwuid_r(
-                uid as libc::uid_t,
-                entry.as_mut_ptr(),
-                buf.as_mut_ptr().cast(),
-                buf.len(),
-                &mut found,
-            )
-        };
-        if rc == libc::ERANGE && buf.len() < 1 << 20 {
-            buf.resize(buf.len() * 4, 0);
-            continue;
-        }
-        if rc != 0 {
-            return Err(DaemonError::Passwd {
-                uid,
-                source: io::Error::from_raw_os_error(rc),
-            });
-        }
-        if found.is_null() {
-            return Err(DaemonError::NoPasswdEntry { uid });
-        }
-        // SAFETY: getpwuid_r returned 0 with a non-null result, which points at `entry`,
-        // now initialised.
-        return Ok(unsafe { (*found).pw_gid });
-    }
+    lookup(
+        |entry: *mut libc::passwd, buf: &mut [u8], found: *mut *mut libc::passwd| {
+            // SAFETY: `entry` and `found` are valid for writes, `buf` is valid for `buf.len()`
+            // bytes.
+            unsafe {
+                libc::getpwuid_r(
+                    uid as libc::uid_t,
+                    entry,
+                    buf.as_mut_ptr().cast(),
+                    buf.len(),
+                    found,
+                )
+            }
+        },
+    )
+    .map_err(|source| DaemonError::Passwd {
+        entry: format!("UID {uid}"),
+        source,
+    })?
+    .map(|entry| entry.pw_gid)
+    .ok_or(DaemonError::NoPasswdEntry { uid })
 }
 
 /// The number of threads in this process, where `/proc` can tell.

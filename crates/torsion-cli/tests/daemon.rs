@@ -16,7 +16,9 @@ use std::process::{Command, ExitStatus, Stdio};
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::{Duration, Instant};
 
-use torsion_cli::daemon::{DaemonError, DaemonOptions, daemonize, drop_privileges};
+use torsion_cli::daemon::{
+    DaemonError, DaemonOptions, daemonize, drop_privileges, gid_from_str, uid_from_str,
+};
 
 const HELPER: &str = "TORSION_TEST_DAEMON_HELPER";
 const REPORT: &str = "TORSION_TEST_DAEMON_REPORT";
@@ -73,6 +75,10 @@ fn main() {
         (
             "drop_privileges_with_nothing_changes_nothing",
             drop_privileges_with_nothing_changes_nothing,
+        ),
+        (
+            "users_and_groups_are_found_by_number_or_name",
+            users_and_groups_are_found_by_number_or_name,
         ),
     ];
     let filters: Vec<String> = std::env::args()
@@ -542,4 +548,26 @@ fn drop_privileges_with_nothing_changes_nothing() {
         "{}",
         out.stdout
     );
+}
+
+fn users_and_groups_are_found_by_number_or_name() {
+    assert_eq!(uid_from_str("1234").unwrap(), 1234);
+    assert_eq!(gid_from_str("1234").unwrap(), 1234);
+    assert_eq!(uid_from_str("root").unwrap(), 0);
+    assert_eq!(gid_from_str("root").unwrap(), 0);
+    let err = uid_from_str("no-such-user-torsion").unwrap_err();
+    assert!(
+        matches!(err, DaemonError::UnknownName { kind: "user", .. }),
+        "{err:?}"
+    );
+    assert_eq!(
+        err.to_string(),
+        "there is no user named \"no-such-user-torsion\""
+    );
+    let err = gid_from_str("no-such-group-torsion").unwrap_err();
+    assert_eq!(
+        err.to_string(),
+        "there is no group named \"no-such-group-torsion\""
+    );
+    assert!(uid_from_str("nul\0inside").is_err());
 }
