@@ -12,6 +12,9 @@
 //! plugin does at run time goes through that service.
 #![warn(missing_docs)]
 
+pub mod daemon;
+pub mod notify;
+pub mod pidfile;
 pub mod plugin;
 pub mod plugins;
 
