@@ -29,6 +29,9 @@
 //! - [`task`] (`twisted.internet.task`): [`LoopingCall`](task::LoopingCall),
 //!   [`defer_later`](task::defer_later), [`Cooperator`](task::Cooperator) and
 //!   [`react`](task::react).
+//! - [`process`] (`twisted.internet.process`, `utils`): child processes with pipes, ptys
+//!   and signals, and Deferreds of their output; [`stdio`] (`twisted.internet.stdio`): a
+//!   protocol on this process's standard input and output.
 //! - [`log`] (the part of `twisted.logger` that reports errors): where torsion's errors
 //!   and warnings go: the installed `tracing` subscriber, else stderr.
 //! - [`application`] (`twisted.application.service`, `twisted.application.internet`):
@@ -52,6 +55,7 @@ pub mod process;
 pub mod protocol;
 pub mod protocols;
 pub mod reactor;
+pub mod stdio;
 pub mod task;
 pub mod testing;
 pub mod threads;

@@ -16,6 +16,7 @@
 //! | `systemd:domain=INET:index=0` | [`SystemdServerEndpoint`] (positional: domain, index, name) |
 //! | `tcp:example.com:80:timeout=5:bindAddress=10.0.0.2` | [`TcpClientEndpoint`] (positional: host, port) |
 //! | `unix:/var/run/finger:timeout=5` | [`UnixClientEndpoint`] (positional: path) |
+//! | `stdio:` | [`StandardIoEndpoint`] (server only: one protocol on standard input and output) |
 //!
 //! Stream server endpoints listen with a backlog of
 //! [`DEFAULT_BACKLOG`](crate::net::tcp::DEFAULT_BACKLOG) (1024, where Twisted's is 50, so
@@ -50,6 +51,7 @@
 
 mod hostname;
 mod parser;
+mod stdio;
 mod systemd;
 mod tcp;
 mod unix;
@@ -59,6 +61,7 @@ pub use parser::{
     BoundArgs, EndpointArgs, client_from_string, quote_string_argument, register_client_parser,
     register_server_parser, server_from_string, unregister_client_parser, unregister_server_parser,
 };
+pub use stdio::StandardIoEndpoint;
 pub use systemd::{SystemdDomain, SystemdServerEndpoint, SystemdSocket, SystemdSpec};
 pub use tcp::{Tcp6ServerEndpoint, TcpClientEndpoint, TcpServerEndpoint};
 pub use unix::{

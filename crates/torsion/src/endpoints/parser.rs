@@ -444,6 +444,10 @@ pub fn server_from_string(
             "tcp6" => parse_tcp6_server(reactor, &args),
             "unix" => parse_unix_server(reactor, &args),
             "systemd" => parse_systemd_server(reactor, &args),
+            "stdio" => {
+                args.bind(&[], 0)?;
+                Ok(Box::new(super::StandardIoEndpoint::new(reactor)) as Box<dyn ServerEndpoint>)
+            }
             other => {
                 let parser = SERVER_PARSERS.with(|p| p.borrow().get(other).cloned());
                 match parser {

@@ -50,6 +50,9 @@ pub enum Address {
     Udp(SocketAddr),
     /// A UNIX socket path (`None` for an unnamed socket).
     Unix(Option<PathBuf>),
+    /// The process's standard input and output, or another pair of pipes (Twisted's
+    /// `PipeAddress`).
+    Pipe,
 }
 
 impl Address {
@@ -57,7 +60,7 @@ impl Address {
     pub fn socket_addr(&self) -> Option<SocketAddr> {
         match self {
             Address::Tcp(a) | Address::Udp(a) => Some(*a),
-            Address::Unix(_) => None,
+            Address::Unix(_) | Address::Pipe => None,
         }
     }
 
@@ -74,6 +77,7 @@ impl fmt::Display for Address {
             Address::Udp(a) => write!(f, "udp:{a}"),
             Address::Unix(Some(p)) => write!(f, "unix:{}", p.display()),
             Address::Unix(None) => f.write_str("unix:<unnamed>"),
+            Address::Pipe => f.write_str("stdio"),
         }
     }
 }

@@ -58,6 +58,8 @@ pub(crate) struct PipeReader {
     polled: Cell<bool>,
     /// `EIO` is the end of input (a pty's master once the child side is gone).
     eio_is_eof: bool,
+    /// Read with `recv(MSG_DONTWAIT)`: a socket whose file description others share.
+    dontwait: Cell<bool>,
 }
 
 impl PipeReader {
@@ -81,7 +83,13 @@ impl PipeReader {
             closed: Cell::new(false),
             polled: Cell::new(false),
             eio_is_eof,
+            dontwait: Cell::new(false),
         })
+    }
+
+    /// Reads with `recv(MSG_DONTWAIT)` (a shared socket left blocking).
+    pub(crate) fn set_dontwait(&self) {
+        self.dontwait.set(true);
     }
 
     /// Starts reading.
@@ -204,7 +212,13 @@ impl ReadDescriptor for PipeReader {
         };
         let mut buffer = super::read_buffer::take();
         let read = loop {
-            match rustix::io::read(&*fd, &mut buffer[..]) {
+            let read = if self.dontwait.get() {
+                rustix::net::recv(&*fd, &mut buffer[..], rustix::net::RecvFlags::DONTWAIT)
+                    .map(|(n, _)| n)
+            } else {
+                rustix::io::read(&*fd, &mut buffer[..])
+            };
+            match read {
                 Err(Errno::INTR) => continue,
                 other => break other,
             }

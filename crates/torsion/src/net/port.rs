@@ -118,6 +118,7 @@ pub(crate) fn address_label(address: &Address) -> String {
         Address::Tcp(a) | Address::Udp(a) => a.to_string(),
         Address::Unix(Some(path)) => path.display().to_string(),
         Address::Unix(None) => "<unnamed>".to_string(),
+        Address::Pipe => "stdio".to_string(),
     }
 }
 
