@@ -1,0 +1,414 @@
+//! The built-in plugins over real sockets on 127.0.0.1: each service is built through its
+//! [`Plugin`] from a command line, started with `run_application` on a fresh reactor, and
+//! talked to by plain `std::net::TcpStream` clients on a thread, while the reactor runs on
+//! the test's thread. A safety timer stops the reactor and fails the test if the clients
+//! take too long.
+
+use std::cell::{Cell, RefCell};
+use std::io::{ErrorKind, Read, Write};
+use std::net::{Shutdown, TcpStream};
+use std::rc::Rc;
+use std::time::{Duration, Instant};
+
+use torsion::application::{Service, StreamServerEndpointService, run_application};
+use torsion::endpoints::server_from_string;
+use torsion::net::{Address, Transport};
+use torsion::protocol::{Factory, Protocol};
+use torsion::time::ReactorTime;
+use torsion::{Failure, Reactor};
+use torsion_cli::Plugin;
+use torsion_cli::plugins::echo::EchoPlugin;
+use torsion_cli::plugins::poetry::PoetryPlugin;
+
+// ===== helpers =====
+
+const LOCAL: &str = "tcp:0:interface=127.0.0.1";
+
+/// A poem shipped at the top of the repository.
+fn poem_path(name: &str) -> String {
+    format!("{}/../../poems/{name}", env!("CARGO_MANIFEST_DIR"))
+}
+
+fn poem(name: &str) -> Vec<u8> {
+    std::fs::read(poem_path(name)).expect("the poems ship with the repository")
+}
+
+/// Builds `plugin`'s service from `args` (without the program name) as the runner would.
+fn make(reactor: &Reactor, plugin: &dyn Plugin, args: &[&str]) -> Result<Rc<dyn Service>, Failure> {
+    let argv = std::iter::once(plugin.name()).chain(args.iter().copied());
+    let matches = plugin
+        .command()
+        .try_get_matches_from(argv)
+        .map_err(|e| Failure::msg(e.to_string()))?;
+    plugin.make_service(reactor, &matches)
+}
+
+/// The listening service inside a plugin's service.
+fn endpoint_service(service: &Rc<dyn Service>) -> &StreamServerEndpointService {
+    let any: &dyn std::any::Any = &**service;
+    any.downcast_ref::<StreamServerEndpointService>()
+        .expect("the plugin's service is a StreamServerEndpointService")
+}
+
+/// The TCP port a started service listens on.
+fn port_of(service: &Rc<dyn Service>) -> u16 {
+    endpoint_service(service)
+        .port()
+        .and_then(|p| p.host().port())
+        .expect("the service listens on a TCP port")
+}
+
+/// Builds and starts `plugin`'s service on `reactor`; returns it and its port.
+fn start(reactor: &Reactor, plugin: &dyn Plugin, args: &[&str]) -> (Rc<dyn Service>, u16) {
+    let service = make(reactor, plugin, args).expect("the plugin builds its service");
+    run_application(reactor, &service).expect("the service starts");
+    let port = port_of(&service);
+    (service, port)
+}
+
+/// Stops the reactor when dropped, even if the client thread panics.
+struct StopOnDrop(torsion::reactor::ReactorHandle);
+
+impl Drop for StopOnDrop {
+    fn drop(&mut self) {
+        self.0.call_from_thread(|reactor| {
+            let _ = reactor.stop();
+        });
+    }
+}
+
+/// Runs `reactor` while `client` runs on a thread; returns what `client` returned. Fails
+/// the test if the reactor is still running after `secs` seconds.
+fn run_client<T: Send + 'static>(
+    reactor: &Reactor,
+    secs: f64,
+    client: impl FnOnce() -> T + Send + 'static,
+) -> T {
+    let timed_out = Rc::new(Cell::new(false));
+    let flag = timed_out.clone();
+    let r = reactor.clone();
+    let safety = reactor.call_later(secs, move || {
+        flag.set(true);
+        let _ = r.stop();
+    });
+    let guard = StopOnDrop(reactor.handle());
+    let thread = std::thread::spawn(move || {
+        let _guard = guard;
+        client()
+    });
+    reactor.run().expect("the reactor runs cleanly");
+    if safety.active() {
+        let _ = safety.cancel();
+    }
+    assert!(
+        !timed_out.get(),
+        "safety stop: the clients did not finish in {secs} s"
+    );
+    match thread.join() {
+        Ok(value) => value,
+        Err(panic) => std::panic::resume_unwind(panic),
+    }
+}
+
+fn connect(port: u16) -> TcpStream {
+    let stream = TcpStream::connect(("127.0.0.1", port)).expect("connect to the plugin");
+    stream
+        .set_read_timeout(Some(Duration::from_secs(5)))
+        .expect("set a read timeout");
+    stream
+        .set_write_timeout(Some(Duration::from_secs(5)))
+        .expect("set a write timeout");
+    stream
+}
+
+/// Everything the server sends until it closes.
+fn read_all(mut stream: TcpStream) -> Vec<u8> {
+    let mut data = Vec::new();
+    stream
+        .read_to_end(&mut data)
+        .expect("read until the server closes");
+    data
+}
+
+/// Wraps a factory to keep each connection's transport where the test can see it.
+struct Spy {
+    inner: Rc<dyn Factory>,
+    transports: Rc<RefCell<Vec<Transport>>>,
+}
+
+struct SpyProtocol {
+    inner: Box<dyn Protocol>,
+    transports: Rc<RefCell<Vec<Transport>>>,
+}
+
+impl Factory for Spy {
+    fn build_protocol(self: Rc<Self>, addr: &Address) -> Option<Box<dyn Protocol>> {
+        let inner = self.inner.clone().build_protocol(addr)?;
+        Some(Box::new(SpyProtocol {
+            inner,
+            transports: self.transports.clone(),
+        }))
+    }
+}
+
+impl Protocol for SpyProtocol {
+    fn connection_made(&mut self, transport: Transport) {
+        self.transports.borrow_mut().push(transport.clone());
+        self.inner.connection_made(transport);
+    }
+    fn data_received(&mut self, data: &[u8]) {
+        self.inner.data_received(data);
+    }
+    fn connection_lost(&mut self, reason: Failure) {
+        self.inner.connection_lost(reason);
+    }
+}
+
+// ===== echo =====
+
+#[test]
+fn echo_sends_back_what_it_receives() {
+    let reactor = Reactor::new().unwrap();
+    let (_service, port) = start(&reactor, &EchoPlugin, &["--listen", LOCAL]);
+    let echoed = run_client(&reactor, 10.0, move || {
+        let mut stream = connect(port);
+        stream.write_all(b"hello, echo\n").unwrap();
+        stream.shutdown(Shutdown::Write).unwrap();
+        read_all(stream)
+    });
+    assert_eq!(echoed, b"hello, echo\n");
+}
+
+/// A peer that writes 50 MiB and reads nothing: the server stops reading once its send
+/// buffer is over the high-water mark, so what it holds stays about that mark (sampled on
+/// the real transport every few milliseconds) and the peer's writes stall long before
+/// 50 MiB; once the peer reads, everything it managed to write comes back intact.
+#[test]
+fn echo_memory_stays_bounded_against_a_peer_that_does_not_read() {
+    const TOTAL: usize = 50 << 20;
+    let reactor = Reactor::new().unwrap();
+    let plugin_service = make(&reactor, &EchoPlugin, &["--listen", LOCAL]).unwrap();
+    // The plugin's own factory, behind a spy that lets the test see each transport.
+    let transports = Rc::new(RefCell::new(Vec::new()));
+    let spy = Rc::new(Spy {
+        inner: endpoint_service(&plugin_service).factory().clone(),
+        transports: transports.clone(),
+    });
+    let service =
+        StreamServerEndpointService::new(server_from_string(&reactor, LOCAL).unwrap(), spy);
+    run_application(&reactor, &service).unwrap();
+    let port = service.port().and_then(|p| p.host().port()).unwrap();
+
+    // Sample the server's send buffer.
+    let max_buffered = Rc::new(Cell::new(0usize));
+    let sampler = torsion::task::LoopingCall::new(reactor.clone(), {
+        let transports = transports.clone();
+        let max_buffered = max_buffered.clone();
+        move || {
+            for t in transports.borrow().iter() {
+                max_buffered.set(max_buffered.get().max(t.buffered()));
+            }
+            Ok(())
+        }
+    });
+    drop(sampler.start(0.005, true).unwrap());
+
+    let (written, intact) = run_client(&reactor, 60.0, move || {
+        let mut stream = connect(port);
+        stream
+            .set_write_timeout(Some(Duration::from_millis(1500)))
+            .unwrap();
+        let chunk: Vec<u8> = (0..64 * 1024).map(|i| (i % 251) as u8).collect();
+        let mut written = 0usize;
+        while written < TOTAL {
+            let offset = written % chunk.len();
+            match stream.write(&chunk[offset..]) {
+                Ok(0) => break,
+                Ok(n) => written += n,
+                Err(e) if matches!(e.kind(), ErrorKind::WouldBlock | ErrorKind::TimedOut) => {
+                    break;
+                }
+                Err(e) => panic!("write failed: {e}"),
+            }
+        }
+        // Now read back all that was written.
+        let mut received = 0usize;
+        let mut intact = true;
+        let mut buf = vec![0u8; 256 * 1024];
+        while received < written {
+            let n = stream.read(&mut buf).expect("read the echo");
+            assert!(n > 0, "the server closed before echoing everything");
+            for (i, byte) in buf[..n].iter().enumerate() {
+                intact &= *byte == ((received + i) % chunk.len() % 251) as u8;
+            }
+            received += n;
+        }
+        (written, intact)
+    });
+    sampler.stop();
+    assert!(intact, "the echo came back different");
+    assert!(
+        written < TOTAL,
+        "the peer wrote all {TOTAL} bytes without reading: the server read them all"
+    );
+    let bound = torsion::net::tcp::HIGH_WATER_MARK + (1 << 20);
+    assert!(
+        max_buffered.get() <= bound,
+        "the server buffered {} bytes (bound {bound})",
+        max_buffered.get()
+    );
+}
+
+// ===== poetry =====
+
+#[test]
+fn poetry_sends_the_poem_byte_for_byte_to_each_client() {
+    let reactor = Reactor::new().unwrap();
+    let path = poem_path("science.txt");
+    let (_service, port) = start(&reactor, &PoetryPlugin, &["--listen", LOCAL, &path]);
+    let poems = run_client(&reactor, 10.0, move || {
+        let clients: Vec<_> = (0..3).map(|_| connect(port)).collect();
+        clients.into_iter().map(read_all).collect::<Vec<_>>()
+    });
+    let expected = poem("science.txt");
+    for received in poems {
+        assert_eq!(received, expected);
+    }
+}
+
+#[test]
+fn poetry_sends_a_latin1_poem_untouched() {
+    let reactor = Reactor::new().unwrap();
+    let path = poem_path("nachtlied.latin1.txt");
+    let (_service, port) = start(&reactor, &PoetryPlugin, &["--listen", LOCAL, &path]);
+    let received = run_client(&reactor, 10.0, move || read_all(connect(port)));
+    let expected = poem("nachtlied.latin1.txt");
+    assert!(
+        std::str::from_utf8(&expected).is_err(),
+        "the poem is not UTF-8"
+    );
+    assert_eq!(received, expected);
+}
+
+#[test]
+fn slow_poetry_arrives_in_chunks_over_time() {
+    let reactor = Reactor::new().unwrap();
+    let path = poem_path("science.txt");
+    let args = [
+        "--listen",
+        LOCAL,
+        "--num-bytes",
+        "100",
+        "--delay",
+        "0.1",
+        &path,
+    ];
+    let (_service, port) = start(&reactor, &PoetryPlugin, &args);
+    let (received, reads, elapsed) = run_client(&reactor, 20.0, move || {
+        let mut stream = connect(port);
+        let started = Instant::now();
+        let mut received = Vec::new();
+        let mut reads = Vec::new();
+        let mut buf = [0u8; 4096];
+        loop {
+            let n = stream.read(&mut buf).expect("read the poem");
+            if n == 0 {
+                break;
+            }
+            reads.push(n);
+            received.extend_from_slice(&buf[..n]);
+        }
+        (received, reads, started.elapsed())
+    });
+    let expected = poem("science.txt");
+    assert_eq!(received, expected);
+    let chunks = expected.len().div_ceil(100); // 7 for science.txt
+    // The first chunk at once, then one every 0.1 s.
+    assert!(
+        elapsed >= Duration::from_secs_f64(0.1 * (chunks - 1) as f64 * 0.9),
+        "the poem came too fast: {elapsed:?}"
+    );
+    assert!(
+        reads.len() >= 3,
+        "the poem came in too few pieces: {reads:?}"
+    );
+    assert!(
+        reads[0] <= 200,
+        "the first piece was the whole poem: {reads:?}"
+    );
+}
+
+#[test]
+fn slow_poetry_stops_its_timer_when_the_client_leaves() {
+    let reactor = Reactor::new().unwrap();
+    let path = poem_path("science.txt");
+    let args = [
+        "--listen",
+        LOCAL,
+        "--num-bytes",
+        "10",
+        "--delay",
+        "5",
+        &path,
+    ];
+    let (_service, port) = start(&reactor, &PoetryPlugin, &args);
+    let handle = reactor.handle();
+    let pending = run_client(&reactor, 30.0, move || {
+        let mut stream = connect(port);
+        let mut buf = [0u8; 10];
+        stream.read_exact(&mut buf).expect("the first chunk");
+        drop(stream);
+        // Let the server see the close.
+        std::thread::sleep(Duration::from_millis(300));
+        let (tx, rx) = std::sync::mpsc::channel();
+        handle.call_from_thread(move |reactor| {
+            // Calls due within 6 s: the next chunk's timer would be one (due in 5 s), the
+            // safety timer (30 s) is not.
+            let soon = reactor.now() + Duration::from_secs(6);
+            let due = reactor
+                .delayed_calls()
+                .iter()
+                .filter(|c| c.time <= soon)
+                .count();
+            let _ = tx.send(due);
+        });
+        rx.recv_timeout(Duration::from_secs(5))
+            .expect("the reactor answers")
+    });
+    assert_eq!(pending, 0, "a chunk timer is still scheduled");
+}
+
+#[test]
+fn poetry_with_an_unreadable_file_fails_naming_it() {
+    let reactor = Reactor::new().unwrap();
+    let path = "/nonexistent/torsion/poem.txt";
+    let failure = make(&reactor, &PoetryPlugin, &["--listen", LOCAL, path])
+        .err()
+        .expect("an unreadable poem cannot be served");
+    assert!(failure.to_string().contains(path), "{failure}");
+}
+
+#[test]
+fn poetry_rejects_a_bad_delay() {
+    let failure = PoetryPlugin
+        .command()
+        .try_get_matches_from(["poetry", "--listen", LOCAL, "--delay", "-1", "poem"])
+        .expect_err("a negative delay is refused");
+    assert!(failure.to_string().contains("-1"), "{failure}");
+}
+
+#[test]
+fn every_builtin_plugin_has_help() {
+    let mut names = Vec::new();
+    for plugin in torsion_cli::plugins::builtin() {
+        let mut command = plugin.command();
+        assert_eq!(command.get_name(), plugin.name());
+        let help = command.render_long_help().to_string();
+        assert!(help.contains("--listen"), "{}: {help}", plugin.name());
+        names.push(plugin.name());
+    }
+    assert!(
+        names.contains(&"echo") && names.contains(&"poetry"),
+        "{names:?}"
+    );
+}
