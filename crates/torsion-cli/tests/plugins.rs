@@ -19,6 +19,7 @@ use torsion::{Failure, Reactor};
 use torsion_cli::Plugin;
 use torsion_cli::plugins::echo::EchoPlugin;
 use torsion_cli::plugins::poetry::PoetryPlugin;
+use torsion_cli::plugins::transform::TransformPlugin;
 
 // ===== helpers =====
 
@@ -395,6 +396,142 @@ fn poetry_rejects_a_bad_delay() {
         .try_get_matches_from(["poetry", "--listen", LOCAL, "--delay", "-1", "poem"])
         .expect_err("a negative delay is refused");
     assert!(failure.to_string().contains("-1"), "{failure}");
+}
+
+// ===== transform =====
+
+fn netstring(data: &[u8]) -> Vec<u8> {
+    [format!("{}:", data.len()).as_bytes(), data, b","].concat()
+}
+
+/// The netstrings in `data`, which must hold only whole netstrings.
+fn parse_netstrings(mut data: &[u8]) -> Vec<Vec<u8>> {
+    let mut strings = Vec::new();
+    while !data.is_empty() {
+        let colon = data.iter().position(|&b| b == b':').expect("a length");
+        let len: usize = std::str::from_utf8(&data[..colon])
+            .unwrap()
+            .parse()
+            .unwrap();
+        let body = &data[colon + 1..colon + 1 + len];
+        assert_eq!(data[colon + 1 + len], b',', "a netstring ends with a comma");
+        strings.push(body.to_vec());
+        data = &data[colon + 2 + len..];
+    }
+    strings
+}
+
+/// Sends `request` as it is and returns everything the server sends before it closes (a
+/// reset after a close counts as the end).
+fn exchange(port: u16, request: &[u8]) -> Vec<u8> {
+    let mut stream = connect(port);
+    stream.write_all(request).expect("send the request");
+    let mut data = Vec::new();
+    let mut buf = [0u8; 4096];
+    loop {
+        match stream.read(&mut buf) {
+            Ok(0) => break,
+            Ok(n) => data.extend_from_slice(&buf[..n]),
+            Err(e) if e.kind() == ErrorKind::ConnectionReset => break,
+            Err(e) => panic!("the server neither answered nor closed: {e}"),
+        }
+    }
+    data
+}
+
+fn transform_request(name: &str, text: &[u8]) -> Vec<u8> {
+    netstring(&[name.as_bytes(), b".", text].concat())
+}
+
+#[test]
+fn transform_answers_each_transform_exactly() {
+    let reactor = Reactor::new().unwrap();
+    let (_service, port) = start(&reactor, &TransformPlugin, &["--listen", LOCAL]);
+    let science = poem("science.txt");
+    let nachtlied = poem("nachtlied.latin1.txt");
+    let (s, n) = (science.clone(), nachtlied.clone());
+    let answers = run_client(&reactor, 10.0, move || {
+        [
+            exchange(port, &transform_request("cummingsify", &s)),
+            exchange(port, &transform_request("upper", &n)),
+            exchange(port, &transform_request("swapcase", b"Roses are RED")),
+            exchange(port, &transform_request("rot13", b"Uryyb, jbeyq!")),
+            exchange(port, &transform_request("upper", b"")),
+        ]
+    });
+    let answers: Vec<Vec<Vec<u8>>> = answers.iter().map(|a| parse_netstrings(a)).collect();
+    assert_eq!(answers[0], [science.to_ascii_lowercase()]);
+    let upper = nachtlied.to_ascii_uppercase();
+    assert_eq!(answers[1], std::slice::from_ref(&upper));
+    // Only ASCII letters changed: the Latin-1 bytes are where they were.
+    for (a, b) in nachtlied.iter().zip(&upper) {
+        assert!(a == b || a.to_ascii_uppercase() == *b);
+    }
+    assert!(nachtlied.iter().any(|b| !b.is_ascii()));
+    assert_eq!(answers[2], [b"rOSES ARE red".to_vec()]);
+    assert_eq!(answers[3], [b"Hello, world!".to_vec()]);
+    assert_eq!(answers[4], [Vec::<u8>::new()]);
+}
+
+#[test]
+fn transform_answers_requests_sent_together_then_closes() {
+    let reactor = Reactor::new().unwrap();
+    let (_service, port) = start(&reactor, &TransformPlugin, &["--listen", LOCAL]);
+    let answer = run_client(&reactor, 10.0, move || {
+        let request = [
+            transform_request("upper", b"one"),
+            transform_request("rot13", b"two"),
+        ]
+        .concat();
+        exchange(port, &request)
+    });
+    assert_eq!(
+        parse_netstrings(&answer),
+        [b"ONE".to_vec(), b"gjb".to_vec()]
+    );
+}
+
+#[test]
+fn transform_closes_without_an_answer_for_an_unknown_name() {
+    let reactor = Reactor::new().unwrap();
+    let (_service, port) = start(&reactor, &TransformPlugin, &["--listen", LOCAL]);
+    let (unknown, no_dot, after) = run_client(&reactor, 10.0, move || {
+        (
+            exchange(port, &transform_request("explode", b"a poem")),
+            exchange(port, &netstring(b"no dot here")),
+            exchange(port, &transform_request("cummingsify", b"STILL HERE")),
+        )
+    });
+    assert_eq!(unknown, b"", "an unknown transform gets no answer");
+    let help = TransformPlugin.command().render_long_help().to_string();
+    assert!(
+        help.contains("unknown NAME closes the connection without an answer"),
+        "{help}"
+    );
+    assert_eq!(no_dot, b"", "a request without a '.' gets no answer");
+    assert_eq!(parse_netstrings(&after), [b"still here".to_vec()]);
+}
+
+#[test]
+fn transform_survives_malformed_netstrings() {
+    let reactor = Reactor::new().unwrap();
+    let (_service, port) = start(
+        &reactor,
+        &TransformPlugin,
+        &["--listen", LOCAL, "--max-length", "1000"],
+    );
+    let (bad, missing_comma, too_long, good) = run_client(&reactor, 10.0, move || {
+        (
+            exchange(port, b"hello, not a netstring"),
+            exchange(port, b"5:upper;"),
+            exchange(port, b"1000000:upper.x"),
+            exchange(port, &transform_request("upper", b"fine")),
+        )
+    });
+    assert_eq!(bad, b"");
+    assert_eq!(missing_comma, b"");
+    assert_eq!(too_long, b"");
+    assert_eq!(parse_netstrings(&good), [b"FINE".to_vec()]);
 }
 
 #[test]

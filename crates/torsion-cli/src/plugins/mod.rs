@@ -6,6 +6,7 @@
 //! | --- | --- | --- |
 //! | [`echo`] | [`echo::echo_service`] | `echoserv.py`, `protocols.wire.Echo` |
 //! | [`poetry`] | [`poetry::poetry_service`] | `fastpoetry.py`, `slowpoetry.py` |
+//! | [`transform`] | [`transform::transform_service`] | `transformedpoetry.py` |
 //!
 //! Every plugin takes its endpoints as strings (`tcp:10000:interface=127.0.0.1`,
 //! `unix:/path`, `systemd:domain=INET:index=0`), parsed with
@@ -17,6 +18,7 @@
 
 pub mod echo;
 pub mod poetry;
+pub mod transform;
 
 use clap::ArgMatches;
 use torsion::Failure;
@@ -25,7 +27,11 @@ use crate::Plugin;
 
 /// The plugins the `torsion` binary ships with, in the order `torsion --help` lists them.
 pub fn builtin() -> Vec<Box<dyn Plugin>> {
-    vec![Box::new(echo::EchoPlugin), Box::new(poetry::PoetryPlugin)]
+    vec![
+        Box::new(echo::EchoPlugin),
+        Box::new(poetry::PoetryPlugin),
+        Box::new(transform::TransformPlugin),
+    ]
 }
 
 /// The value of the string option `id`, which the plugin's command marks required: a
