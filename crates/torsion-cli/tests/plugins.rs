@@ -8,6 +8,8 @@ use std::cell::{Cell, RefCell};
 use std::io::{ErrorKind, Read, Write};
 use std::net::{Shutdown, TcpStream};
 use std::rc::Rc;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::{Duration, Instant};
 
 use torsion::application::{Service, StreamServerEndpointService, run_application};
@@ -19,6 +21,7 @@ use torsion::{Failure, Reactor};
 use torsion_cli::Plugin;
 use torsion_cli::plugins::echo::EchoPlugin;
 use torsion_cli::plugins::poetry::PoetryPlugin;
+use torsion_cli::plugins::proxy::ProxyPlugin;
 use torsion_cli::plugins::transform::TransformPlugin;
 
 // ===== helpers =====
@@ -131,15 +134,34 @@ fn read_all(mut stream: TcpStream) -> Vec<u8> {
     data
 }
 
-/// Wraps a factory to keep each connection's transport where the test can see it.
+/// How many connections a [`Spy`] saw made and lost; readable from any thread.
+#[derive(Clone, Default)]
+struct Counts {
+    made: Arc<AtomicUsize>,
+    lost: Arc<AtomicUsize>,
+}
+
+impl Counts {
+    fn made(&self) -> usize {
+        self.made.load(Ordering::SeqCst)
+    }
+    fn lost(&self) -> usize {
+        self.lost.load(Ordering::SeqCst)
+    }
+}
+
+/// Wraps a factory to count its connections and keep each one's transport where the test
+/// can see it.
 struct Spy {
     inner: Rc<dyn Factory>,
     transports: Rc<RefCell<Vec<Transport>>>,
+    counts: Counts,
 }
 
 struct SpyProtocol {
     inner: Box<dyn Protocol>,
     transports: Rc<RefCell<Vec<Transport>>>,
+    counts: Counts,
 }
 
 impl Factory for Spy {
@@ -148,12 +170,14 @@ impl Factory for Spy {
         Some(Box::new(SpyProtocol {
             inner,
             transports: self.transports.clone(),
+            counts: self.counts.clone(),
         }))
     }
 }
 
 impl Protocol for SpyProtocol {
     fn connection_made(&mut self, transport: Transport) {
+        self.counts.made.fetch_add(1, Ordering::SeqCst);
         self.transports.borrow_mut().push(transport.clone());
         self.inner.connection_made(transport);
     }
@@ -161,7 +185,37 @@ impl Protocol for SpyProtocol {
         self.inner.data_received(data);
     }
     fn connection_lost(&mut self, reason: Failure) {
+        self.counts.lost.fetch_add(1, Ordering::SeqCst);
         self.inner.connection_lost(reason);
+    }
+}
+
+/// Listens on 127.0.0.1 with `factory` behind a [`Spy`]; returns the port, the transports
+/// and the counts.
+fn listen_spied(
+    reactor: &Reactor,
+    factory: Rc<dyn Factory>,
+) -> (u16, Rc<RefCell<Vec<Transport>>>, Counts) {
+    let transports = Rc::new(RefCell::new(Vec::new()));
+    let counts = Counts::default();
+    let spy = Rc::new(Spy {
+        inner: factory,
+        transports: transports.clone(),
+        counts: counts.clone(),
+    });
+    let endpoint = server_from_string(reactor, LOCAL).unwrap();
+    let service = StreamServerEndpointService::new(endpoint, spy);
+    run_application(reactor, &service).unwrap();
+    let port = service.port().and_then(|p| p.host().port()).unwrap();
+    (port, transports, counts)
+}
+
+/// Waits up to 5 s for `condition`.
+fn wait_for(what: &str, condition: impl Fn() -> bool) {
+    let deadline = Instant::now() + Duration::from_secs(5);
+    while !condition() {
+        assert!(Instant::now() < deadline, "timed out waiting for {what}");
+        std::thread::sleep(Duration::from_millis(5));
     }
 }
 
@@ -190,15 +244,8 @@ fn echo_memory_stays_bounded_against_a_peer_that_does_not_read() {
     let reactor = Reactor::new().unwrap();
     let plugin_service = make(&reactor, &EchoPlugin, &["--listen", LOCAL]).unwrap();
     // The plugin's own factory, behind a spy that lets the test see each transport.
-    let transports = Rc::new(RefCell::new(Vec::new()));
-    let spy = Rc::new(Spy {
-        inner: endpoint_service(&plugin_service).factory().clone(),
-        transports: transports.clone(),
-    });
-    let service =
-        StreamServerEndpointService::new(server_from_string(&reactor, LOCAL).unwrap(), spy);
-    run_application(&reactor, &service).unwrap();
-    let port = service.port().and_then(|p| p.host().port()).unwrap();
+    let factory = endpoint_service(&plugin_service).factory().clone();
+    let (port, transports, _counts) = listen_spied(&reactor, factory);
 
     // Sample the server's send buffer.
     let max_buffered = Rc::new(Cell::new(0usize));
@@ -532,6 +579,169 @@ fn transform_survives_malformed_netstrings() {
     assert_eq!(missing_comma, b"");
     assert_eq!(too_long, b"");
     assert_eq!(parse_netstrings(&good), [b"FINE".to_vec()]);
+}
+
+// ===== proxy =====
+
+/// A slow poetry server (the poetry plugin's own factory) behind a [`Spy`].
+fn slow_upstream(reactor: &Reactor, num_bytes: &str, delay: &str) -> (u16, Counts) {
+    let path = poem_path("science.txt");
+    let args = [
+        "--listen",
+        LOCAL,
+        "--num-bytes",
+        num_bytes,
+        "--delay",
+        delay,
+        &path,
+    ];
+    let service = make(reactor, &PoetryPlugin, &args).unwrap();
+    let factory = endpoint_service(&service).factory().clone();
+    let (port, _transports, counts) = listen_spied(reactor, factory);
+    (port, counts)
+}
+
+fn start_proxy(reactor: &Reactor, upstream: u16) -> u16 {
+    let server = format!("tcp:127.0.0.1:{upstream}");
+    let (_service, port) = start(
+        reactor,
+        &ProxyPlugin,
+        &["--listen", LOCAL, "--server", &server],
+    );
+    port
+}
+
+/// What the server sends until it closes; `Err` if it resets the connection.
+fn read_to_close(mut stream: TcpStream) -> std::io::Result<Vec<u8>> {
+    let mut data = Vec::new();
+    stream.read_to_end(&mut data).map(|_| data)
+}
+
+#[test]
+fn proxy_shares_one_download_among_cold_clients_then_serves_the_cache() {
+    let reactor = Reactor::new().unwrap();
+    // About 0.9 s to send science.txt: long enough for three clients to arrive meanwhile.
+    let (upstream, counts) = slow_upstream(&reactor, "200", "0.3");
+    let port = start_proxy(&reactor, upstream);
+    let (poems, downloads, cached, after) = run_client(&reactor, 20.0, move || {
+        let clients: Vec<_> = (0..3).map(|_| connect(port)).collect();
+        let poems: Vec<_> = clients.into_iter().map(read_all).collect();
+        let downloads = counts.made();
+        let cached = read_all(connect(port));
+        (poems, downloads, cached, counts.made())
+    });
+    let expected = poem("science.txt");
+    for received in &poems {
+        assert_eq!(received, &expected);
+    }
+    assert_eq!(downloads, 1, "three cold clients share one download");
+    assert_eq!(cached, expected);
+    assert_eq!(after, 1, "a later client gets the cached poem");
+}
+
+#[test]
+fn proxy_cancels_the_download_when_its_last_client_leaves() {
+    let reactor = Reactor::new().unwrap();
+    // About 34 s to send science.txt: it never finishes during the test.
+    let (upstream, counts) = slow_upstream(&reactor, "10", "0.5");
+    let port = start_proxy(&reactor, upstream);
+    run_client(&reactor, 30.0, move || {
+        let first = connect(port);
+        let second = connect(port);
+        wait_for("the download to start", || counts.made() == 1);
+        drop(first);
+        std::thread::sleep(Duration::from_millis(300));
+        assert_eq!(
+            counts.lost(),
+            0,
+            "one client still waits: the download goes on"
+        );
+        drop(second);
+        wait_for("the download to be cancelled", || counts.lost() == 1);
+        // Nothing was cached: the next client starts another download.
+        let third = connect(port);
+        wait_for("a second download", || counts.made() == 2);
+        drop(third);
+        wait_for("the second download to be cancelled", || counts.lost() == 2);
+    });
+}
+
+/// A poetry server that resets its first connection and serves the poem on the others.
+struct FlakyUpstream {
+    poem: Vec<u8>,
+    connections: Arc<AtomicUsize>,
+}
+
+struct FlakyConnection {
+    poem: Option<Vec<u8>>,
+}
+
+impl Factory for FlakyUpstream {
+    fn build_protocol(self: Rc<Self>, _addr: &Address) -> Option<Box<dyn Protocol>> {
+        let n = self.connections.fetch_add(1, Ordering::SeqCst);
+        Some(Box::new(FlakyConnection {
+            poem: (n > 0).then(|| self.poem.clone()),
+        }))
+    }
+}
+
+impl Protocol for FlakyConnection {
+    fn connection_made(&mut self, transport: Transport) {
+        match &self.poem {
+            Some(poem) => {
+                transport.write(poem);
+                transport.lose_connection();
+            }
+            None => transport.abort_connection(),
+        }
+    }
+}
+
+#[test]
+fn proxy_reports_a_failed_download_and_does_not_cache_it() {
+    let reactor = Reactor::new().unwrap();
+    let connections = Arc::new(AtomicUsize::new(0));
+    let upstream = Rc::new(FlakyUpstream {
+        poem: poem("nachtlied.latin1.txt"),
+        connections: connections.clone(),
+    });
+    let (upstream, _, _) = listen_spied(&reactor, upstream);
+    let port = start_proxy(&reactor, upstream);
+    let (failed, retried, cached, downloads) = run_client(&reactor, 20.0, move || {
+        let failed = read_to_close(connect(port));
+        let retried = read_all(connect(port));
+        let cached = read_all(connect(port));
+        (failed, retried, cached, connections.load(Ordering::SeqCst))
+    });
+    match failed {
+        Err(e) => assert_eq!(e.kind(), ErrorKind::ConnectionReset),
+        Ok(data) => panic!("the failed download was served as a poem: {data:?}"),
+    }
+    let expected = poem("nachtlied.latin1.txt");
+    assert_eq!(retried, expected, "the next client retries the download");
+    assert_eq!(cached, expected);
+    assert_eq!(downloads, 2, "the failure was not cached; the success was");
+}
+
+#[test]
+fn proxy_with_a_refused_server_keeps_serving() {
+    let reactor = Reactor::new().unwrap();
+    // A port nobody listens on.
+    let closed = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let upstream = closed.local_addr().unwrap().port();
+    drop(closed);
+    let port = start_proxy(&reactor, upstream);
+    let results = run_client(&reactor, 20.0, move || {
+        (0..2)
+            .map(|_| read_to_close(connect(port)))
+            .collect::<Vec<_>>()
+    });
+    for result in results {
+        assert!(
+            matches!(&result, Err(e) if e.kind() == ErrorKind::ConnectionReset),
+            "a failed download is a reset: {result:?}"
+        );
+    }
 }
 
 #[test]

@@ -7,6 +7,7 @@
 //! | [`echo`] | [`echo::echo_service`] | `echoserv.py`, `protocols.wire.Echo` |
 //! | [`poetry`] | [`poetry::poetry_service`] | `fastpoetry.py`, `slowpoetry.py` |
 //! | [`transform`] | [`transform::transform_service`] | `transformedpoetry.py` |
+//! | [`proxy`] | [`proxy::proxy_service`] | `poetry-proxy.py` (`twisted-server-3` and `-4`) |
 //!
 //! Every plugin takes its endpoints as strings (`tcp:10000:interface=127.0.0.1`,
 //! `unix:/path`, `systemd:domain=INET:index=0`), parsed with
@@ -18,6 +19,7 @@
 
 pub mod echo;
 pub mod poetry;
+pub mod proxy;
 pub mod transform;
 
 use clap::ArgMatches;
@@ -31,6 +33,7 @@ pub fn builtin() -> Vec<Box<dyn Plugin>> {
         Box::new(echo::EchoPlugin),
         Box::new(poetry::PoetryPlugin),
         Box::new(transform::TransformPlugin),
+        Box::new(proxy::ProxyPlugin),
     ]
 }
 
