@@ -21,6 +21,7 @@ use torsion::{Failure, Reactor};
 use torsion_cli::Plugin;
 use torsion_cli::plugins::echo::EchoPlugin;
 use torsion_cli::plugins::poetry::PoetryPlugin;
+use torsion_cli::plugins::portforward::PortForwardPlugin;
 use torsion_cli::plugins::proxy::ProxyPlugin;
 use torsion_cli::plugins::transform::TransformPlugin;
 
@@ -196,6 +197,21 @@ fn listen_spied(
     reactor: &Reactor,
     factory: Rc<dyn Factory>,
 ) -> (u16, Rc<RefCell<Vec<Transport>>>, Counts) {
+    let (service, transports, counts) = listen_spied_on(reactor, LOCAL, factory);
+    let port = service.port().and_then(|p| p.host().port()).unwrap();
+    (port, transports, counts)
+}
+
+/// Listens on `endpoint` with `factory` behind a [`Spy`].
+fn listen_spied_on(
+    reactor: &Reactor,
+    endpoint: &str,
+    factory: Rc<dyn Factory>,
+) -> (
+    Rc<StreamServerEndpointService>,
+    Rc<RefCell<Vec<Transport>>>,
+    Counts,
+) {
     let transports = Rc::new(RefCell::new(Vec::new()));
     let counts = Counts::default();
     let spy = Rc::new(Spy {
@@ -203,11 +219,10 @@ fn listen_spied(
         transports: transports.clone(),
         counts: counts.clone(),
     });
-    let endpoint = server_from_string(reactor, LOCAL).unwrap();
+    let endpoint = server_from_string(reactor, endpoint).unwrap();
     let service = StreamServerEndpointService::new(endpoint, spy);
     run_application(reactor, &service).unwrap();
-    let port = service.port().and_then(|p| p.host().port()).unwrap();
-    (port, transports, counts)
+    (service, transports, counts)
 }
 
 /// Waits up to 5 s for `condition`.
@@ -741,6 +756,179 @@ fn proxy_with_a_refused_server_keeps_serving() {
             matches!(&result, Err(e) if e.kind() == ErrorKind::ConnectionReset),
             "a failed download is a reset: {result:?}"
         );
+    }
+}
+
+// ===== portforward =====
+
+const BULK: usize = 10 << 20;
+
+/// The byte at `i` of what the client sends.
+fn upstream_byte(i: usize) -> u8 {
+    (i % 251) as u8
+}
+
+/// The byte at `i` of what the destination sends.
+fn downstream_byte(i: usize) -> u8 {
+    ((i * 7 + 3) % 253) as u8
+}
+
+/// Writes `BULK` bytes of [`upstream_byte`] on a thread of its own.
+fn write_bulk(stream: &TcpStream) -> std::thread::JoinHandle<()> {
+    let mut writer = stream.try_clone().expect("clone the stream");
+    std::thread::spawn(move || {
+        let mut sent = 0;
+        let mut chunk = vec![0u8; 64 * 1024];
+        while sent < BULK {
+            let n = chunk.len().min(BULK - sent);
+            for (i, byte) in chunk[..n].iter_mut().enumerate() {
+                *byte = upstream_byte(sent + i);
+            }
+            writer
+                .write_all(&chunk[..n])
+                .expect("write through the forwarder");
+            sent += n;
+        }
+    })
+}
+
+/// Reads up to `limit` bytes (or until the peer closes); returns how many were read and
+/// whether each was `expected(i)`.
+fn read_bulk(stream: &mut TcpStream, limit: usize, expected: fn(usize) -> u8) -> (usize, bool) {
+    let mut received = 0;
+    let mut intact = true;
+    let mut buf = vec![0u8; 256 * 1024];
+    while received < limit {
+        let n = stream.read(&mut buf).expect("read through the forwarder");
+        if n == 0 {
+            break;
+        }
+        for (i, byte) in buf[..n].iter().enumerate() {
+            intact &= *byte == expected(received + i);
+        }
+        received += n;
+    }
+    (received, intact)
+}
+
+#[test]
+fn portforward_relays_10_mib_to_an_echo_and_back() {
+    let reactor = Reactor::new().unwrap();
+    let (_echo, echo_port) = start(&reactor, &EchoPlugin, &["--listen", LOCAL]);
+    let dest = format!("tcp:127.0.0.1:{echo_port}");
+    let (_forwarder, port) = start(
+        &reactor,
+        &PortForwardPlugin,
+        &["--listen", LOCAL, "--dest", &dest],
+    );
+    let (received, intact) = run_client(&reactor, 60.0, move || {
+        let mut stream = connect(port);
+        let writer = write_bulk(&stream);
+        let result = read_bulk(&mut stream, BULK, upstream_byte);
+        writer.join().expect("the writer finishes");
+        result
+    });
+    assert_eq!(received, BULK);
+    assert!(intact, "the echo came back different");
+}
+
+/// A destination that sends `BULK` bytes of [`downstream_byte`], checks what it receives
+/// against [`upstream_byte`], and closes once it has received `BULK` bytes.
+struct SourceAndSink {
+    transport: Option<Transport>,
+    received: Arc<AtomicUsize>,
+    corrupt: Arc<AtomicUsize>,
+}
+
+impl Protocol for SourceAndSink {
+    fn connection_made(&mut self, transport: Transport) {
+        let data: Vec<u8> = (0..BULK).map(downstream_byte).collect();
+        transport.write(&data);
+        self.transport = Some(transport);
+    }
+    fn data_received(&mut self, data: &[u8]) {
+        let before = self.received.fetch_add(data.len(), Ordering::SeqCst);
+        for (i, byte) in data.iter().enumerate() {
+            if *byte != upstream_byte(before + i) {
+                self.corrupt.fetch_add(1, Ordering::SeqCst);
+            }
+        }
+        if before + data.len() >= BULK
+            && let Some(transport) = &self.transport
+        {
+            transport.lose_connection();
+        }
+    }
+}
+
+#[test]
+fn portforward_moves_10_mib_each_way_to_a_unix_socket() {
+    let reactor = Reactor::new().unwrap();
+    let dir = std::env::temp_dir().join(format!("torsion-cli-plugins-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let path = dir.join("dest.sock");
+    let _ = std::fs::remove_file(&path);
+    let received = Arc::new(AtomicUsize::new(0));
+    let corrupt = Arc::new(AtomicUsize::new(0));
+    let (r, c) = (received.clone(), corrupt.clone());
+    let dest_factory = Rc::new(move || SourceAndSink {
+        transport: None,
+        received: r.clone(),
+        corrupt: c.clone(),
+    });
+    let unix = format!("unix:{}", path.display());
+    let (_dest, _, dest_counts) = listen_spied_on(&reactor, &unix, dest_factory);
+    let (_forwarder, port) = start(
+        &reactor,
+        &PortForwardPlugin,
+        &["--listen", LOCAL, "--dest", &unix],
+    );
+    let (downstream, intact) = run_client(&reactor, 60.0, move || {
+        let mut stream = connect(port);
+        let writer = write_bulk(&stream);
+        // Everything the destination sends, until it closes (after receiving it all).
+        let result = read_bulk(&mut stream, usize::MAX, downstream_byte);
+        writer.join().expect("the writer finishes");
+        result
+    });
+    let _ = std::fs::remove_dir_all(&dir);
+    assert_eq!(dest_counts.made(), 1);
+    assert_eq!(
+        downstream, BULK,
+        "the destination's 10 MiB reached the client"
+    );
+    assert!(intact, "the destination's bytes arrived changed");
+    assert_eq!(
+        received.load(Ordering::SeqCst),
+        BULK,
+        "the client's 10 MiB reached the destination"
+    );
+    assert_eq!(
+        corrupt.load(Ordering::SeqCst),
+        0,
+        "the client's bytes arrived changed"
+    );
+}
+
+#[test]
+fn portforward_closes_the_client_when_the_destination_is_unreachable() {
+    let reactor = Reactor::new().unwrap();
+    let closed = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let dest = format!("tcp:127.0.0.1:{}", closed.local_addr().unwrap().port());
+    drop(closed);
+    let (_forwarder, port) = start(
+        &reactor,
+        &PortForwardPlugin,
+        &["--listen", LOCAL, "--dest", &dest],
+    );
+    let results = run_client(&reactor, 20.0, move || {
+        (0..2)
+            .map(|_| read_to_close(connect(port)))
+            .collect::<Vec<_>>()
+    });
+    // Closed, with nothing sent (a reset counts as closed too).
+    for data in results.into_iter().flatten() {
+        assert!(data.is_empty(), "{data:?}");
     }
 }
 

@@ -8,6 +8,7 @@
 //! | [`poetry`] | [`poetry::poetry_service`] | `fastpoetry.py`, `slowpoetry.py` |
 //! | [`transform`] | [`transform::transform_service`] | `transformedpoetry.py` |
 //! | [`proxy`] | [`proxy::proxy_service`] | `poetry-proxy.py` (`twisted-server-3` and `-4`) |
+//! | [`portforward`] | [`portforward::portforward_service`] | `twisted.protocols.portforward` |
 //!
 //! Every plugin takes its endpoints as strings (`tcp:10000:interface=127.0.0.1`,
 //! `unix:/path`, `systemd:domain=INET:index=0`), parsed with
@@ -19,6 +20,7 @@
 
 pub mod echo;
 pub mod poetry;
+pub mod portforward;
 pub mod proxy;
 pub mod transform;
 
@@ -34,6 +36,7 @@ pub fn builtin() -> Vec<Box<dyn Plugin>> {
         Box::new(poetry::PoetryPlugin),
         Box::new(transform::TransformPlugin),
         Box::new(proxy::ProxyPlugin),
+        Box::new(portforward::PortForwardPlugin),
     ]
 }
 
