@@ -309,6 +309,10 @@ fn echo_memory_stays_bounded_against_a_peer_that_does_not_read() {
         (written, intact)
     });
     sampler.stop();
+    eprintln!(
+        "the peer wrote {written} bytes; the server buffered at most {}",
+        max_buffered.get()
+    );
     assert!(intact, "the echo came back different");
     assert!(
         written < TOTAL,
@@ -395,10 +399,6 @@ fn slow_poetry_arrives_in_chunks_over_time() {
         reads.len() >= 3,
         "the poem came in too few pieces: {reads:?}"
     );
-    assert!(
-        reads[0] <= 200,
-        "the first piece was the whole poem: {reads:?}"
-    );
 }
 
 #[test]
@@ -439,6 +439,47 @@ fn slow_poetry_stops_its_timer_when_the_client_leaves() {
             .expect("the reactor answers")
     });
     assert_eq!(pending, 0, "a chunk timer is still scheduled");
+}
+
+#[test]
+fn poetry_listens_on_a_unix_socket() {
+    let reactor = Reactor::new().unwrap();
+    let dir = std::env::temp_dir().join(format!("torsion-cli-poetry-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let path = dir.join("poetry.sock");
+    let _ = std::fs::remove_file(&path);
+    let listen = format!("unix:{}", path.display());
+    let poem_file = poem_path("science.txt");
+    let service = make(&reactor, &PoetryPlugin, &["--listen", &listen, &poem_file]).unwrap();
+    run_application(&reactor, &service).unwrap();
+    let received = run_client(&reactor, 10.0, move || {
+        let mut stream = std::os::unix::net::UnixStream::connect(&path).unwrap();
+        stream
+            .set_read_timeout(Some(Duration::from_secs(5)))
+            .unwrap();
+        let mut data = Vec::new();
+        stream.read_to_end(&mut data).unwrap();
+        data
+    });
+    let _ = std::fs::remove_dir_all(&dir);
+    assert_eq!(received, poem("science.txt"));
+}
+
+#[test]
+fn a_bad_endpoint_string_is_a_make_service_error() {
+    let reactor = Reactor::new().unwrap();
+    let failure = make(&reactor, &EchoPlugin, &["--listen", "tcp:80x"])
+        .err()
+        .expect("a bad port");
+    assert!(failure.to_string().contains("tcp:80x"), "{failure}");
+    let failure = make(
+        &reactor,
+        &ProxyPlugin,
+        &["--listen", LOCAL, "--server", "carrier-pigeon:10001"],
+    )
+    .err()
+    .expect("an unknown endpoint type");
+    assert!(failure.to_string().contains("carrier-pigeon"), "{failure}");
 }
 
 #[test]

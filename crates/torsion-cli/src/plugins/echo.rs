@@ -34,6 +34,8 @@ pub struct Echo {
 
 impl Protocol for Echo {
     fn connection_made(&mut self, transport: Transport) {
+        // Echo each piece at once rather than waiting to fill a segment (not TCP: no-op).
+        let _ = transport.set_tcp_nodelay(true);
         transport.throttle_reading(true);
         self.transport = Some(transport);
     }
