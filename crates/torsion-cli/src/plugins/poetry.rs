@@ -306,14 +306,20 @@ impl Plugin for PoetryPlugin {
                     .long("num-bytes")
                     .value_name("N")
                     .value_parser(value_parser!(u64).range(1..))
-                    .help("Send the poem in chunks of N bytes (slow mode; default: all at once)"),
+                    .help(
+                        "Send the poem in chunks of N bytes (slow mode; 10 if only --delay is \
+                         given; default: all at once)",
+                    ),
             )
             .arg(
                 Arg::new("delay")
                     .long("delay")
                     .value_name("SECS")
                     .value_parser(parse_delay)
-                    .help("Seconds between chunks, fractions allowed (slow mode; default 0)"),
+                    .help(
+                        "Seconds between chunks, fractions allowed (slow mode; 0 if only \
+                         --num-bytes is given)",
+                    ),
             )
             .arg(
                 Arg::new("file")
