@@ -12,6 +12,7 @@
 //! plugin does at run time goes through that service.
 #![warn(missing_docs)]
 
+pub mod logging;
 pub mod plugin;
 pub mod plugins;
 
