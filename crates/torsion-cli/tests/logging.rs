@@ -426,3 +426,40 @@ fn install_sets_the_global_subscriber_once() {
     assert_eq!(lines[1]["log_level"], "warn");
     let _ = fs::remove_dir_all(&dir);
 }
+
+const BARE_CHILD: &str = "TORSION_CLI_LOGGING_BARE_CHILD";
+
+/// The child side of [`without_install_a_logger_still_reaches_stderr`]: logs with no
+/// subscriber at all.
+#[test]
+fn bare_child() {
+    if std::env::var_os(BARE_CHILD).is_none() {
+        return;
+    }
+    let log = Logger::new("poetry.bare");
+    log.info("not shown without a subscriber");
+    torsion::log::event!(log, warn, peer = "10.0.0.1", "a warning");
+    log.failure(
+        "poem lost",
+        &Failure::new(Outer(std::io::Error::other("disk"))),
+    );
+}
+
+#[test]
+fn without_install_a_logger_still_reaches_stderr() {
+    let output = std::process::Command::new(std::env::current_exe().expect("current exe"))
+        .args(["--exact", "bare_child", "--nocapture", "--test-threads=1"])
+        .env(BARE_CHILD, "1")
+        .env_remove("RUST_BACKTRACE")
+        .output()
+        .expect("run the child");
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert!(output.status.success(), "child failed: {stderr}");
+    assert!(!stderr.contains("not shown"), "{stderr}");
+    assert!(
+        stderr.contains("WARN poetry.bare: a warning peer=\"10.0.0.1\""),
+        "{stderr}"
+    );
+    assert!(stderr.contains("ERROR poetry.bare: poem lost"), "{stderr}");
+    assert!(stderr.contains("\n  caused by: disk"), "{stderr}");
+}
