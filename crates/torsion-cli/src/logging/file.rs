@@ -88,8 +88,16 @@ impl RotatingFile {
         if self.max_rotated_files == 0 {
             fs::remove_file(&self.path).or_else(ignore_missing)?;
         } else {
-            fs::remove_file(self.rotated(self.max_rotated_files)).or_else(ignore_missing)?;
-            for n in (1..self.max_rotated_files).rev() {
+            // Only the files that exist are shifted: NAME.1 … NAME.highest.
+            let mut highest = 0;
+            while highest < self.max_rotated_files && self.rotated(highest + 1).exists() {
+                highest += 1;
+            }
+            if highest == self.max_rotated_files {
+                fs::remove_file(self.rotated(highest)).or_else(ignore_missing)?;
+                highest -= 1;
+            }
+            for n in (1..=highest).rev() {
                 fs::rename(self.rotated(n), self.rotated(n + 1)).or_else(ignore_missing)?;
             }
             fs::rename(&self.path, self.rotated(1)).or_else(ignore_missing)?;

@@ -21,7 +21,10 @@ impl Format for TextFormat {
     fn format(&self, record: &Record, out: &mut Vec<u8>) {
         let mut text = format_time(record.time);
         text.push(' ');
-        write_body(record, &mut text);
+        let mut body = String::new();
+        write_body(record, &mut body);
+        // A message on several lines keeps its continuation lines indented.
+        text.push_str(&body.replace('\n', "\n  "));
         if let Some(failure) = &record.failure {
             for line in failure.lines() {
                 text.push_str("\n  ");
@@ -144,12 +147,13 @@ mod tests {
         let mut r = record();
         r.level = "error";
         r.fields = vec![("failure_origin", FieldValue::Str("src/a.rs:1:1".into()))];
+        r.message = "poem\nlost".into();
         r.failure = Some("boom (at src/a.rs:1:1)\n  caused by: disk".into());
         let mut out = Vec::new();
         TextFormat.format(&r, &mut out);
         assert_eq!(
             String::from_utf8(out).unwrap(),
-            "2026-12-02T07:44:33+0000 [poetry.server#error] sent a poem\n  \
+            "2026-12-02T07:44:33+0000 [poetry.server#error] poem\n  lost\n  \
              boom (at src/a.rs:1:1)\n    caused by: disk\n"
         );
     }
