@@ -13,6 +13,7 @@
 #![warn(missing_docs)]
 
 pub mod daemon;
+pub mod logging;
 pub mod notify;
 pub mod pidfile;
 pub mod plugin;
