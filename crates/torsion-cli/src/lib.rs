@@ -18,5 +18,7 @@ pub mod notify;
 pub mod pidfile;
 pub mod plugin;
 pub mod plugins;
+mod runner;
 
 pub use plugin::Plugin;
+pub use runner::{DEFAULT_SHUTDOWN_TIMEOUT, Runner};

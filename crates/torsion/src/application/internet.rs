@@ -312,6 +312,8 @@ impl Service for StreamServerEndpointService {
         let waiting = listening.add_both(move |result| -> Result<_, Failure> {
             match result {
                 Ok(port) => {
+                    // Twisted logs "<Factory> starting on <port>" here.
+                    tracing::info!(target: LOG_TARGET, address = %port.host(), "listening on {}", port.host());
                     *port_slot.borrow_mut() = Some(port.clone());
                     Ok(Some(port))
                 }
