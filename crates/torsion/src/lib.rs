@@ -32,8 +32,9 @@
 //! - [`process`] (`twisted.internet.process`, `utils`): child processes with pipes, ptys
 //!   and signals, and Deferreds of their output; [`stdio`] (`twisted.internet.stdio`): a
 //!   protocol on this process's standard input and output.
-//! - [`log`] (the part of `twisted.logger` that reports errors): where torsion's errors
-//!   and warnings go: the installed `tracing` subscriber, else stderr.
+//! - [`log`] (`twisted.logger`): the namespaced [`Logger`](log::Logger) over `tracing`,
+//!   and where torsion's errors and warnings go: the installed `tracing` subscriber, else
+//!   stderr. The observers that write them out are the runner's (`torsion-cli`).
 //! - [`application`] (`twisted.application.service`, `twisted.application.internet`):
 //!   services, the `MultiService` tree and the `Application` at its root, with timer,
 //!   listening and reconnecting-client services.

@@ -38,6 +38,7 @@ use torsion::application::{Service, StreamServerEndpointService};
 use torsion::defer::DeferredHandle;
 use torsion::endpoints::{ClientEndpoint, ServerEndpoint, client_from_string, server_from_string};
 use torsion::error::{Cancelled, ConnectionDone};
+use torsion::log::Logger;
 use torsion::net::{Address, Transport};
 use torsion::protocol::{Factory, Protocol};
 use torsion::{Deferred, Failure, Reactor, Resolver};
@@ -260,12 +261,11 @@ impl CacheInner {
                 }
             }
             Err(failure) => {
-                tracing::error!(
-                    target: LOG_TARGET,
+                Logger::new(LOG_TARGET).error(format_args!(
                     "downloading the poem from {:?} failed ({} client(s) waiting): {failure}",
                     inner.server,
                     waiters.len()
-                );
+                ));
                 for (_, waiter) in waiters {
                     let _ = waiter.try_errback(failure.clone());
                 }

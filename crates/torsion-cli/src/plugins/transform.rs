@@ -34,6 +34,7 @@ use std::rc::Rc;
 use clap::{Arg, ArgMatches, Command, value_parser};
 use torsion::application::{Service, StreamServerEndpointService};
 use torsion::endpoints::{ServerEndpoint, server_from_string};
+use torsion::log::Logger;
 use torsion::net::Address;
 use torsion::protocol::{Factory, Protocol};
 use torsion::protocols::basic::{NetstringReceiver, StringContext, StringHandler};
@@ -185,23 +186,21 @@ pub struct TransformProtocol {
 impl StringHandler for TransformProtocol {
     fn string_received(&mut self, ctx: &mut StringContext<'_>, request: Vec<u8>) {
         let Some(dot) = request.iter().position(|&byte| byte == b'.') else {
-            tracing::warn!(
-                target: LOG_TARGET,
+            Logger::new(LOG_TARGET).warn(format_args!(
                 "closing the connection to {}: a request without a '.' between NAME and TEXT",
                 ctx.transport().peer()
-            );
+            ));
             ctx.lose_connection();
             return;
         };
         let (name, text) = (&request[..dot], &request[dot + 1..]);
         match self.factory.service.transform(name, text) {
             Some(answer) => ctx.send_string(&answer),
-            None => tracing::warn!(
-                target: LOG_TARGET,
+            None => Logger::new(LOG_TARGET).warn(format_args!(
                 "closing the connection to {} without an answer: no transform named \"{}\"",
                 ctx.transport().peer(),
                 printable(name)
-            ),
+            )),
         }
         ctx.lose_connection();
     }
