@@ -42,7 +42,7 @@ pub const DEFAULT_SHUTDOWN_TIMEOUT: Duration = Duration::from_secs(30);
 /// subcommands are the `IServiceMaker` plugins it finds).
 ///
 /// A program with plugins of its own builds a `Runner` with them (and the built-in ones,
-/// if it likes) and calls [`main`](Runner::main):
+/// if it likes) and calls [`main`](Runner::main); `examples/own_runner.rs` is a whole one:
 ///
 /// ```no_run
 /// use std::process::ExitCode;
@@ -77,6 +77,13 @@ impl Runner {
     /// Adds a plugin (the Rust form of dropping a module into `twisted/plugins`).
     pub fn plugin(mut self, plugin: impl Plugin + 'static) -> Runner {
         self.plugins.push(Box::new(plugin));
+        self
+    }
+
+    /// Adds a plugin already boxed (as [`plugins::builtin`](crate::plugins::builtin) hands
+    /// them out).
+    pub fn boxed_plugin(mut self, plugin: Box<dyn Plugin>) -> Runner {
+        self.plugins.push(plugin);
         self
     }
 
