@@ -456,3 +456,52 @@ fn child() {
         high.as_raw_fd()
     );
 }
+
+/// Every test of this file again, with exits watched through SIGCHLD instead of pidfds
+/// (the path kernels before 5.3 take), in a child run of this binary.
+#[test]
+fn every_process_test_passes_with_the_sigchld_reaper() {
+    if std::env::var_os("TORSION_REAPER").is_some() {
+        return;
+    }
+    let exe = std::env::current_exe().expect("the test binary's path");
+    let out = std::process::Command::new(exe)
+        .args([
+            "--skip",
+            "every_process_test_passes_with_the_sigchld_reaper",
+            "--skip",
+            "a_high_descriptor_limit",
+        ])
+        .env("TORSION_REAPER", "sigchld")
+        .output()
+        .expect("cannot run the test binary");
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        out.status.success(),
+        "{stdout}\n{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(stdout.contains("test result: ok"), "{stdout}");
+}
+
+/// Under the SIGCHLD reaper, a child spawned by other code (`std::process`) is left to
+/// that code: torsion waits for its own children by pid only.
+#[test]
+fn the_sigchld_reaper_leaves_other_children_alone() {
+    if std::env::var_os("TORSION_REAPER").is_none() {
+        return;
+    }
+    let mut other = std::process::Command::new("sh")
+        .args(["-c", "sleep 0.3; exit 5"])
+        .spawn()
+        .unwrap();
+    let reactor = Reactor::new().unwrap();
+    let r = reactor.clone();
+    let mut value = get_process_value(&reactor, sh("sleep 0.1; exit 4")).map(move |v| {
+        let _ = r.stop();
+        v
+    });
+    reactor.run().unwrap();
+    assert_eq!(value.take_result().unwrap().unwrap(), 4);
+    assert_eq!(other.wait().unwrap().code(), Some(5));
+}

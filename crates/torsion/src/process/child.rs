@@ -5,7 +5,7 @@
 //! readable and `waitid` then reaps that one child, so each exit costs O(1) however many
 //! children run (Twisted calls `waitpid` on every child at every SIGCHLD, its #2967). The
 //! pidfd also names the process when it is signalled, so a signal can never reach another
-//! process that reused the PID.
+//! process that reused the PID. Without pidfds, `reaper.rs` watches SIGCHLD instead.
 //!
 //! [`process_exited`](super::ProcessProtocol::process_exited) comes when the child exits,
 //! whatever its pipes do (a grandchild may hold them open);
@@ -39,7 +39,11 @@ pub(crate) struct Child {
     reactor: Reactor,
     program: String,
     pid: i32,
+    /// The pidfd, until the child is reaped; `None` from the start under the SIGCHLD
+    /// reaper.
     pidfd: RefCell<Option<Rc<OwnedFd>>>,
+    /// Set once the child is reaped (its pid may then belong to another process).
+    reaped: Cell<bool>,
     protocol: RefCell<Option<Box<dyn ProcessProtocol>>>,
     readers: RefCell<BTreeMap<RawFd, Rc<PipeReader>>>,
     writers: RefCell<BTreeMap<RawFd, Rc<PipeWriter>>>,
@@ -57,14 +61,19 @@ impl Child {
         reactor: &Reactor,
         program: String,
         spawned: super::spawn::Spawned,
-        pidfd: OwnedFd,
+        exit_watch: ExitWatch,
         protocol: Box<dyn ProcessProtocol>,
     ) -> Rc<Child> {
+        let pidfd = match &exit_watch {
+            ExitWatch::Pidfd(fd) => Some(fd.clone()),
+            ExitWatch::Sigchld(_) => None,
+        };
         let child = Rc::new(Child {
             reactor: reactor.clone(),
             program,
             pid: spawned.pid,
-            pidfd: RefCell::new(Some(Rc::new(pidfd))),
+            pidfd: RefCell::new(pidfd),
+            reaped: Cell::new(false),
             protocol: RefCell::new(Some(protocol)),
             readers: RefCell::new(BTreeMap::new()),
             writers: RefCell::new(BTreeMap::new()),
@@ -103,17 +112,18 @@ impl Child {
         for writer in writers {
             writer.start();
         }
-        let watch = Rc::new(ExitWatch {
-            child: child.clone(),
-            fd: child
-                .pidfd
-                .borrow()
-                .as_ref()
-                .map_or(-1, |fd| fd.as_raw_fd()),
-        });
-        if let Err(err) = reactor.add_reader(watch) {
-            // Cannot happen for a pidfd on a working backend; say so rather than hang.
-            crate::log::error!(target: LOG_TARGET, "cannot watch {} (pid {}) for its exit: {err}", child.program, child.pid);
+        match exit_watch {
+            ExitWatch::Pidfd(fd) => {
+                let watch = Rc::new(PidfdWatch {
+                    child: child.clone(),
+                    fd: fd.as_raw_fd(),
+                });
+                if let Err(err) = reactor.add_reader(watch) {
+                    // Cannot happen for a pidfd on a working backend; say so rather than hang.
+                    crate::log::error!(target: LOG_TARGET, "cannot watch {} (pid {}) for its exit: {err}", child.program, child.pid);
+                }
+            }
+            ExitWatch::Sigchld(reaper) => reaper.watch(child.pid, child.clone()),
         }
         let transport: ProcessTransport = child.clone();
         child.with_protocol(|p| p.connection_made(transport));
@@ -139,8 +149,9 @@ impl Child {
         }
     }
 
-    /// The child was reaped with `status`.
-    fn exited(&self, status: Option<WaitIdStatus>) {
+    /// The child was reaped with `status` (`None`: reaped by someone else, status unknown).
+    pub(crate) fn exited(&self, status: Option<WaitIdStatus>) {
+        self.reaped.set(true);
         self.pidfd.borrow_mut().take();
         let reason = match status {
             Some(status) if status.exit_status() == Some(0) => Failure::new(ProcessDone),
@@ -206,7 +217,7 @@ impl PipeOwner for Child {
 
 impl ProcessTransportOps for Child {
     fn pid(&self) -> Option<u32> {
-        self.pidfd.borrow().as_ref().map(|_| self.pid as u32)
+        (!self.reaped.get()).then_some(self.pid as u32)
     }
 
     fn write(&self, data: &[u8]) {
@@ -244,13 +255,20 @@ impl ProcessTransportOps for Child {
     }
 
     fn signal_process(&self, signal: Signal) -> Result<(), Failure> {
-        let Some(pidfd) = self.pidfd.borrow().clone() else {
+        if self.reaped.get() {
             return Err(ProcessExitedAlready.into());
-        };
+        }
         let Some(sig) = signal.to_rustix() else {
             return Err(InvalidArgument(format!("{signal} cannot be sent")).into());
         };
-        match rustix::process::pidfd_send_signal(pidfd.as_fd(), sig) {
+        let pidfd = self.pidfd.borrow().clone();
+        let sent = match (pidfd, rustix::process::Pid::from_raw(self.pid)) {
+            (Some(pidfd), _) => rustix::process::pidfd_send_signal(pidfd.as_fd(), sig),
+            // Not reaped yet, so the pid is still this child's (a zombie keeps it).
+            (None, Some(pid)) => rustix::process::kill_process(pid, sig),
+            (None, None) => return Err(ProcessExitedAlready.into()),
+        };
+        match sent {
             Ok(()) => Ok(()),
             Err(rustix::io::Errno::SRCH) => Err(ProcessExitedAlready.into()),
             Err(err) => Err(Failure::new(std::io::Error::from(err))),
@@ -306,13 +324,21 @@ impl ProcessTransportOps for Child {
     }
 }
 
+/// How a child's exit is watched.
+pub(crate) enum ExitWatch {
+    /// Through its pidfd (Linux 5.3 and later).
+    Pidfd(Rc<OwnedFd>),
+    /// Through SIGCHLD, where there are no pidfds.
+    Sigchld(Rc<super::reaper::SigchldReaper>),
+}
+
 /// Watches a child's pidfd; reaps the child when it becomes readable.
-struct ExitWatch {
+struct PidfdWatch {
     child: Rc<Child>,
     fd: RawFd,
 }
 
-impl FileDescriptor for ExitWatch {
+impl FileDescriptor for PidfdWatch {
     fn fileno(&self) -> RawFd {
         self.fd
     }
@@ -328,7 +354,7 @@ impl FileDescriptor for ExitWatch {
     }
 }
 
-impl ReadDescriptor for ExitWatch {
+impl ReadDescriptor for PidfdWatch {
     fn do_read(&self) -> Result<(), Failure> {
         let Some(pidfd) = self.child.pidfd.borrow().clone() else {
             return Ok(());

@@ -24,7 +24,8 @@
 //! How it differs from Twisted: a program that cannot be run is an error from
 //! `spawn_process` naming it ([`CannotSpawn`]), not a child that
 //! exits with status 1; exits are watched through a pidfd, one per child, so reaping costs
-//! the same with one child or ten thousand (Linux 5.3 or later); the spawn does not close
+//! the same with one child or ten thousand (Linux 5.3 or later; before that, SIGCHLD, as
+//! Twisted does); the spawn does not close
 //! descriptors one by one (see `spawn.rs`); the child inherits the environment unless told
 //! otherwise ([`ProcessSpec::env_clear`]).
 //!
@@ -57,6 +58,7 @@
 
 mod child;
 mod output;
+mod reaper;
 mod spawn;
 mod spec;
 
@@ -228,7 +230,7 @@ impl Reactor {
     /// # Errors
     ///
     /// [`CannotSpawn`] naming the program when it cannot be run (not found, not
-    /// executable, a bad working directory, no pidfd support), and [`InvalidArgument`] for
+    /// executable, a bad working directory), and [`InvalidArgument`] for
     /// a descriptor map a pty cannot have. Nothing is left behind: no pipe, no zombie.
     pub fn spawn_process(
         &self,
@@ -241,24 +243,41 @@ impl Reactor {
             program: program.clone(),
             source,
         };
+        // Without pidfds, the SIGCHLD handler must be in place before the child exists.
+        let sigchld = if reaper::forced() {
+            Some(reaper::SigchldReaper::for_reactor(self).map_err(cannot)?)
+        } else {
+            None
+        };
         let spawned = spawn::spawn(&spec).map_err(cannot)?;
         let pid = rustix::process::Pid::from_raw(spawned.pid)
             .ok_or_else(|| cannot(std::io::Error::other("the spawn returned no process id")))?;
-        let pidfd = match rustix::process::pidfd_open(pid, rustix::process::PidfdFlags::NONBLOCK) {
-            Ok(fd) => fd,
-            Err(err) => {
-                // Without a pidfd there is no way to watch this child: do not leave it
-                // running unwatched, or as a zombie.
-                let _ = rustix::process::kill_process(pid, rustix::process::Signal::KILL);
-                let _ = rustix::process::waitpid(Some(pid), rustix::process::WaitOptions::empty());
-                return Err(cannot(std::io::Error::new(
-                    std::io::ErrorKind::Unsupported,
-                    format!("cannot watch the child through a pidfd (Linux 5.3 or later): {err}"),
-                ))
-                .into());
-            }
+        let watch = match &sigchld {
+            Some(reaper) => child::ExitWatch::Sigchld(reaper.clone()),
+            None => match rustix::process::pidfd_open(pid, rustix::process::PidfdFlags::NONBLOCK) {
+                Ok(fd) => child::ExitWatch::Pidfd(Rc::new(fd)),
+                Err(rustix::io::Errno::NOSYS) => {
+                    // An old kernel: watch SIGCHLD. The handler comes after this first
+                    // child, so the reaper checks it once at once as well.
+                    child::ExitWatch::Sigchld(
+                        reaper::SigchldReaper::for_reactor(self).map_err(cannot)?,
+                    )
+                }
+                Err(err) => {
+                    // No way to watch this child: do not leave it running unwatched, or
+                    // as a zombie.
+                    let _ = rustix::process::kill_process(pid, rustix::process::Signal::KILL);
+                    let _ =
+                        rustix::process::waitpid(Some(pid), rustix::process::WaitOptions::empty());
+                    return Err(cannot(std::io::Error::new(
+                        std::io::ErrorKind::Unsupported,
+                        format!("cannot watch the child through a pidfd: {err}"),
+                    ))
+                    .into());
+                }
+            },
         };
-        let child = child::Child::start(self, program, spawned, pidfd, Box::new(protocol));
+        let child = child::Child::start(self, program, spawned, watch, Box::new(protocol));
         Ok(child)
     }
 }

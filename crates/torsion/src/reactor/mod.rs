@@ -268,6 +268,11 @@ impl Reactor {
         Builder::default()
     }
 
+    /// A number no other reactor of this process has.
+    pub(crate) fn id(&self) -> u64 {
+        self.inner.id
+    }
+
     /// The backend this reactor runs on.
     pub fn backend(&self) -> BackendKind {
         self.inner.poller.borrow().kind()
