@@ -764,7 +764,11 @@ fn proxy_reports_a_failed_download_and_does_not_cache_it() {
     let (upstream, _, _) = listen_spied(&reactor, upstream);
     let port = start_proxy(&reactor, upstream);
     let (failed, retried, cached, downloads) = run_client(&reactor, 20.0, move || {
-        let failed = read_to_close(connect(port));
+        // The reset may come before `connect` has even returned, on a loaded machine.
+        let failed = TcpStream::connect(("127.0.0.1", port)).and_then(|stream| {
+            stream.set_read_timeout(Some(Duration::from_secs(5)))?;
+            read_to_close(stream)
+        });
         let retried = read_all(connect(port));
         let cached = read_all(connect(port));
         (failed, retried, cached, connections.load(Ordering::SeqCst))
@@ -789,7 +793,12 @@ fn proxy_with_a_refused_server_keeps_serving() {
     let port = start_proxy(&reactor, upstream);
     let results = run_client(&reactor, 20.0, move || {
         (0..2)
-            .map(|_| read_to_close(connect(port)))
+            .map(|_| {
+                TcpStream::connect(("127.0.0.1", port)).and_then(|stream| {
+                    stream.set_read_timeout(Some(Duration::from_secs(5)))?;
+                    read_to_close(stream)
+                })
+            })
             .collect::<Vec<_>>()
     });
     for result in results {
@@ -964,7 +973,12 @@ fn portforward_closes_the_client_when_the_destination_is_unreachable() {
     );
     let results = run_client(&reactor, 20.0, move || {
         (0..2)
-            .map(|_| read_to_close(connect(port)))
+            .map(|_| {
+                TcpStream::connect(("127.0.0.1", port)).and_then(|stream| {
+                    stream.set_read_timeout(Some(Duration::from_secs(5)))?;
+                    read_to_close(stream)
+                })
+            })
             .collect::<Vec<_>>()
     });
     // Closed, with nothing sent (a reset counts as closed too).
