@@ -1138,7 +1138,6 @@ fn echo_on_stdio_echoes_stdin_to_stdout() {
 ///     `serverFromString(reactor, "stdio:")` accepts it: its parser ignores the empty
 ///     argument after the colon).
 #[test]
-#[ignore = "bug: server_from_string rejects \"stdio:\" (too many positional arguments for stdio: 1 given); only \"stdio\" parses"]
 fn echo_on_stdio_colon_echoes_stdin_to_stdout() {
     check_stdio_echo("stdio:");
 }

@@ -44,6 +44,10 @@ struct Opened {
     fd: OwnedFd,
     /// A socket: use `MSG_DONTWAIT`.
     socket: bool,
+    /// A pipe: the only kind whose reader going away shows as readiness of a write end
+    /// (a terminal's write end looks readable whenever input waits; poll calls a regular
+    /// file always readable).
+    fifo: bool,
     /// `O_NONBLOCK` was set on the shared description: these flags go back at the end.
     restore: Option<OFlags>,
 }
@@ -54,16 +58,19 @@ fn open_own(fd: RawFd, write: bool) -> std::io::Result<Opened> {
     // only inspected and duplicated here.
     let borrowed = unsafe { BorrowedFd::borrow_raw(fd) };
     let kind = FileType::from_raw_mode(rustix::fs::fstat(borrowed)?.st_mode);
+    let fifo = kind == FileType::Fifo;
     let dup = || rustix::io::fcntl_dupfd_cloexec(borrowed, 3);
     match kind {
         FileType::RegularFile | FileType::Directory => Ok(Opened {
             fd: dup()?,
             socket: false,
+            fifo,
             restore: None,
         }),
         FileType::Socket => Ok(Opened {
             fd: dup()?,
             socket: true,
+            fifo,
             restore: None,
         }),
         _ => {
@@ -81,6 +88,7 @@ fn open_own(fd: RawFd, write: bool) -> std::io::Result<Opened> {
                 Ok(own) => Ok(Opened {
                     fd: own,
                     socket: false,
+                    fifo,
                     restore: None,
                 }),
                 Err(err) => {
@@ -91,6 +99,7 @@ fn open_own(fd: RawFd, write: bool) -> std::io::Result<Opened> {
                     Ok(Opened {
                         fd: own,
                         socket: false,
+                        fifo,
                         restore: Some(flags),
                     })
                 }
@@ -142,6 +151,9 @@ pub struct StandardIo {
     lost: Cell<bool>,
     aborting: Cell<bool>,
     closed: RefCell<Vec<Resolver<()>>>,
+    /// The first reason an end was lost other than a clean close: what `connection_lost`
+    /// reports.
+    broken: RefCell<Option<Failure>>,
 }
 
 impl StandardIo {
@@ -165,6 +177,12 @@ impl StandardIo {
         stdin: RawFd,
         stdout: RawFd,
     ) -> Result<Rc<StandardIo>, Failure> {
+        if stdin < 0 || stdout < 0 {
+            return Err(crate::error::InvalidArgument(format!(
+                "standard I/O on descriptors {stdin} and {stdout}: descriptors are not negative"
+            ))
+            .into());
+        }
         let input = open_own(stdin, false)?;
         let output = open_own(stdout, true)?;
         let io = Rc::new(StandardIo {
@@ -177,6 +195,7 @@ impl StandardIo {
             lost: Cell::new(false),
             aborting: Cell::new(false),
             closed: RefCell::new(Vec::new()),
+            broken: RefCell::new(None),
         });
         for (fd, opened) in [(stdin, &input), (stdout, &output)] {
             if let Some(flags) = opened.restore {
@@ -184,7 +203,7 @@ impl StandardIo {
             }
         }
         let owner: Rc<dyn PipeOwner> = io.clone();
-        let (in_socket, out_socket) = (input.socket, output.socket);
+        let (in_socket, out_socket, out_fifo) = (input.socket, output.socket, output.fifo);
         let reader = PipeReader::new(reactor, Rc::new(input.fd), STDIN, owner.clone(), false);
         if in_socket {
             reader.set_dontwait();
@@ -194,7 +213,7 @@ impl StandardIo {
             Rc::new(output.fd),
             STDOUT,
             owner,
-            !out_socket,
+            out_fifo,
             out_socket,
         );
         *io.reader.borrow_mut() = Some(reader.clone());
@@ -237,7 +256,10 @@ impl StandardIo {
             return;
         }
         self.lost.set(true);
-        for (fd, flags) in self.restore.borrow_mut().drain(..) {
+        // In reverse: where 0 and 1 share a description, the flags saved first (before
+        // any change) are the ones put back last.
+        let restore: Vec<_> = self.restore.borrow_mut().drain(..).rev().collect();
+        for (fd, flags) in restore {
             // SAFETY: a standard descriptor, open for the life of the process.
             let borrowed = unsafe { BorrowedFd::borrow_raw(fd) };
             let _ = rustix::fs::fcntl_setfl(borrowed, flags);
@@ -245,7 +267,7 @@ impl StandardIo {
         let reason = if self.aborting.get() {
             ConnectionAborted.into()
         } else {
-            reason
+            self.broken.borrow_mut().take().unwrap_or(reason)
         };
         let protocol = self.protocol.borrow_mut().take();
         if let Some(mut protocol) = protocol {
@@ -256,7 +278,8 @@ impl StandardIo {
                 crate::log::error!(target: LOG_TARGET, "connection_lost of the protocol on standard I/O panicked: {}", Failure::from_panic(&*payload));
             }
         }
-        for resolver in self.closed.borrow_mut().drain(..) {
+        let closed: Vec<_> = self.closed.borrow_mut().drain(..).collect();
+        for resolver in closed {
             resolver.callback(());
         }
     }
@@ -268,6 +291,9 @@ impl PipeOwner for StandardIo {
     }
 
     fn pipe_closed(&self, key: i32, reason: Failure) {
+        if !reason.check::<ConnectionDone>() && self.broken.borrow().is_none() {
+            *self.broken.borrow_mut() = Some(reason.clone());
+        }
         if key == STDIN {
             self.reader.borrow_mut().take();
             let writer_open = self.writer.borrow().is_some();
@@ -419,7 +445,7 @@ impl ListeningPortOps for StandardIo {
 
 impl Drop for StandardIo {
     fn drop(&mut self) {
-        for (fd, flags) in self.restore.get_mut().drain(..) {
+        for (fd, flags) in self.restore.get_mut().drain(..).rev() {
             // SAFETY: a standard descriptor, open for the life of the process.
             let borrowed = unsafe { BorrowedFd::borrow_raw(fd) };
             let _ = rustix::fs::fcntl_setfl(borrowed.as_fd(), flags);

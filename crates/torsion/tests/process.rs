@@ -250,6 +250,19 @@ reactor_test! {
         assert_eq!(err.downcast_ref::<CannotSpawn>().unwrap().source.kind(), std::io::ErrorKind::PermissionDenied);
     }
 
+    fn a_bad_inherited_descriptor_is_an_error_not_a_panic(reactor: Reactor) {
+        let log = log();
+        for fd in [-1, 1_000_000] {
+            let spec = sh("true").child_fds([(1, ChildFd::Inherit(fd))]);
+            let err = reactor
+                .spawn_process(Recorder::new(&reactor, &log), spec)
+                .err()
+                .expect("spawned with a descriptor that is not open");
+            assert!(err.to_string().contains("not open"), "{err}");
+        }
+        assert!(events(&log).is_empty());
+    }
+
     fn exited_is_reported_while_a_grandchild_holds_stdout(reactor: Reactor) {
         safety_stop(&reactor, 10.0);
         let log = log();

@@ -222,6 +222,73 @@ fn a_socket_as_stdin_and_stdout() -> bool {
 /// One check: runs the child as it needs and says whether it behaved.
 type Check = fn() -> bool;
 
+fn stdout_to_a_regular_file() -> bool {
+    // poll(2) calls a regular file always readable: that must not read as "closed".
+    let path = std::env::temp_dir().join(format!("torsion-stdio-out-{}", std::process::id()));
+    let file = std::fs::File::create(&path).unwrap();
+    let mut child = me("half")
+        .stdin(Stdio::piped())
+        .stdout(file)
+        .spawn()
+        .unwrap();
+    let mut stdin = child.stdin.take().unwrap();
+    std::thread::sleep(std::time::Duration::from_millis(200));
+    stdin.write_all(b"late\n").unwrap();
+    drop(stdin);
+    let status = child.wait().unwrap();
+    let got = std::fs::read(&path).unwrap_or_default();
+    let _ = std::fs::remove_file(&path);
+    check(
+        "stdout_to_a_regular_file",
+        status.success() && got == b"ready\nLATE\nbye\n",
+        (status, String::from_utf8_lossy(&got).into_owned()),
+    )
+}
+
+fn a_terminal_as_stdin_and_stdout() -> bool {
+    use rustix::pty::{OpenptFlags, grantpt, openpt, ptsname, unlockpt};
+    let master = openpt(OpenptFlags::RDWR | OpenptFlags::NOCTTY | OpenptFlags::CLOEXEC).unwrap();
+    grantpt(&master).unwrap();
+    unlockpt(&master).unwrap();
+    let name = ptsname(&master, Vec::new()).unwrap();
+    let slave = std::fs::OpenOptions::new()
+        .read(true)
+        .write(true)
+        .open(std::ffi::OsStr::new(
+            std::str::from_utf8(name.to_bytes()).unwrap(),
+        ))
+        .unwrap();
+    let mut child = me("half")
+        .stdin(Stdio::from(slave.try_clone().unwrap()))
+        .stdout(Stdio::from(slave))
+        .spawn()
+        .unwrap();
+    let mut terminal = std::fs::File::from(master);
+    let mut seen = Vec::new();
+    let read_until = |terminal: &mut std::fs::File, want: &[u8], seen: &mut Vec<u8>| {
+        let mut buf = [0u8; 256];
+        while !seen.windows(want.len()).any(|w| w == want) {
+            match terminal.read(&mut buf) {
+                Ok(0) | Err(_) => return false,
+                Ok(n) => seen.extend_from_slice(&buf[..n]),
+            }
+        }
+        true
+    };
+    let ready = read_until(&mut terminal, b"ready", &mut seen);
+    // A typed line makes the terminal's write end look readable too: that is not a close.
+    terminal.write_all(b"typed\n").unwrap();
+    let echoed = ready && read_until(&mut terminal, b"TYPED", &mut seen);
+    terminal.write_all(b"\x04").unwrap();
+    let bye = echoed && read_until(&mut terminal, b"bye", &mut seen);
+    let status = child.wait().unwrap();
+    check(
+        "a_terminal_as_stdin_and_stdout",
+        bye && status.success(),
+        (status, String::from_utf8_lossy(&seen).into_owned()),
+    )
+}
+
 fn main() {
     if let Ok(mode) = std::env::var(CHILD) {
         child(&mode);
@@ -244,6 +311,11 @@ fn main() {
             shared_descriptions_stay_blocking,
         ),
         ("a_socket_as_stdin_and_stdout", a_socket_as_stdin_and_stdout),
+        ("stdout_to_a_regular_file", stdout_to_a_regular_file),
+        (
+            "a_terminal_as_stdin_and_stdout",
+            a_terminal_as_stdin_and_stdout,
+        ),
     ];
     let mut failed = 0;
     let mut ran = 0;

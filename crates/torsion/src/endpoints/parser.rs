@@ -445,6 +445,9 @@ pub fn server_from_string(
             "unix" => parse_unix_server(reactor, &args),
             "systemd" => parse_systemd_server(reactor, &args),
             "stdio" => {
+                // `stdio:` tokenizes to one empty argument, which Twisted ignores too.
+                let mut args = args.clone();
+                args.positional.retain(|a| !a.is_empty());
                 args.bind(&[], 0)?;
                 Ok(Box::new(super::StandardIoEndpoint::new(reactor)) as Box<dyn ServerEndpoint>)
             }

@@ -56,6 +56,8 @@ pub(crate) struct PipeReader {
     closed: Cell<bool>,
     /// The descriptor cannot be watched (a regular file): read a chunk per turn instead.
     polled: Cell<bool>,
+    /// A turn's read is scheduled (at most one at a time).
+    poll_scheduled: Cell<bool>,
     /// `EIO` is the end of input (a pty's master once the child side is gone).
     eio_is_eof: bool,
     /// Read with `recv(MSG_DONTWAIT)`: a socket whose file description others share.
@@ -82,6 +84,7 @@ impl PipeReader {
             paused: Cell::new(false),
             closed: Cell::new(false),
             polled: Cell::new(false),
+            poll_scheduled: Cell::new(false),
             eio_is_eof,
             dontwait: Cell::new(false),
         })
@@ -121,9 +124,13 @@ impl PipeReader {
     }
 
     fn poll_soon(&self) {
+        if self.poll_scheduled.replace(true) {
+            return;
+        }
         let me = self.me.clone();
         self.reactor.call_later(Duration::ZERO, move || {
             let Some(me) = me.upgrade() else { return };
+            me.poll_scheduled.set(false);
             if me.closed.get() || me.paused.get() {
                 return;
             }

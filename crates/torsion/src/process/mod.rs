@@ -249,23 +249,40 @@ impl Reactor {
         } else {
             None
         };
-        let spawned = spawn::spawn(&spec).map_err(cannot)?;
+        let spawned = match spawn::spawn(&spec) {
+            Ok(spawned) => spawned,
+            Err(err) => {
+                if let Some(reaper) = &sigchld {
+                    reaper.release_if_idle();
+                }
+                return Err(cannot(err).into());
+            }
+        };
         let pid = rustix::process::Pid::from_raw(spawned.pid)
             .ok_or_else(|| cannot(std::io::Error::other("the spawn returned no process id")))?;
         let watch = match &sigchld {
             Some(reaper) => child::ExitWatch::Sigchld(reaper.clone()),
-            None => match rustix::process::pidfd_open(pid, rustix::process::PidfdFlags::NONBLOCK) {
+            // No PIDFD_NONBLOCK (Linux 5.10): `waitid` is asked with WNOHANG anyway.
+            None => match rustix::process::pidfd_open(pid, rustix::process::PidfdFlags::empty()) {
                 Ok(fd) => child::ExitWatch::Pidfd(Rc::new(fd)),
-                Err(rustix::io::Errno::NOSYS) => {
+                Err(rustix::io::Errno::NOSYS | rustix::io::Errno::INVAL) => {
                     // An old kernel: watch SIGCHLD. The handler comes after this first
                     // child, so the reaper checks it once at once as well.
                     child::ExitWatch::Sigchld(
                         reaper::SigchldReaper::for_reactor(self).map_err(cannot)?,
                     )
                 }
+                Err(rustix::io::Errno::SRCH) => {
+                    // Reaped already by other code (SIGCHLD ignored, or a `waitpid(-1)`):
+                    // the pid may belong to another process now, so send it nothing.
+                    return Err(cannot(std::io::Error::other(
+                        "the child was reaped by other code before it could be watched",
+                    ))
+                    .into());
+                }
                 Err(err) => {
                     // No way to watch this child: do not leave it running unwatched, or
-                    // as a zombie.
+                    // as a zombie. It is not reaped yet, so its pid is still its own.
                     let _ = rustix::process::kill_process(pid, rustix::process::Signal::KILL);
                     let _ =
                         rustix::process::waitpid(Some(pid), rustix::process::WaitOptions::empty());

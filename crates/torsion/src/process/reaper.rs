@@ -82,6 +82,13 @@ impl SigchldReaper {
         self.reactor.call_soon(move || me.check());
     }
 
+    /// Removes the handler again if no child is waited for (a spawn failed).
+    pub(crate) fn release_if_idle(&self) {
+        if self.children.borrow().is_empty() {
+            self.uninstall();
+        }
+    }
+
     /// Reaps every child of this reactor that has exited.
     fn check(&self) {
         let pids: Vec<i32> = self.children.borrow().keys().copied().collect();

@@ -185,6 +185,20 @@ impl ProcessSpec {
                 "child descriptor {fd} is negative"
             )));
         }
+        for (target, what) in &self.child_fds {
+            if let ChildFd::Inherit(fd) = *what {
+                // SAFETY: `fd` is not negative; fcntl(F_GETFD) only asks whether the number
+                // is an open descriptor, and reports EBADF if it is not.
+                let open = fd >= 0
+                    && rustix::io::fcntl_getfd(unsafe { std::os::fd::BorrowedFd::borrow_raw(fd) })
+                        .is_ok();
+                if !open {
+                    return Err(InvalidArgument(format!(
+                        "descriptor {fd} to pass as the child's {target} is not open"
+                    )));
+                }
+            }
+        }
         if self.program.is_empty() {
             return Err(InvalidArgument("the program name is empty".into()));
         }
