@@ -12,7 +12,7 @@
 
 use std::rc::Rc;
 
-use clap::{Arg, ArgMatches, Command};
+use clap::{ArgMatches, Command};
 use torsion::application::{Service, StreamServerEndpointService};
 use torsion::endpoints::{ServerEndpoint, server_from_string};
 use torsion::net::Transport;
@@ -99,16 +99,7 @@ impl Plugin for EchoPlugin {
                  flow control once the echo it has not read fills the server's send \
                  buffer, so the server's memory stays bounded.",
             )
-            .arg(
-                Arg::new("listen")
-                    .long("listen")
-                    .value_name("ENDPOINT")
-                    .required(true)
-                    .help(
-                        "Where to listen, as an endpoint string: tcp:PORT[:interface=ADDR], \
-                         unix:PATH, systemd:domain=INET:index=N",
-                    ),
-            )
+            .arg(super::listen_arg())
     }
 
     fn make_service(

@@ -40,6 +40,18 @@ pub fn builtin() -> Vec<Box<dyn Plugin>> {
     ]
 }
 
+/// The `--listen ENDPOINT` option every plugin here takes.
+fn listen_arg() -> clap::Arg {
+    clap::Arg::new("listen")
+        .long("listen")
+        .value_name("ENDPOINT")
+        .required(true)
+        .help(
+            "Where to listen, as an endpoint string: tcp:PORT[:interface=ADDR], \
+             unix:PATH, systemd:domain=INET:index=N, stdio:",
+        )
+}
+
 /// The value of the string option `id`, which the plugin's command marks required: a
 /// failure naming it, rather than a panic, if the matches came from another command.
 fn required_string<'a>(options: &'a ArgMatches, id: &str) -> Result<&'a str, Failure> {

@@ -291,16 +291,7 @@ impl Plugin for PoetryPlugin {
                  is given), the first at once and one more every --delay seconds (0 if only \
                  --num-bytes is given). FILE is read once, at start.",
             )
-            .arg(
-                Arg::new("listen")
-                    .long("listen")
-                    .value_name("ENDPOINT")
-                    .required(true)
-                    .help(
-                        "Where to listen, as an endpoint string: tcp:PORT[:interface=ADDR], \
-                         unix:PATH, systemd:domain=INET:index=N",
-                    ),
-            )
+            .arg(super::listen_arg())
             .arg(
                 Arg::new("num-bytes")
                     .long("num-bytes")

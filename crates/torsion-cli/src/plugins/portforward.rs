@@ -80,16 +80,7 @@ impl Plugin for PortForwardPlugin {
                  the other is closed once what it still has to send is sent; if --dest \
                  cannot be reached, the accepted connection is closed.",
             )
-            .arg(
-                Arg::new("listen")
-                    .long("listen")
-                    .value_name("ENDPOINT")
-                    .required(true)
-                    .help(
-                        "Where to listen, as an endpoint string: tcp:PORT[:interface=ADDR], \
-                         unix:PATH, systemd:domain=INET:index=N",
-                    ),
-            )
+            .arg(super::listen_arg())
             .arg(
                 Arg::new("dest")
                     .long("dest")

@@ -497,16 +497,7 @@ impl Plugin for ProxyPlugin {
                  (refused, reset, or closed without a poem) is logged, the waiting clients' \
                  connections are reset, and nothing is cached: the next client tries again.",
             )
-            .arg(
-                Arg::new("listen")
-                    .long("listen")
-                    .value_name("ENDPOINT")
-                    .required(true)
-                    .help(
-                        "Where to listen, as an endpoint string: tcp:PORT[:interface=ADDR], \
-                         unix:PATH, systemd:domain=INET:index=N",
-                    ),
-            )
+            .arg(super::listen_arg())
             .arg(
                 Arg::new("server")
                     .long("server")

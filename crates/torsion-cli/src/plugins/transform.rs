@@ -325,16 +325,7 @@ impl Plugin for TransformPlugin {
                  request without a '.' or bytes that are not a netstring close that \
                  connection, with the reason logged; the server goes on."
             ))
-            .arg(
-                Arg::new("listen")
-                    .long("listen")
-                    .value_name("ENDPOINT")
-                    .required(true)
-                    .help(
-                        "Where to listen, as an endpoint string: tcp:PORT[:interface=ADDR], \
-                         unix:PATH, systemd:domain=INET:index=N",
-                    ),
-            )
+            .arg(super::listen_arg())
             .arg(
                 Arg::new("max-length")
                     .long("max-length")
