@@ -326,6 +326,13 @@ fn record(path: &Path) -> std::collections::HashMap<String, String> {
         .collect()
 }
 
+/// This process's session id, or 0 when its session leader lives outside this pid
+/// namespace (as in containers; rustix's `getsid` asserts on that case).
+fn session_of_this_process() -> i32 {
+    // SAFETY: getsid(0) takes no pointers and only reads the caller's session id.
+    unsafe { libc::getsid(0) }
+}
+
 fn is_root() -> bool {
     rustix::process::geteuid().is_root()
 }
@@ -349,10 +356,7 @@ fn the_daemon_is_detached_with_stdio_on_dev_null_and_the_parent_exits_0_after_st
     assert_eq!(out.stderr, "");
     assert_eq!(out.stdout, "", "the daemon's output goes to /dev/null");
     let r = record(&report);
-    let our_sid = rustix::process::getsid(None)
-        .unwrap()
-        .as_raw_nonzero()
-        .get();
+    let our_sid = session_of_this_process();
     let daemon: u32 = r["pid"].parse().unwrap();
     let sid: i32 = r["sid"].parse().unwrap();
     let ppid: i32 = r["ppid"].parse().unwrap();
