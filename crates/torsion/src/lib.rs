@@ -61,6 +61,7 @@ pub mod task;
 pub mod testing;
 pub mod threads;
 pub mod time;
+pub mod tls;
 
 pub use defer::spawn;
 pub use defer::{Deferred, Failure, Resolver};

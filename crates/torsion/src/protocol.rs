@@ -88,6 +88,11 @@ pub trait Protocol: 'static {
     /// [`supports_half_close`](Protocol::supports_half_close) is true.
     fn read_connection_lost(&mut self) {}
 
+    /// The TLS handshake completed: the peer is authenticated, and
+    /// [`tls_info`](crate::net::TransportOps::tls_info) tells what was negotiated (Twisted's
+    /// `IHandshakeListener.handshakeCompleted`). Only for connections over TLS.
+    fn handshake_completed(&mut self) {}
+
     /// Our sending side was closed by
     /// [`lose_write_connection`](crate::net::TransportOps::lose_write_connection) once the
     /// buffered output was sent (Twisted's `writeConnectionLost`).

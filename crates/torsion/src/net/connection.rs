@@ -11,6 +11,12 @@
 //! the shared [`StreamCore`](super::stream)'s; this file does the socket I/O and the
 //! reactor registrations they call for.
 //!
+//! Once TLS starts ([`start_tls`](TransportOps::start_tls)), the connection holds a
+//! [`TlsSession`]: what is read is ciphertext fed to it, and the protocol gets what it
+//! decrypts; what the protocol writes stays in the core's buffer until the handshake has
+//! completed, is then encrypted as the socket takes it, and the ciphertext goes straight
+//! from rustls to the socket. Bytes written before `start_tls` go out in the clear first.
+//!
 //! Invariant: `connection_lost` is delivered exactly once, from the loop, never from inside
 //! a call the protocol made; the protocol is dropped right after it, which breaks the
 //! protocol → transport → connection cycle.
@@ -18,7 +24,7 @@
 use std::cell::RefCell;
 use std::fmt;
 use std::io;
-use std::os::fd::{AsFd, AsRawFd, RawFd};
+use std::os::fd::{AsFd, AsRawFd, BorrowedFd, RawFd};
 use std::rc::{Rc, Weak};
 use std::time::Duration;
 
@@ -32,6 +38,8 @@ use crate::error::{ConnectionAborted, ConnectionDone, ConnectionLost};
 use crate::net::{Address, Producer, Transport, TransportOps};
 use crate::protocol::Protocol;
 use crate::reactor::{FileDescriptor, Flush, Reactor, ReadDescriptor, WriteDescriptor};
+use crate::tls::session::{self, TlsSession};
+use crate::tls::{StartTls, TlsError, TlsErrorKind, TlsInfo};
 
 /// A streaming producer is paused when this much output is buffered (Twisted's
 /// `bufferSize`, 64 KiB).
@@ -53,6 +61,8 @@ pub(crate) struct Connection {
     reactor: Reactor,
     protocol: RefCell<Option<Box<dyn Protocol>>>,
     state: RefCell<State>,
+    /// The TLS state, once `start_tls` was called.
+    tls: RefCell<Option<TlsSession>>,
     peer: Address,
     host: Address,
     ended: Option<Rc<dyn ConnectionEnded>>,
@@ -67,6 +77,12 @@ struct State {
     paused: bool,
     writer_registered: bool,
     flush_scheduled: bool,
+    /// How many of the buffered bytes were written before TLS started: they go out in the
+    /// clear, first.
+    clear_before_tls: usize,
+    /// `lose_write_connection` over TLS: shut the socket's sending side once the
+    /// `close_notify` is out.
+    shut_after_close_notify: bool,
     /// The buffer, producer, throttle and closing rules, shared with the other stream
     /// transports.
     core: StreamCore,
@@ -96,8 +112,11 @@ impl Connection {
                 paused: false,
                 writer_registered: false,
                 flush_scheduled: false,
+                clear_before_tls: 0,
+                shut_after_close_notify: false,
                 core: StreamCore::new(HIGH_WATER_MARK, LOW_WATER_MARK),
             }),
+            tls: RefCell::new(None),
             peer,
             host,
             ended,
@@ -211,32 +230,30 @@ impl Connection {
             }
             let sock = self.socket.borrow();
             let Some(sock) = sock.as_ref() else { return };
-            let mut error = None;
-            while st.core.buffered() > 0 {
-                match rustix::net::send(sock.as_fd(), st.core.pending(), SendFlags::NOSIGNAL) {
-                    Ok(n) => st.core.consume(n),
-                    Err(Errno::INTR) => continue,
-                    Err(Errno::AGAIN) => break,
-                    Err(err) => {
-                        error = Some(err);
-                        break;
-                    }
-                }
-            }
-            match error {
-                Some(err) => Err(err),
-                None => Ok(st.core.buffered() == 0),
+            let mut tls = self.tls.borrow_mut();
+            match tls.as_mut() {
+                None => send_clear(sock.as_fd(), &mut st.core, usize::MAX),
+                Some(session) => send_tls(sock.as_fd(), &mut st, session),
             }
         };
-        let drained = match result {
-            Ok(drained) => drained,
+        let sent = match result {
+            Ok(sent) => sent,
             Err(err) => {
                 tracing::debug!(target: "torsion::net", "send to {} failed: {err}", self.peer);
                 self.finish(ConnectionLost.into());
                 return;
             }
         };
-        if !drained {
+        if sent == Sent::AwaitingHandshake {
+            // Nothing to send until the handshake completes, which schedules a flush.
+            let unregister =
+                std::mem::replace(&mut self.state.borrow_mut().writer_registered, false);
+            if unregister {
+                self.reactor.remove_writer(self.fd);
+            }
+            return;
+        }
+        if sent == Sent::Blocked {
             let (resume, release) = self.state.borrow_mut().core.progressed();
             if release && self.reading_unpaused() {
                 self.set_reading(true);
@@ -268,14 +285,120 @@ impl Connection {
         }
         match next {
             Drained::Resume(producer) => producer.resume_producing(),
-            Drained::Idle => {}
-            Drained::Close => self.finish(ConnectionDone.into()),
-            Drained::ShutWrite => {
-                if let Some(sock) = self.socket.borrow().as_ref() {
-                    let _ = sock.shutdown(std::net::Shutdown::Write);
+            Drained::Idle => {
+                let shut =
+                    std::mem::replace(&mut self.state.borrow_mut().shut_after_close_notify, false);
+                if shut {
+                    self.shut_write();
                 }
-                self.with_protocol(|p| p.write_connection_lost());
             }
+            Drained::Close => {
+                if self.queue_close_notify() {
+                    // Send it, then come back here to close.
+                    self.send_buffered();
+                } else {
+                    self.finish(ConnectionDone.into());
+                }
+            }
+            Drained::ShutWrite => {
+                if self.queue_close_notify() {
+                    self.state.borrow_mut().shut_after_close_notify = true;
+                    self.send_buffered();
+                } else {
+                    self.shut_write();
+                }
+            }
+        }
+    }
+
+    /// Shuts the socket's sending side and tells the protocol.
+    fn shut_write(&self) {
+        if let Some(sock) = self.socket.borrow().as_ref() {
+            let _ = sock.shutdown(std::net::Shutdown::Write);
+        }
+        self.with_protocol(|p| p.write_connection_lost());
+    }
+
+    /// Over TLS, queues `close_notify` if it was not; whether it did.
+    fn queue_close_notify(&self) -> bool {
+        let mut tls = self.tls.borrow_mut();
+        match tls.as_mut() {
+            Some(session) if !session.close_notify_sent() => {
+                session.close_notify();
+                true
+            }
+            _ => false,
+        }
+    }
+
+    /// Feeds received ciphertext to the TLS session and delivers what it decrypts:
+    /// `handshake_completed` first if it completed, then the data, then the end of input
+    /// if the peer sent `close_notify`.
+    fn tls_received(&self, ciphertext: &[u8]) -> Result<(), Failure> {
+        let mut plaintext = session::take_plaintext_buffer();
+        let outcome = {
+            let mut tls = self.tls.borrow_mut();
+            let Some(session) = tls.as_mut() else {
+                return Ok(());
+            };
+            let outcome = session.receive(ciphertext, &mut plaintext);
+            if outcome.is_err() {
+                // Best effort: the alert saying why.
+                if let Some(sock) = self.socket.borrow().as_ref() {
+                    let _ = session.send(sock.as_fd());
+                }
+            }
+            (outcome, session.wants_write())
+        };
+        let received = match outcome {
+            (Err(err), _) => {
+                session::give_back_plaintext_buffer(plaintext);
+                tracing::debug!(target: "torsion::tls", "TLS with {} failed: {err}", self.peer);
+                return Err(err.into());
+            }
+            (Ok(received), wants_write) => {
+                if wants_write || received.handshake_completed {
+                    self.schedule_flush();
+                }
+                received
+            }
+        };
+        if received.handshake_completed {
+            self.with_protocol(|p| p.handshake_completed());
+        }
+        if !plaintext.is_empty() && self.state.borrow().reading {
+            self.with_protocol(|p| p.data_received(&plaintext));
+        }
+        session::give_back_plaintext_buffer(plaintext);
+        if received.peer_closed && self.state.borrow().reading {
+            return self.eof();
+        }
+        Ok(())
+    }
+
+    /// The socket reached end of input over TLS: why, unless the peer said goodbye with
+    /// `close_notify` first (then `None`: an ordinary end of input).
+    fn tls_eof(&self) -> Option<Failure> {
+        let tls = self.tls.borrow();
+        let session = tls.as_ref()?;
+        if session.peer_closed() {
+            return None;
+        }
+        let kind = if session.is_handshaking() {
+            TlsErrorKind::ClosedDuringHandshake
+        } else {
+            TlsErrorKind::Truncated
+        };
+        Some(TlsError::new(kind, session.is_handshaking()).into())
+    }
+
+    /// Decrypts bytes handed over with `start_tls` (received before TLS started).
+    fn feed_received(&self, ciphertext: Vec<u8>) {
+        if !self.state.borrow().reading || self.state.borrow().core.is_lost() {
+            return;
+        }
+        if let Err(reason) = self.tls_received(&ciphertext) {
+            self.finish(reason);
         }
     }
 
@@ -293,6 +416,9 @@ impl Connection {
         };
         self.reactor.remove_reader(self.fd);
         self.reactor.remove_writer(self.fd);
+        if let Ok(mut tls) = self.tls.try_borrow_mut() {
+            tls.take();
+        }
         if let Some(sock) = self.socket.borrow_mut().take() {
             if !aborting {
                 let _ = sock.shutdown(std::net::Shutdown::Both);
@@ -320,6 +446,76 @@ impl Connection {
         }
         if let Some(ended) = &self.ended {
             ended.connection_ended(reason);
+        }
+    }
+}
+
+/// How far a flush got.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Sent {
+    /// Everything went out.
+    Drained,
+    /// The socket's buffer is full: wait until it is writable.
+    Blocked,
+    /// The rest waits for the TLS handshake to complete.
+    AwaitingHandshake,
+}
+
+/// Sends up to `limit` of the buffered bytes as they are.
+fn send_clear(fd: BorrowedFd<'_>, core: &mut StreamCore, limit: usize) -> Result<Sent, io::Error> {
+    let mut left = limit.min(core.buffered());
+    while left > 0 {
+        let pending = &core.pending()[..left];
+        match rustix::net::send(fd, pending, SendFlags::NOSIGNAL) {
+            Ok(n) => {
+                core.consume(n);
+                left -= n;
+            }
+            Err(Errno::INTR) => continue,
+            Err(Errno::AGAIN) => return Ok(Sent::Blocked),
+            Err(err) => return Err(err.into()),
+        }
+    }
+    Ok(Sent::Drained)
+}
+
+/// Sends over TLS: the bytes written before TLS started in the clear, then waiting
+/// ciphertext, then the buffered plaintext, encrypted as rustls's outgoing buffer (64 KiB)
+/// takes it, until the socket is full or all is out.
+fn send_tls(
+    fd: BorrowedFd<'_>,
+    st: &mut State,
+    session: &mut TlsSession,
+) -> Result<Sent, io::Error> {
+    if st.clear_before_tls > 0 {
+        let before = st.core.buffered();
+        let sent = send_clear(fd, &mut st.core, st.clear_before_tls)?;
+        st.clear_before_tls -= before - st.core.buffered();
+        if sent == Sent::Blocked {
+            return Ok(Sent::Blocked);
+        }
+    }
+    loop {
+        while session.wants_write() {
+            match session.send(fd) {
+                Ok(_) => {}
+                Err(err) if err.kind() == io::ErrorKind::Interrupted => {}
+                Err(err) if err.kind() == io::ErrorKind::WouldBlock => return Ok(Sent::Blocked),
+                Err(err) => return Err(err),
+            }
+        }
+        if st.core.buffered() == 0 {
+            return Ok(Sent::Drained);
+        }
+        if session.close_notify_sent() {
+            // Written after the close began: dropped, as after `lose_write_connection`.
+            let n = st.core.buffered();
+            st.core.consume(n);
+            return Ok(Sent::Drained);
+        }
+        match session.encrypt(st.core.pending()) {
+            0 => return Ok(Sent::AwaitingHandshake),
+            n => st.core.consume(n),
         }
     }
 }
@@ -364,8 +560,13 @@ impl ReadDescriptor for Connection {
                 None => Ok(0),
             }
         };
+        let tls = self.tls.borrow().is_some();
         let result = match received {
-            Ok(0) => self.eof(),
+            Ok(0) => match self.tls_eof() {
+                Some(reason) => Err(reason),
+                None => self.eof(),
+            },
+            Ok(n) if tls => self.tls_received(&buffer[..n]),
             Ok(n) => {
                 self.with_protocol(|p| p.data_received(&buffer[..n]));
                 Ok(())
@@ -544,6 +745,43 @@ impl TransportOps for Connection {
             None => Err(io::ErrorKind::NotConnected.into()),
         }
     }
+    fn start_tls(&self, start: StartTls) -> Result<(), Failure> {
+        if self.tls.borrow().is_some() {
+            return Err(
+                TlsError::cannot_start("TLS was started on this connection already").into(),
+            );
+        }
+        if self.state.borrow().core.is_lost() {
+            return Err(TlsError::cannot_start("the connection is closed").into());
+        }
+        let session = match TlsSession::new(&start) {
+            Ok(session) => session,
+            Err(err) => {
+                let reason = Failure::new(err);
+                self.schedule_loss(reason.clone());
+                return Err(reason);
+            }
+        };
+        {
+            let mut st = self.state.borrow_mut();
+            st.clear_before_tls = st.core.buffered();
+        }
+        *self.tls.borrow_mut() = Some(session);
+        if !start.received.is_empty()
+            && let Some(me) = self.rc()
+        {
+            let received = start.received;
+            self.reactor.call_soon(move || me.feed_received(received));
+        }
+        // A client's hello goes out now.
+        self.schedule_flush();
+        Ok(())
+    }
+
+    fn tls_info(&self) -> Option<TlsInfo> {
+        self.tls.borrow().as_ref().map(TlsSession::info)
+    }
+
     fn peer_credentials(&self) -> Option<super::unix::PeerCredentials> {
         if self.kind != "unix" {
             return None;

@@ -186,6 +186,30 @@ pub trait TransportOps {
         Err(std::io::ErrorKind::Unsupported.into())
     }
 
+    /// Starts TLS on this connection (Twisted's `ITLSTransport.startTLS`, STARTTLS): what
+    /// was written before the call is sent in the clear, what is written after it waits for
+    /// the handshake and is encrypted; [`StartTls::with_received`](crate::tls::StartTls::with_received)
+    /// hands over bytes already received that belong to the TLS stream. The protocol's
+    /// [`handshake_completed`](crate::protocol::Protocol::handshake_completed) follows.
+    ///
+    /// # Errors
+    ///
+    /// A [`TlsError`](crate::tls::TlsError) of kind
+    /// [`CannotStart`](crate::tls::TlsErrorKind::CannotStart): the transport cannot carry
+    /// TLS (only TCP and UNIX connections can), TLS was started already, or the server name
+    /// is not valid. A connection that could start it but failed is then closed with the
+    /// same reason.
+    fn start_tls(&self, tls: crate::tls::StartTls) -> Result<(), Failure> {
+        let _ = tls;
+        Err(crate::tls::TlsError::cannot_start("this transport cannot carry TLS").into())
+    }
+
+    /// What TLS negotiated on this connection (Twisted's `ISSLTransport`): `None` if TLS
+    /// was not started.
+    fn tls_info(&self) -> Option<crate::tls::TlsInfo> {
+        None
+    }
+
     /// The pid, uid and gid of the process at the other end of a UNIX socket
     /// (`SO_PEERCRED`); `None` for other transports.
     fn peer_credentials(&self) -> Option<unix::PeerCredentials> {

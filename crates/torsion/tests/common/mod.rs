@@ -1,6 +1,8 @@
 //! Shared by the integration tests: one test body per reactor backend.
 #![allow(dead_code)]
 
+pub mod pki;
+
 /// Defines each test once per backend: `fn name(reactor: Reactor) { .. }` becomes the tests
 /// `name::epoll`, `name::poll`, … (torsion's one list of backends), each given a fresh
 /// reactor on that backend.

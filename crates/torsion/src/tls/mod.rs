@@ -1,0 +1,117 @@
+//! TLS on rustls between a connection and its protocol (Twisted's `twisted.internet.ssl`,
+//! `twisted.protocols.tls.TLSMemoryBIOProtocol` and `ITLSTransport.startTLS`).
+//!
+//! A protocol runs over TLS unchanged: its transport encrypts what it writes and decrypts
+//! what it reads. There are three ways in:
+//!
+//! - [`Reactor::listen_tls`] and [`Reactor::connect_tls`] (Twisted's `listenSSL` and
+//!   `connectSSL`), or the endpoints `ssl:` and `tls:`
+//!   ([`TlsServerEndpoint`](crate::endpoints::TlsServerEndpoint),
+//!   [`TlsClientEndpoint`](crate::endpoints::TlsClientEndpoint));
+//! - [`TlsServerFactory`] and [`TlsClientFactory`] around any factory, over any listening
+//!   port or connector (Twisted's `TLSMemoryBIOFactory`);
+//! - [`TransportOps::start_tls`](crate::net::TransportOps::start_tls) on an established
+//!   connection (STARTTLS): what was written before the call goes out in the clear, what
+//!   is written after it is encrypted.
+//!
+//! The protocol's `connection_made` comes when the connection is up, before the handshake,
+//! as in Twisted: what it writes waits (under the usual water marks) until the handshake
+//! completes, then goes out coalesced into full records.
+//! [`Protocol::handshake_completed`](crate::protocol::Protocol::handshake_completed) then
+//! says the peer is authenticated, and
+//! [`TransportOps::tls_info`](crate::net::TransportOps::tls_info) gives the version, cipher
+//! suite, ALPN protocol and peer certificates.
+//!
+//! Closing: `lose_connection` sends `close_notify` after the buffered data; a peer's
+//! `close_notify` ends the connection with [`ConnectionDone`](crate::error::ConnectionDone);
+//! a TCP close without it ends it with a [`TlsError`] of kind
+//! [`Truncated`](TlsErrorKind::Truncated). A failed handshake ends the connection with a
+//! [`TlsError`] saying why (and goes to a client factory's `client_connection_failed`).
+//!
+//! Trust roots: clients verify servers against the system's store through
+//! `rustls-native-certs`, as Twisted's `platformTrust` uses OpenSSL's: an administrator's
+//! own authority in `/etc/ssl/certs` is trusted, and `SSL_CERT_FILE` works, which the
+//! bundled copy of `webpki-roots` would not do.
+//!
+//! Invariant: the TLS state lives in the socket connection that carries it
+//! (`net/connection.rs` drives a [`session`] through the stream core); the wrappers here only
+//! start it and pass events on.
+
+mod config;
+mod error;
+mod factory;
+pub(crate) mod session;
+
+pub use config::{
+    ClientAuth, ClientConfig, ClientConfigBuilder, Identity, Roots, ServerConfig,
+    ServerConfigBuilder, load_certificates, load_private_key,
+};
+pub use error::{TlsConfigError, TlsError, TlsErrorKind};
+pub use factory::{TlsClientFactory, TlsServerFactory};
+pub use rustls::pki_types::CertificateDer;
+pub use rustls::{CipherSuite, ProtocolVersion};
+
+/// How to start TLS on a connection: which side we are, with which configuration, and any
+/// bytes already received that belong to the TLS stream (the argument of
+/// [`TransportOps::start_tls`](crate::net::TransportOps::start_tls)).
+#[derive(Debug, Clone)]
+pub struct StartTls {
+    pub(crate) side: Side,
+    pub(crate) received: Vec<u8>,
+}
+
+#[derive(Debug, Clone)]
+pub(crate) enum Side {
+    Server(ServerConfig),
+    Client(ClientConfig, String),
+}
+
+impl StartTls {
+    /// We are the server.
+    pub fn server(config: &ServerConfig) -> StartTls {
+        StartTls {
+            side: Side::Server(config.clone()),
+            received: Vec::new(),
+        }
+    }
+
+    /// We are the client, connecting to `server_name` (a DNS name or an IP address: what
+    /// the certificate must be for, and the SNI sent).
+    pub fn client(config: &ClientConfig, server_name: &str) -> StartTls {
+        StartTls {
+            side: Side::Client(config.clone(), server_name.to_string()),
+            received: Vec::new(),
+        }
+    }
+
+    /// Bytes the protocol received and did not use, which are the start of the TLS stream
+    /// (a line receiver's buffer after the `STARTTLS` line): they are decrypted first.
+    pub fn with_received(mut self, bytes: Vec<u8>) -> StartTls {
+        self.received = bytes;
+        self
+    }
+
+    /// Whether we are the client.
+    pub fn is_client(&self) -> bool {
+        matches!(self.side, Side::Client(..))
+    }
+}
+
+/// What a TLS connection negotiated (Twisted's `ISSLTransport.getPeerCertificate`,
+/// `negotiatedProtocol`).
+#[derive(Debug, Clone, PartialEq, Eq)]
+#[non_exhaustive]
+pub struct TlsInfo {
+    /// Whether the handshake has completed (until then the rest is mostly empty).
+    pub handshake_complete: bool,
+    /// TLS 1.2 or 1.3.
+    pub protocol_version: Option<ProtocolVersion>,
+    /// The cipher suite.
+    pub cipher_suite: Option<CipherSuite>,
+    /// The application protocol agreed by ALPN.
+    pub alpn_protocol: Option<Vec<u8>>,
+    /// The peer's certificate chain, its own first (empty for a client that sent none).
+    pub peer_certificates: Vec<CertificateDer<'static>>,
+    /// On a server, the name the client asked for by SNI.
+    pub server_name: Option<String>,
+}
