@@ -9,6 +9,8 @@ use std::rc::Rc;
 
 use common::pki::Pki;
 use common::{Log, log, push, safety_stop};
+use std::cell::Cell;
+use std::io::{Read, Write};
 use torsion::Reactor;
 use torsion::defer::Failure;
 use torsion::error::ConnectionDone;
@@ -16,7 +18,14 @@ use torsion::net::tcp::ListenOptions;
 use torsion::net::{Address, Connector, Transport};
 use torsion::protocol::{ClientFactory, Factory, Protocol};
 use torsion::time::ReactorTime;
-use torsion::tls::{ClientConfig, ServerConfig, TlsError, TlsInfo};
+
+use std::net::TcpStream;
+
+use torsion::net::Producer;
+use torsion::protocols::basic::{LineContext, LineHandler, LineReceiver};
+use torsion::tls::{
+    ClientAuth, ClientConfig, ServerConfig, StartTls, TlsClientFactory, TlsError, TlsInfo,
+};
 
 /// A reason as the logs write it: `done`, `tls:Kind`, or the message.
 fn kind(reason: &Failure) -> String {
@@ -194,17 +203,33 @@ fn exchange_named(
 
 /// Runs the reactor until `done` says so (checked every 5 ms), 20 s at most.
 fn run_until(reactor: &Reactor, done: impl Fn() -> bool + 'static) {
-    fn poll(reactor: Reactor, done: Rc<dyn Fn() -> bool>) {
-        if done() {
-            let _ = reactor.stop();
-        } else {
-            let r = reactor.clone();
-            reactor.call_later(0.005, move || poll(r, done));
+    run_steps(reactor, vec![Box::new(done)]);
+}
+
+/// Runs the reactor through `steps`: each is polled every 5 ms until it returns true, then
+/// the next; the reactor stops after the last (or after 20 s).
+fn run_steps(reactor: &Reactor, steps: Vec<Box<dyn FnMut() -> bool>>) {
+    type Steps = Rc<RefCell<std::collections::VecDeque<Box<dyn FnMut() -> bool>>>>;
+    fn poll(reactor: Reactor, steps: Steps) {
+        loop {
+            let done = match steps.borrow_mut().front_mut() {
+                Some(step) => step(),
+                None => {
+                    let _ = reactor.stop();
+                    return;
+                }
+            };
+            if !done {
+                break;
+            }
+            steps.borrow_mut().pop_front();
         }
+        let r = reactor.clone();
+        reactor.call_later(0.005, move || poll(r, steps));
     }
+    let steps: Steps = Rc::new(RefCell::new(steps.into()));
     let r = reactor.clone();
-    let done: Rc<dyn Fn() -> bool> = Rc::new(done);
-    reactor.call_soon(move || poll(r, done));
+    reactor.call_soon(move || poll(r, steps));
     safety_stop(reactor, 20.0);
     reactor.run().unwrap();
     common::assert_not_timed_out();
@@ -259,6 +284,568 @@ reactor_test! {
         assert!(!has_entry(&log, "c-handshake"), "{log:?}");
         assert!(side.got.borrow().is_empty());
         assert!(log.iter().any(|e| e.starts_with("s-lost:tls:AlertReceived")), "{log:?}");
+    }
+}
+
+reactor_test! {
+    fn an_expired_certificate_is_refused(reactor: Reactor) {
+        let pki = Pki::new();
+        let server = ServerConfig::new(pki.expired_server(&["localhost"])).unwrap();
+        let (log, _, _) = exchange_named(&reactor, &server, &pki.client_config(), "localhost", b"x");
+        let l = log.clone();
+        run_until(&reactor, move || has(&l, "c-failed") && has(&l, "s-lost"));
+        assert!(has_entry(&entries(&log), "c-failed:tls:CertificateExpired"), "{:?}", entries(&log));
+    }
+
+    fn a_certificate_from_an_authority_not_trusted_is_refused(reactor: Reactor) {
+        let pki = Pki::new();
+        let stranger = Pki::new();
+        let (log, _, _) = exchange_named(&reactor, &stranger.server_config(), &pki.client_config(), "localhost", b"x");
+        let l = log.clone();
+        run_until(&reactor, move || has(&l, "c-failed") && has(&l, "s-lost"));
+        assert!(has_entry(&entries(&log), "c-failed:tls:UnknownIssuer"), "{:?}", entries(&log));
+    }
+
+    fn a_required_client_certificate_that_is_missing_refuses_the_client(reactor: Reactor) {
+        let pki = Pki::new();
+        let server = ServerConfig::builder(pki.server(&["localhost"]))
+            .client_auth(ClientAuth::Required(pki.roots()))
+            .build()
+            .unwrap();
+        let (log, side, _) = exchange_named(&reactor, &server, &pki.client_config(), "localhost", b"x");
+        let l = log.clone();
+        run_until(&reactor, move || (has(&l, "c-failed") || has(&l, "c-closed")) && has(&l, "s-lost"));
+        let log = entries(&log);
+        assert!(has_entry(&log, "s-lost:tls:CertificateRequired"), "{log:?}");
+        assert!(!has_entry(&log, "s-handshake"), "{log:?}");
+        assert!(log.iter().any(|e| e.starts_with("c-lost:tls:")), "{log:?}");
+        assert!(side.got.borrow().is_empty());
+    }
+
+    fn a_required_client_certificate_is_checked_and_visible_to_the_server(reactor: Reactor) {
+        let pki = Pki::new();
+        let server = ServerConfig::builder(pki.server(&["localhost"]))
+            .client_auth(ClientAuth::Required(pki.roots()))
+            .build()
+            .unwrap();
+        let alice = pki.client("alice");
+        let alice_der = alice.chain()[0].clone();
+        let client = ClientConfig::builder().roots(pki.roots()).identity(alice).build().unwrap();
+        let (log, side, server_info) = exchange_named(&reactor, &server, &client, "localhost", b"ping");
+        let l = log.clone();
+        run_until(&reactor, move || has(&l, "c-closed") && has(&l, "s-lost"));
+        assert_eq!(&*side.got.borrow(), b"ping", "{:?}", entries(&log));
+        let info = server_info.borrow().clone().unwrap();
+        assert_eq!(info.peer_certificates, vec![alice_der]);
+    }
+
+    fn an_optional_client_certificate_may_be_left_out(reactor: Reactor) {
+        let pki = Pki::new();
+        let server = ServerConfig::builder(pki.server(&["localhost"]))
+            .client_auth(ClientAuth::Optional(pki.roots()))
+            .build()
+            .unwrap();
+        let (log, side, server_info) = exchange_named(&reactor, &server, &pki.client_config(), "localhost", b"ping");
+        let l = log.clone();
+        run_until(&reactor, move || has(&l, "c-closed") && has(&l, "s-lost"));
+        assert_eq!(&*side.got.borrow(), b"ping", "{:?}", entries(&log));
+        assert!(server_info.borrow().clone().unwrap().peer_certificates.is_empty());
+    }
+
+    fn sni_chooses_the_certificate_by_name(reactor: Reactor) {
+        let pki = Pki::new();
+        let (a, b) = (pki.server(&["a.test"]), pki.server(&["b.test"]));
+        let (a_der, b_der) = (a.chain()[0].clone(), b.chain()[0].clone());
+        let server = ServerConfig::builder(pki.server(&["default.test"]))
+            .sni("a.test", a)
+            .sni("b.test", b)
+            .build()
+            .unwrap();
+        let log = log();
+        let (factory, server_info) = server_factory(&log);
+        let port = listen(&reactor, factory, &server);
+        let sides: Vec<Rc<ClientSide>> = ["a.test", "b.test"]
+            .iter()
+            .map(|name| {
+                let side = ClientSide::new(&reactor, &log, b"x");
+                reactor.connect_tcp("127.0.0.1", port, TlsClientFactory::new(&pki.client_config(), name, side.clone()));
+                side
+            })
+            .collect();
+        let l = log.clone();
+        run_until(&reactor, move || l.borrow().iter().filter(|e| e.starts_with("c-closed")).count() == 2);
+        assert_eq!(sides[0].info.borrow().clone().unwrap().peer_certificates, vec![a_der], "{:?}", entries(&log));
+        assert_eq!(sides[1].info.borrow().clone().unwrap().peer_certificates, vec![b_der]);
+        let names: Option<String> = server_info.borrow().clone().unwrap().server_name;
+        assert!(matches!(names.as_deref(), Some("a.test" | "b.test")), "{names:?}");
+    }
+
+    fn alpn_agrees_on_a_protocol_both_sides_see(reactor: Reactor) {
+        let pki = Pki::new();
+        let server = ServerConfig::builder(pki.server(&["localhost"]))
+            .alpn_protocols(&["h2", "http/1.1"])
+            .build()
+            .unwrap();
+        let client = ClientConfig::builder().roots(pki.roots()).alpn_protocols(&["http/1.1"]).build().unwrap();
+        let (log, side, server_info) = exchange_named(&reactor, &server, &client, "localhost", b"GET");
+        let l = log.clone();
+        run_until(&reactor, move || has(&l, "c-closed") && has(&l, "s-lost"));
+        assert_eq!(side.info.borrow().clone().unwrap().alpn_protocol.as_deref(), Some(&b"http/1.1"[..]));
+        assert_eq!(server_info.borrow().clone().unwrap().alpn_protocol.as_deref(), Some(&b"http/1.1"[..]));
+    }
+
+    fn alpn_without_a_shared_protocol_fails_the_handshake(reactor: Reactor) {
+        let pki = Pki::new();
+        let server = ServerConfig::builder(pki.server(&["localhost"])).alpn_protocols(&["h2"]).build().unwrap();
+        let client = ClientConfig::builder().roots(pki.roots()).alpn_protocols(&["imap"]).build().unwrap();
+        let (log, _, _) = exchange_named(&reactor, &server, &client, "localhost", b"x");
+        let l = log.clone();
+        run_until(&reactor, move || has(&l, "c-failed") && has(&l, "s-lost"));
+        let log = entries(&log);
+        assert!(has_entry(&log, "c-failed:tls:NoApplicationProtocol"), "{log:?}");
+        assert!(has_entry(&log, "s-lost:tls:NoApplicationProtocol"), "{log:?}");
+    }
+
+    fn sixty_four_mebibytes_each_way_arrive_intact(reactor: Reactor) {
+        const TOTAL: usize = 64 << 20;
+        let pki = Pki::new();
+        let log = log();
+        let (factory, _) = server_factory(&log);
+        let port = listen(&reactor, factory, &pki.server_config());
+        let got = Rc::new(Cell::new(0usize));
+        let sum = Rc::new(Cell::new(Checksum::default()));
+        let (g, s2) = (got.clone(), sum.clone());
+        let client = Rc::new(move || Bulk { total: TOTAL, got: g.clone(), sum: s2.clone(), transport: None });
+        reactor.connect_tls("127.0.0.1", port, client, &pki.client_config());
+        let g = got.clone();
+        run_until(&reactor, move || g.get() >= TOTAL);
+        assert_eq!(got.get(), TOTAL);
+        let mut expected = Checksum::default();
+        for chunk in 0..TOTAL / CHUNK {
+            expected.add(&pattern(chunk));
+        }
+        assert_eq!(sum.get(), expected, "the echoed stream differs from the one sent");
+    }
+
+    fn a_slow_reader_behind_tls_keeps_the_writers_memory_bounded(reactor: Reactor) {
+        let pki = Pki::new();
+        let peak = Rc::new(Cell::new(0usize));
+        let paused = Rc::new(Cell::new(0u32));
+        let written = Rc::new(Cell::new(0usize));
+        let (p, pa, w) = (peak.clone(), paused.clone(), written.clone());
+        let server = Rc::new(move || Flood { peak: p.clone(), paused: pa.clone(), written: w.clone() });
+        let port = listen(&reactor, server, &pki.server_config());
+        let client_transport: Rc<RefCell<Option<Transport>>> = Rc::default();
+        let received = Rc::new(Cell::new(0usize));
+        let (ct, rc) = (client_transport.clone(), received.clone());
+        let client = Rc::new(move || Sink { transport: ct.clone(), received: rc.clone() });
+        reactor.connect_tls("127.0.0.1", port, client, &pki.client_config());
+        // The client reads nothing until the server's producer has been paused.
+        let peak_at_pause = Rc::new(Cell::new(0usize));
+        let (pa, pk, pap) = (paused.clone(), peak.clone(), peak_at_pause.clone());
+        let (r, w) = (received.clone(), written.clone());
+        run_steps(
+            &reactor,
+            vec![
+                Box::new(move || {
+                    if pa.get() == 0 {
+                        return false;
+                    }
+                    pap.set(pk.get());
+                    if let Some(t) = client_transport.borrow().as_ref() {
+                        t.resume_producing();
+                    }
+                    true
+                }),
+                Box::new(move || w.get() >= FLOOD_TOTAL && r.get() >= FLOOD_TOTAL),
+            ],
+        );
+        let high = torsion::net::tcp::HIGH_WATER_MARK;
+        assert!(
+            peak_at_pause.get() <= high + FLOOD_CHUNK,
+            "buffered {} over a high-water mark of {high}",
+            peak_at_pause.get()
+        );
+        assert!(peak.get() <= high + FLOOD_CHUNK, "buffered {}", peak.get());
+        assert_eq!(received.get(), FLOOD_TOTAL);
+    }
+
+    fn starttls_over_a_line_receiver_loses_nothing_at_the_boundary(reactor: Reactor) {
+        let pki = Pki::new();
+        let log = log();
+        let (config, l) = (pki.server_config(), log.clone());
+        let server = Rc::new(move || LineReceiver::new(StartTlsServer { config: config.clone(), log: l.clone(), reply: true }));
+        let (_, port) = common::listen_local(&reactor, server);
+        let (config, l) = (pki.client_config(), log.clone());
+        let client = Rc::new(move || StartTlsClient { config: config.clone(), log: l.clone(), pipelined: false, transport: None, got: Vec::new() });
+        reactor.connect_tcp("127.0.0.1", port, client);
+        let l = log.clone();
+        run_until(&reactor, move || has(&l, "c-lost"));
+        let log = entries(&log);
+        assert!(has_entry(&log, "s-line:before"), "{log:?}");
+        assert!(has_entry(&log, "s-line:after"), "{log:?}");
+        assert!(has_entry(&log, "c-got:GO|echo:after|"), "{log:?}");
+        assert!(has_entry(&log, "c-tls:true"), "{log:?}");
+    }
+
+    fn starttls_with_the_hello_in_the_same_packet_as_the_command(reactor: Reactor) {
+        let pki = Pki::new();
+        let log = log();
+        let (config, l) = (pki.server_config(), log.clone());
+        let server = Rc::new(move || LineReceiver::new(StartTlsServer { config: config.clone(), log: l.clone(), reply: false }));
+        let (_, port) = common::listen_local(&reactor, server);
+        let (config, l) = (pki.client_config(), log.clone());
+        let client = Rc::new(move || StartTlsClient { config: config.clone(), log: l.clone(), pipelined: true, transport: None, got: Vec::new() });
+        reactor.connect_tcp("127.0.0.1", port, client);
+        let l = log.clone();
+        run_until(&reactor, move || has(&l, "c-lost"));
+        let log = entries(&log);
+        assert!(has_entry(&log, "s-line:after"), "{log:?}");
+        assert!(has_entry(&log, "c-got:echo:after|"), "{log:?}");
+    }
+
+    fn plaintext_or_random_bytes_close_only_that_connection(reactor: Reactor) {
+        let pki = Pki::new();
+        let log = log();
+        let (factory, _) = server_factory(&log);
+        let port = listen(&reactor, factory, &pki.server_config());
+        for garbage in [&b"GET / HTTP/1.0\r\n\r\n"[..], &[0x16, 0x03, 0x01, 0xff, 0xff, 1, 2, 3][..], &[0xde; 300][..]] {
+            let l = log.clone();
+            let g = garbage.to_vec();
+            reactor.connect_tcp("127.0.0.1", port, Rc::new(move || Garbage { bytes: g.clone(), log: l.clone() }));
+        }
+        let side = ClientSide::new(&reactor, &log, b"still here");
+        let (l, r, sd, config) = (log.clone(), reactor.clone(), side.clone(), pki.client_config());
+        let l2 = log.clone();
+        run_steps(
+            &reactor,
+            vec![
+                Box::new(move || {
+                    if l.borrow().iter().filter(|e| e.starts_with("s-lost")).count() < 3 {
+                        return false;
+                    }
+                    // The server still serves.
+                    r.connect_tls("127.0.0.1", port, sd.clone(), &config);
+                    true
+                }),
+                Box::new(move || {
+                    has(&l2, "c-closed") && l2.borrow().iter().filter(|e| e.starts_with("s-lost")).count() == 4
+                }),
+            ],
+        );
+        let lost: Vec<String> = entries(&log).into_iter().filter(|e| e.starts_with("s-lost")).collect();
+        assert_eq!(lost.len(), 4, "{lost:?}");
+        assert!(lost[..3].iter().all(|e| e.starts_with("s-lost:tls:")), "{lost:?}");
+        assert!(lost.iter().any(|e| e == "s-lost:tls:NotTls"), "{lost:?}");
+        assert_eq!(&*side.got.borrow(), b"still here");
+    }
+
+    fn a_tcp_close_without_close_notify_is_reported_as_truncation(reactor: Reactor) {
+        let pki = Pki::new();
+        let log = log();
+        let (factory, _) = server_factory(&log);
+        let port = listen(&reactor, factory, &pki.server_config());
+        let config = pki.client_config().rustls().clone();
+        let peer = std::thread::spawn(move || {
+            let name = "localhost".try_into().unwrap();
+            let conn = rustls::ClientConnection::new(config, name).unwrap();
+            let sock = TcpStream::connect(("127.0.0.1", port)).unwrap();
+            let mut tls = rustls::StreamOwned::new(conn, sock);
+            tls.write_all(b"cut").unwrap();
+            let mut echo = [0u8; 3];
+            tls.read_exact(&mut echo).unwrap();
+            // Close TCP without a close_notify.
+            tls.sock.shutdown(std::net::Shutdown::Both).unwrap();
+            echo
+        });
+        let l = log.clone();
+        run_until(&reactor, move || has(&l, "s-lost"));
+        assert_eq!(&peer.join().unwrap(), b"cut");
+        assert!(has_entry(&entries(&log), "s-lost:tls:Truncated"), "{:?}", entries(&log));
+    }
+
+    fn start_tls_twice_or_on_a_closed_connection_is_an_error(reactor: Reactor) {
+        let pki = Pki::new();
+        let log = log();
+        let (config, l) = (pki.server_config(), log.clone());
+        let factory = Rc::new(move || Twice { config: config.clone(), log: l.clone() });
+        let (_, port) = common::listen_local(&reactor, factory);
+        let side = ClientSide::new(&reactor, &log, b"x");
+        reactor.connect_tls("127.0.0.1", port, side, &pki.client_config());
+        let l = log.clone();
+        run_until(&reactor, move || has(&l, "twice:"));
+        let log = entries(&log);
+        assert!(has_entry(&log, "twice:tls:CannotStart(\"TLS was started on this connection already\")"), "{log:?}");
+    }
+}
+
+/// Starts TLS a second time in `connection_made`, over the first that the factory started.
+struct Twice {
+    config: ServerConfig,
+    log: Log,
+}
+
+impl Protocol for Twice {
+    fn connection_made(&mut self, transport: Transport) {
+        transport.start_tls(StartTls::server(&self.config)).unwrap();
+        let second = transport
+            .start_tls(StartTls::server(&self.config))
+            .unwrap_err();
+        push(&self.log, format!("twice:{}", kind(&second)));
+    }
+}
+
+const CHUNK: usize = 64 * 1024;
+
+/// Chunk `n` of the bulk stream: bytes that differ from chunk to chunk.
+fn pattern(n: usize) -> Vec<u8> {
+    (0..CHUNK)
+        .map(|i| (i.wrapping_mul(31) ^ n.wrapping_mul(7)) as u8)
+        .collect()
+}
+
+/// An order-sensitive checksum (FNV-1a over 64-bit words).
+#[derive(Default, Clone, Copy, PartialEq, Eq, Debug)]
+struct Checksum(u64, u64);
+
+impl Checksum {
+    fn add(&mut self, data: &[u8]) {
+        let mut h = if self.1 == 0 {
+            0xcbf2_9ce4_8422_2325
+        } else {
+            self.0
+        };
+        for b in data {
+            h = (h ^ u64::from(*b)).wrapping_mul(0x100_0000_01b3);
+        }
+        self.0 = h;
+        self.1 += data.len() as u64;
+    }
+}
+
+/// Sends `total` bytes through a pull producer and checks what comes back.
+struct Bulk {
+    total: usize,
+    got: Rc<Cell<usize>>,
+    sum: Rc<Cell<Checksum>>,
+    transport: Option<Transport>,
+}
+
+struct BulkProducer {
+    transport: Transport,
+    next: Cell<usize>,
+    chunks: usize,
+}
+
+impl Producer for BulkProducer {
+    fn resume_producing(&self) {
+        let n = self.next.get();
+        if n == self.chunks {
+            self.transport.unregister_producer();
+            return;
+        }
+        self.next.set(n + 1);
+        self.transport.write(&pattern(n));
+    }
+    fn stop_producing(&self) {}
+}
+
+impl Protocol for Bulk {
+    fn connection_made(&mut self, transport: Transport) {
+        let producer = Rc::new(BulkProducer {
+            transport: transport.clone(),
+            next: Cell::new(0),
+            chunks: self.total / CHUNK,
+        });
+        transport.register_producer(producer, false).unwrap();
+        self.transport = Some(transport);
+    }
+    fn data_received(&mut self, data: &[u8]) {
+        let mut sum = self.sum.get();
+        // The checksum is over chunk boundaries of the stream, not of the reads: feed it
+        // byte-exactly in order.
+        sum.add(data);
+        self.sum.set(sum);
+        self.got.set(self.got.get() + data.len());
+        if self.got.get() >= self.total
+            && let Some(t) = &self.transport
+        {
+            t.lose_connection();
+        }
+    }
+}
+
+const FLOOD_CHUNK: usize = 16 * 1024;
+const FLOOD_TOTAL: usize = 8 << 20;
+
+/// Writes `FLOOD_TOTAL` bytes as a push producer, pausing when told; records the largest
+/// buffer it saw.
+struct Flood {
+    peak: Rc<Cell<usize>>,
+    paused: Rc<Cell<u32>>,
+    written: Rc<Cell<usize>>,
+}
+
+struct FloodProducer {
+    transport: Transport,
+    reactor: Reactor,
+    me: std::rc::Weak<FloodProducer>,
+    running: Cell<bool>,
+    peak: Rc<Cell<usize>>,
+    paused: Rc<Cell<u32>>,
+    written: Rc<Cell<usize>>,
+}
+
+impl FloodProducer {
+    fn pump(&self) {
+        while self.running.get() && self.written.get() < FLOOD_TOTAL {
+            self.transport.write(&[b'f'; FLOOD_CHUNK]);
+            self.written.set(self.written.get() + FLOOD_CHUNK);
+            self.peak
+                .set(self.peak.get().max(self.transport.buffered()));
+        }
+        if self.written.get() >= FLOOD_TOTAL {
+            self.transport.unregister_producer();
+        }
+    }
+}
+
+impl Producer for FloodProducer {
+    fn resume_producing(&self) {
+        self.running.set(true);
+        if let Some(me) = self.me.upgrade() {
+            self.reactor.call_soon(move || me.pump());
+        }
+    }
+    fn pause_producing(&self) {
+        self.running.set(false);
+        self.paused.set(self.paused.get() + 1);
+    }
+    fn stop_producing(&self) {
+        self.running.set(false);
+    }
+}
+
+impl Protocol for Flood {
+    fn handshake_completed(&mut self) {}
+    fn connection_made(&mut self, transport: Transport) {
+        let reactor = Reactor::current().expect("a reactor runs this protocol");
+        let producer = Rc::new_cyclic(|me| FloodProducer {
+            transport: transport.clone(),
+            reactor,
+            me: me.clone(),
+            running: Cell::new(true),
+            peak: self.peak.clone(),
+            paused: self.paused.clone(),
+            written: self.written.clone(),
+        });
+        transport.register_producer(producer.clone(), true).unwrap();
+        producer.resume_producing();
+    }
+}
+
+/// Reads nothing at first (paused), then counts what arrives.
+struct Sink {
+    transport: Rc<RefCell<Option<Transport>>>,
+    received: Rc<Cell<usize>>,
+}
+
+impl Protocol for Sink {
+    fn connection_made(&mut self, transport: Transport) {
+        transport.pause_producing();
+        *self.transport.borrow_mut() = Some(transport);
+    }
+    fn data_received(&mut self, data: &[u8]) {
+        self.received.set(self.received.get() + data.len());
+    }
+}
+
+/// The STARTTLS server: lines in the clear until `STARTTLS`, then TLS; echoes other lines.
+struct StartTlsServer {
+    config: ServerConfig,
+    log: Log,
+    /// Answer `GO` in the clear before switching (as SMTP and IMAP do).
+    reply: bool,
+}
+
+impl LineHandler for StartTlsServer {
+    fn line_received(&mut self, ctx: &mut LineContext<'_>, line: &[u8]) {
+        let line = String::from_utf8_lossy(line).into_owned();
+        push(&self.log, format!("s-line:{line}"));
+        match line.as_str() {
+            "STARTTLS" => {
+                if self.reply {
+                    ctx.send_line(b"GO");
+                }
+                ctx.start_tls(StartTls::server(&self.config)).unwrap();
+            }
+            "before" => {}
+            other => ctx.send_line(format!("echo:{other}").as_bytes()),
+        }
+    }
+}
+
+/// The STARTTLS client: `before`, `STARTTLS`, then `after` over TLS; closes once echoed.
+struct StartTlsClient {
+    config: ClientConfig,
+    log: Log,
+    /// Start TLS right after the command, without waiting for `GO`.
+    pipelined: bool,
+    transport: Option<Transport>,
+    got: Vec<u8>,
+}
+
+impl Protocol for StartTlsClient {
+    fn connection_made(&mut self, transport: Transport) {
+        transport.write(b"before\r\nSTARTTLS\r\n");
+        if self.pipelined {
+            transport
+                .start_tls(StartTls::client(&self.config, "localhost"))
+                .unwrap();
+            transport.write(b"after\r\n");
+        }
+        self.transport = Some(transport);
+    }
+    fn data_received(&mut self, data: &[u8]) {
+        self.got.extend_from_slice(data);
+        let Some(t) = self.transport.clone() else {
+            return;
+        };
+        if !self.pipelined && t.tls_info().is_none() && self.got.ends_with(b"GO\r\n") {
+            t.start_tls(StartTls::client(&self.config, "localhost"))
+                .unwrap();
+            t.write(b"after\r\n");
+        }
+        if self.got.ends_with(b"echo:after\r\n") {
+            let text = String::from_utf8_lossy(&self.got).replace("\r\n", "|");
+            push(&self.log, format!("c-got:{text}"));
+            push(
+                &self.log,
+                format!(
+                    "c-tls:{}",
+                    t.tls_info().is_some_and(|i| i.handshake_complete)
+                ),
+            );
+            t.lose_connection();
+        }
+    }
+    fn connection_lost(&mut self, reason: Failure) {
+        push(&self.log, format!("c-lost:{}", kind(&reason)));
+    }
+}
+
+/// Sends bytes that are not TLS to a TLS port.
+struct Garbage {
+    bytes: Vec<u8>,
+    log: Log,
+}
+
+impl Protocol for Garbage {
+    fn connection_made(&mut self, transport: Transport) {
+        transport.write(&self.bytes);
+    }
+    fn connection_lost(&mut self, reason: Failure) {
+        push(&self.log, format!("g-lost:{}", kind(&reason)));
     }
 }
 

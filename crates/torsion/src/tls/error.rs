@@ -250,3 +250,30 @@ impl Error for TlsConfigError {
         self.source.as_deref().map(|e| e as &(dyn Error + 'static))
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn truncation_says_the_data_may_be_cut_short() {
+        let text = TlsError::new(TlsErrorKind::Truncated, false).to_string();
+        assert!(text.contains("without a TLS close_notify"), "{text}");
+        assert!(text.contains("truncated"), "{text}");
+    }
+
+    #[test]
+    fn a_handshake_failure_names_its_cause_and_keeps_the_rustls_error() {
+        let err = TlsError::from_rustls(
+            rustls::Error::InvalidCertificate(CertificateError::Expired),
+            true,
+        );
+        assert_eq!(err.kind(), &TlsErrorKind::CertificateExpired);
+        assert!(err.during_handshake());
+        assert!(
+            err.to_string()
+                .starts_with("TLS handshake failed: the peer's certificate has expired")
+        );
+        assert!(err.source().is_some());
+    }
+}

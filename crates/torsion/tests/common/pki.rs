@@ -7,6 +7,13 @@ use rcgen::{
 };
 use torsion::tls::{ClientConfig, Identity, Roots, ServerConfig};
 
+/// A number for each authority made, so that two of them never share a name (a client
+/// would then take one for the other, and report a bad signature, not an unknown issuer).
+fn next_serial() -> usize {
+    static SERIAL: std::sync::atomic::AtomicUsize = std::sync::atomic::AtomicUsize::new(1);
+    SERIAL.fetch_add(1, std::sync::atomic::Ordering::Relaxed)
+}
+
 /// A certificate authority for one test.
 pub struct Pki {
     ca: CertifiedIssuer<'static, KeyPair>,
@@ -23,9 +30,10 @@ impl Pki {
     pub fn new() -> Pki {
         let mut params = CertificateParams::new(Vec::<String>::new()).unwrap();
         params.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
-        params
-            .distinguished_name
-            .push(DnType::CommonName, "torsion test authority");
+        params.distinguished_name.push(
+            DnType::CommonName,
+            format!("torsion test authority {}", next_serial()),
+        );
         params.key_usages = vec![KeyUsagePurpose::KeyCertSign, KeyUsagePurpose::CrlSign];
         let ca = CertifiedIssuer::self_signed(params, KeyPair::generate().unwrap()).unwrap();
         Pki { ca }

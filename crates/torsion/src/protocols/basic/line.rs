@@ -135,6 +135,19 @@ impl LineContext<'_> {
         self.parser.buffered()
     }
 
+    /// Starts TLS on the connection after this line (STARTTLS, Twisted's
+    /// `transport.startTLS` from `lineReceived`): the bytes received after the line are
+    /// the start of the TLS stream, so they are taken from the line buffer and handed to
+    /// the transport to decrypt, and nothing at the boundary is lost or read as lines.
+    ///
+    /// # Errors
+    ///
+    /// As for [`TransportOps::start_tls`](crate::net::TransportOps::start_tls).
+    pub fn start_tls(&mut self, start: crate::tls::StartTls) -> Result<(), Failure> {
+        let received = self.parser.clear_line_buffer();
+        self.base.transport.start_tls(start.with_received(received))
+    }
+
     /// The delimiter lines end with (Twisted's `delimiter`).
     pub fn delimiter(&self) -> &[u8] {
         self.parser.delimiter()
