@@ -149,15 +149,11 @@ fn an_unknown_endpoint_type_is_an_error_naming_the_type() {
         client_problem("gopher:host=x"),
         EndpointSyntaxProblem::UnknownType("gopher".into())
     );
-    // TLS registers ssl and tls; until then they are unknown.
-    assert_eq!(
-        server_problem("ssl:443"),
-        EndpointSyntaxProblem::UnknownType("ssl".into())
-    );
-    assert_eq!(
-        client_problem("tls:example.com:443"),
-        EndpointSyntaxProblem::UnknownType("tls".into())
-    );
+    // ssl and tls are built in: known, and checked (no key file here).
+    assert!(matches!(
+        server_problem("ssl:443:privateKey=/nonexistent.pem"),
+        EndpointSyntaxProblem::Invalid { .. }
+    ));
 }
 
 #[test]

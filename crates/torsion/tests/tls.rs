@@ -21,6 +21,7 @@ use torsion::time::ReactorTime;
 
 use std::net::TcpStream;
 
+use torsion::endpoints::{client_from_string, server_from_string};
 use torsion::net::Producer;
 use torsion::protocols::basic::{LineContext, LineHandler, LineReceiver};
 use torsion::tls::{
@@ -577,6 +578,70 @@ reactor_test! {
         let log = entries(&log);
         assert!(has_entry(&log, "twice:tls:CannotStart(\"TLS was started on this connection already\")"), "{log:?}");
     }
+}
+
+reactor_test! {
+    fn ssl_and_tls_endpoint_strings_serve_and_connect_with_pem_files(reactor: Reactor) {
+        let pki = Pki::new();
+        let dir = common::TempDir::new();
+        let (cert, key) = pki.server_pem(&["localhost"]);
+        std::fs::write(dir.join("cert.pem"), cert).unwrap();
+        std::fs::write(dir.join("key.pem"), key).unwrap();
+        std::fs::write(dir.join("ca.pem"), pki.ca_pem()).unwrap();
+        let log = log();
+        let (factory, _) = server_factory(&log);
+        let description = format!(
+            "ssl:0:privateKey={}:certKey={}:interface=127.0.0.1",
+            dir.join("key.pem").display(),
+            dir.join("cert.pem").display()
+        );
+        let server = server_from_string(&reactor, &description).unwrap();
+        let port = server.listen(factory).take_result().unwrap().unwrap();
+        let number = port.host().port().unwrap();
+        let ok = client_from_string(&reactor, &format!("tls:localhost:{number}:trustRoots={}", dir.join("ca.pem").display())).unwrap();
+        // The certificate is for localhost only: 127.0.0.1 is refused.
+        let wrong = client_from_string(&reactor, &format!("tls:127.0.0.1:{number}:trustRoots={}", dir.0.display())).unwrap();
+        let outcomes: Rc<RefCell<Vec<String>>> = Rc::default();
+        for (name, endpoint) in [("ok", ok), ("wrong", wrong)] {
+            let side = ClientSide::new(&reactor, &log, b"via endpoints");
+            let o = outcomes.clone();
+            let mut d = endpoint.connect(side).add_callbacks(
+                move |t: Transport| {
+                    let done = t.tls_info().is_some_and(|i| i.handshake_complete);
+                    o.borrow_mut().push(format!("{name}:connected:{done}"));
+                    Ok::<(), Failure>(())
+                },
+                {
+                    let o = outcomes.clone();
+                    move |f: Failure| {
+                        o.borrow_mut().push(format!("{name}:failed:{}", kind(&f)));
+                        Ok::<(), Failure>(())
+                    }
+                },
+            );
+            let _ = d.take_result();
+        }
+        let o = outcomes.clone();
+        let l = log.clone();
+        run_until(&reactor, move || o.borrow().len() == 2 && has(&l, "c-lost:done"));
+        let mut outcomes = outcomes.borrow().clone();
+        outcomes.sort();
+        assert_eq!(outcomes, ["ok:connected:true", "wrong:failed:tls:CertificateNotValidForName"]);
+    }
+}
+
+#[test]
+fn ssl_endpoint_strings_report_missing_files_and_unsupported_options() {
+    let reactor = Reactor::new().unwrap();
+    let err = server_from_string(&reactor, "ssl:0:privateKey=/nonexistent/key.pem").unwrap_err();
+    assert!(err.to_string().contains("/nonexistent/key.pem"), "{err}");
+    let err = server_from_string(&reactor, "ssl:0:sslmethod=TLSv1_2_METHOD").unwrap_err();
+    assert!(err.to_string().contains("sslmethod"), "{err}");
+    let err =
+        client_from_string(&reactor, "tls:example.com:443:trustRoots=/nonexistent").unwrap_err();
+    assert!(err.to_string().contains("/nonexistent"), "{err}");
+    let err = client_from_string(&reactor, "tls:example.com:443:privateKey=k.pem").unwrap_err();
+    assert!(err.to_string().contains("needs a certificate"), "{err}");
 }
 
 /// Starts TLS a second time in `connection_made`, over the first that the factory started.

@@ -673,4 +673,8 @@ impl Protocol for ServiceProtocol {
     fn write_connection_lost(&mut self) {
         self.inner.write_connection_lost();
     }
+
+    fn handshake_completed(&mut self) {
+        self.inner.handshake_completed();
+    }
 }

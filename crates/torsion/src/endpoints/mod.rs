@@ -4,7 +4,7 @@
 //! A [`ServerEndpoint`] listens with a factory and hands back a [`ListeningPort`]; a
 //! [`ClientEndpoint`] connects with a factory and hands back the connection's
 //! [`Transport`]. Code written against the two traits runs unchanged over TCP, TCP over
-//! IPv6, UNIX sockets and (later) TLS, and a program can take its endpoints from its
+//! IPv6, UNIX sockets and TLS, and a program can take its endpoints from its
 //! configuration as strings in Twisted's syntax, `type:positional:key=value`, with `\:` for
 //! a colon and `\\` for a backslash inside an argument:
 //!
@@ -17,6 +17,8 @@
 //! | `tcp:example.com:80:timeout=5:bindAddress=10.0.0.2` | [`TcpClientEndpoint`] (positional: host, port) |
 //! | `unix:/var/run/finger:timeout=5` | [`UnixClientEndpoint`] (positional: path) |
 //! | `stdio:` | [`StandardIoEndpoint`] (server only: one protocol on standard input and output) |
+//! | `ssl:8443:privateKey=key.pem:certKey=cert.pem:extraCertChain=chain.pem:interface=…` | [`TlsServerEndpoint`] over TCP (positional: port, privateKey, certKey, sslmethod, interface, backlog, extraCertChain, dhParameters) |
+//! | `tls:example.com:443:trustRoots=ca.pem:certificate=me.pem:privateKey=me.key` | [`TlsClientEndpoint`] over a [`HostnameEndpoint`] (positional: host, port, timeout, bindAddress, certificate, privateKey, trustRoots) |
 //!
 //! Stream server endpoints listen with a backlog of
 //! [`DEFAULT_BACKLOG`](crate::net::tcp::DEFAULT_BACKLOG) (1024, where Twisted's is 50, so
@@ -25,11 +27,11 @@
 //! [`StreamServerEndpointService`](crate::application::StreamServerEndpointService) listens
 //! with its endpoint's.
 //!
-//! [`server_from_string`] and [`client_from_string`] parse them; other modules and
-//! programs add their own types with [`register_server_parser`] and
-//! [`register_client_parser`] (TLS registers `ssl` and `tls` this way: until it does, they
-//! are unknown types). [`HostnameEndpoint`] connects to a name with several addresses the
-//! way RFC 8305 ("Happy Eyeballs") asks.
+//! [`server_from_string`] and [`client_from_string`] parse them; programs add their own
+//! types with [`register_server_parser`] and [`register_client_parser`].
+//! [`HostnameEndpoint`] connects to a name with several addresses the way RFC 8305 ("Happy
+//! Eyeballs") asks. A [`TlsClientEndpoint`]'s Deferred fires once the TLS handshake has
+//! completed, and fails with the [`TlsError`](crate::tls::TlsError) if it does not.
 //!
 //! UNIX socket endpoints listen and connect with [`Reactor::listen_unix_with`](crate::Reactor::listen_unix_with) and
 //! [`Reactor::connect_unix_with`](crate::Reactor::connect_unix_with), as [`UnixServerSpec`] and [`UnixClientSpec`] say;
@@ -42,7 +44,7 @@
 //!
 //! This file holds the two endpoint traits, [`connect_protocol`], and the factory adapters
 //! every endpoint listens and connects through; the endpoints themselves are in `tcp.rs`,
-//! `unix.rs`, `systemd.rs` and `hostname.rs`, the string syntax in `parser.rs`, all
+//! `unix.rs`, `systemd.rs`, `hostname.rs` and `tls.rs`, the string syntax in `parser.rs`, all
 //! re-exported here.
 //!
 //! Invariant: no user code (a factory, a protocol, a Deferred's callbacks, a registered
@@ -54,6 +56,7 @@ mod parser;
 mod stdio;
 mod systemd;
 mod tcp;
+mod tls;
 mod unix;
 
 pub use hostname::{DEFAULT_ATTEMPT_DELAY, HostnameEndpoint};
@@ -64,6 +67,7 @@ pub use parser::{
 pub use stdio::StandardIoEndpoint;
 pub use systemd::{SystemdDomain, SystemdServerEndpoint, SystemdSocket, SystemdSpec};
 pub use tcp::{Tcp6ServerEndpoint, TcpClientEndpoint, TcpServerEndpoint};
+pub use tls::{TlsClientEndpoint, TlsServerEndpoint};
 pub use unix::{
     DEFAULT_UNIX_MODE, UnixClientEndpoint, UnixClientSpec, UnixServerEndpoint, UnixServerSpec,
 };
@@ -301,6 +305,10 @@ impl Protocol for Notifying {
 
     fn write_connection_lost(&mut self) {
         self.inner.write_connection_lost();
+    }
+
+    fn handshake_completed(&mut self) {
+        self.inner.handshake_completed();
     }
 }
 

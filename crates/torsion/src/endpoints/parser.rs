@@ -315,8 +315,8 @@ thread_local! {
     static CLIENT_PARSERS: RefCell<HashMap<String, Rc<ClientParser>>> = RefCell::new(HashMap::new());
 }
 
-const SERVER_TYPES: [&str; 4] = ["tcp", "tcp6", "unix", "systemd"];
-const CLIENT_TYPES: [&str; 2] = ["tcp", "unix"];
+const SERVER_TYPES: [&str; 6] = ["tcp", "tcp6", "unix", "systemd", "ssl", "stdio"];
+const CLIENT_TYPES: [&str; 3] = ["tcp", "tls", "unix"];
 
 fn check_plugin_name(name: &str, builtin: &[&str]) -> Result<String, InvalidArgument> {
     let name = name.to_ascii_lowercase();
@@ -444,6 +444,7 @@ pub fn server_from_string(
             "tcp6" => parse_tcp6_server(reactor, &args),
             "unix" => parse_unix_server(reactor, &args),
             "systemd" => parse_systemd_server(reactor, &args),
+            "ssl" => parse_ssl_server(reactor, &args),
             "stdio" => {
                 // `stdio:` tokenizes to one empty argument, which Twisted ignores too.
                 let mut args = args.clone();
@@ -495,6 +496,7 @@ pub fn client_from_string(
     let result = EndpointArgs::parse(description).and_then(|args| {
         match args.endpoint_type.to_ascii_lowercase().as_str() {
             "tcp" => parse_tcp_client(reactor, &args),
+            "tls" => parse_tls_client(reactor, &args),
             "unix" => parse_unix_client(reactor, &args),
             other => {
                 let parser = CLIENT_PARSERS.with(|p| p.borrow().get(other).cloned());
@@ -629,6 +631,109 @@ fn parse_tcp_client(
             .timeout(args.timeout()?)
             .bind_address(bind_address),
     ))
+}
+
+/// `ssl:PORT[:privateKey[:certKey[:sslmethod[:interface[:backlog[:extraCertChain[:dhParameters]]]]]]]`
+/// (Twisted's `_parseSSL`): the key in `privateKey` (`server.pem` by default), the
+/// certificate in `certKey` (the key's file by default, which may hold both), the
+/// intermediates in `extraCertChain`. rustls negotiates its own versions and uses no
+/// finite-field Diffie-Hellman: `sslmethod` is refused, and `dhParameters` is ignored
+/// with a warning.
+fn parse_ssl_server(
+    reactor: &Reactor,
+    args: &EndpointArgs,
+) -> Result<Box<dyn ServerEndpoint>, EndpointSyntaxProblem> {
+    let args = args.bind(
+        &[
+            "port",
+            "privateKey",
+            "certKey",
+            "sslmethod",
+            "interface",
+            "backlog",
+            "extraCertChain",
+            "dhParameters",
+        ],
+        8,
+    )?;
+    let port = args.port("port")?;
+    if args.get("sslmethod").is_some() {
+        return Err(
+            args.invalid("sslmethod is not supported: rustls negotiates TLS 1.2 or 1.3 by itself")
+        );
+    }
+    if args.get("dhParameters").is_some() {
+        crate::log::warning!(
+            target: "torsion::tls",
+            "ssl: dhParameters is ignored: rustls uses elliptic-curve key exchange only"
+        );
+    }
+    let key = args.get("privateKey").unwrap_or("server.pem");
+    let cert = args.get("certKey").unwrap_or(key);
+    let invalid = |e: crate::tls::TlsConfigError| args.invalid(e.to_string());
+    let mut identity = crate::tls::Identity::from_pem_files(cert, key).map_err(invalid)?;
+    if let Some(chain) = args.get("extraCertChain") {
+        identity = identity.with_extra_chain(chain).map_err(invalid)?;
+    }
+    let config = crate::tls::ServerConfig::new(identity).map_err(invalid)?;
+    let tcp = TcpServerEndpoint::new(reactor, port)
+        .interface(args.interface(IpAddr::from([0, 0, 0, 0]))?)
+        .backlog(args.backlog()?);
+    Ok(Box::new(super::TlsServerEndpoint::new(
+        Box::new(tcp),
+        config,
+    )))
+}
+
+/// `tls:HOST:PORT[:timeout=…][:bindAddress=…][:certificate=…][:privateKey=…][:trustRoots=…]`
+/// (Twisted's `_parseClientTLS`), over a [`HostnameEndpoint`](super::HostnameEndpoint)
+/// (Happy Eyeballs): the server must have a certificate for HOST, signed by the system's
+/// roots or by those in `trustRoots` (a PEM file, or a directory of them); `certificate`
+/// (also `clientCertificate`) is our own, with its key in `privateKey` (also
+/// `clientKey`; by default the certificate's file).
+fn parse_tls_client(
+    reactor: &Reactor,
+    args: &EndpointArgs,
+) -> Result<Box<dyn ClientEndpoint>, EndpointSyntaxProblem> {
+    let args = args.bind(
+        &[
+            "host",
+            "port",
+            "timeout",
+            "bindAddress|bind_address",
+            "certificate|clientCertificate",
+            "privateKey|clientKey",
+            "trustRoots",
+        ],
+        7,
+    )?;
+    let host = args.required("host")?;
+    let port = args.port("port")?;
+    let bind_address = args.parse_with(
+        "bindAddress",
+        "a local IP address (escape colons as \\:)",
+        |v| v.parse::<IpAddr>().map(|ip| SocketAddr::new(ip, 0)).ok(),
+    )?;
+    let invalid = |e: crate::tls::TlsConfigError| args.invalid(e.to_string());
+    let mut config = crate::tls::ClientConfig::builder();
+    if let Some(roots) = args.get("trustRoots") {
+        config = config.roots(crate::tls::Roots::from_pem_path(roots).map_err(invalid)?);
+    }
+    if let Some(cert) = args.get("certificate") {
+        let key = args.get("privateKey").unwrap_or(cert);
+        config = config.identity(crate::tls::Identity::from_pem_files(cert, key).map_err(invalid)?);
+    } else if args.get("privateKey").is_some() {
+        return Err(args.invalid("privateKey needs a certificate"));
+    }
+    let config = config.build().map_err(invalid)?;
+    let tcp = super::HostnameEndpoint::new(reactor, host, port)
+        .timeout(args.timeout()?)
+        .bind_address(bind_address);
+    Ok(Box::new(super::TlsClientEndpoint::new(
+        Box::new(tcp),
+        config,
+        host,
+    )))
 }
 
 /// `unix:PATH[:timeout=…][:lockfile=…]` (Twisted's `_parseClientUNIX`).

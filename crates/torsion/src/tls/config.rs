@@ -194,7 +194,8 @@ impl Roots {
     }
 
     /// The certificates of a PEM file, or of every `*.pem`, `*.crt` and `*.cer` file of a
-    /// directory (the `tls:` endpoint's `trustRoots`).
+    /// directory, passing over files that hold no certificate (the `tls:` endpoint's
+    /// `trustRoots`).
     ///
     /// # Errors
     ///
@@ -215,7 +216,13 @@ impl Roots {
                 .collect();
             files.sort();
             for file in files {
-                roots.add_pem_file(file)?;
+                // A key or other PEM file beside the certificates is passed over.
+                let certs = CertificateDer::pem_file_iter(&file)
+                    .and_then(|iter| iter.collect::<Result<Vec<_>, _>>())
+                    .map_err(|e| TlsConfigError::file("trust roots", &file, e))?;
+                for cert in certs {
+                    roots.add(cert)?;
+                }
             }
             if roots.0.is_empty() {
                 return Err(TlsConfigError::new(format!(

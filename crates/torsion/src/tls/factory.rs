@@ -71,7 +71,7 @@ pub struct TlsClientFactory<F: ?Sized> {
     inner: Rc<F>,
 }
 
-impl<F: ClientFactory + ?Sized> TlsClientFactory<F> {
+impl<F: Factory + ?Sized> TlsClientFactory<F> {
     /// Speaks TLS with `config` to `server_name` under `inner`'s protocols.
     pub fn new(config: &ClientConfig, server_name: &str, inner: Rc<F>) -> Rc<TlsClientFactory<F>> {
         Rc::new(TlsClientFactory {

@@ -342,6 +342,14 @@ impl TransportOps for WrappingTransport {
     fn peer_credentials(&self) -> Option<crate::net::unix::PeerCredentials> {
         self.transport.peer_credentials()
     }
+
+    fn start_tls(&self, tls: crate::tls::StartTls) -> Result<(), Failure> {
+        self.transport.start_tls(tls)
+    }
+
+    fn tls_info(&self) -> Option<crate::tls::TlsInfo> {
+        self.transport.tls_info()
+    }
 }
 
 impl fmt::Debug for WrappingTransport {
@@ -494,6 +502,10 @@ impl Protocol for ProtocolWrapper {
 
     fn write_connection_lost(&mut self) {
         self.inner.write_connection_lost();
+    }
+
+    fn handshake_completed(&mut self) {
+        self.inner.handshake_completed();
     }
 }
 
