@@ -1289,3 +1289,57 @@ fn text_log_on_stderr_has_namespace_and_level_markers() {
         stopped.stderr
     );
 }
+
+/// 12. TLS: a plugin serves unchanged over an `ssl:` endpoint; a client that trusts the
+///     certificate's authority gets its echo over TLS 1.3, and the close is clean.
+#[test]
+fn echo_over_an_ssl_endpoint_echoes_through_tls() {
+    let dir = TempDir::new("ssl");
+    let mut ca_params = rcgen::CertificateParams::new(Vec::<String>::new()).expect("CA params");
+    ca_params.is_ca = rcgen::IsCa::Ca(rcgen::BasicConstraints::Unconstrained);
+    let ca_key = rcgen::KeyPair::generate().expect("CA key");
+    let ca = rcgen::CertifiedIssuer::self_signed(ca_params, ca_key).expect("CA");
+    let key = rcgen::KeyPair::generate().expect("server key");
+    let cert = rcgen::CertificateParams::new(vec!["localhost".to_string()])
+        .expect("server params")
+        .signed_by(&key, &ca)
+        .expect("server certificate");
+    fs::write(dir.join("cert.pem"), cert.pem()).expect("write cert.pem");
+    fs::write(dir.join("key.pem"), key.serialize_pem()).expect("write key.pem");
+    let listen = format!(
+        "ssl:0:privateKey={}:certKey={}:interface=127.0.0.1",
+        dir.join("key.pem").display(),
+        dir.join("cert.pem").display()
+    );
+    let mut runner = Torsion::start(["echo", "--listen", listen.as_str()]);
+    let addr = runner.listening();
+
+    let mut roots = rustls::RootCertStore::empty();
+    roots.add(ca.der().clone()).expect("the CA as a root");
+    let config = rustls::ClientConfig::builder_with_provider(Arc::new(
+        rustls::crypto::ring::default_provider(),
+    ))
+    .with_safe_default_protocol_versions()
+    .expect("versions")
+    .with_root_certificates(roots)
+    .with_no_client_auth();
+    let name = "localhost".try_into().expect("a DNS name");
+    let conn = rustls::ClientConnection::new(Arc::new(config), name).expect("client");
+    let mut tls = rustls::StreamOwned::new(conn, connect(addr));
+    tls.write_all(b"over tls").expect("send over TLS");
+    let mut echo = [0u8; 8];
+    tls.read_exact(&mut echo).expect("the echo over TLS");
+    assert_eq!(&echo, b"over tls");
+    assert_eq!(
+        tls.conn.protocol_version(),
+        Some(rustls::ProtocolVersion::TLSv1_3)
+    );
+    tls.conn.send_close_notify();
+    tls.flush().expect("send close_notify");
+    let mut rest = Vec::new();
+    // The server answers our close_notify with its own, then closes: a clean end.
+    tls.read_to_end(&mut rest).expect("a clean TLS close");
+    assert!(rest.is_empty());
+    let stopped = runner.stop();
+    stopped.assert_code(0);
+}

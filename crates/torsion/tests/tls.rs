@@ -565,6 +565,83 @@ reactor_test! {
         assert!(has_entry(&entries(&log), "s-lost:tls:Truncated"), "{:?}", entries(&log));
     }
 
+    fn the_server_answers_a_peers_close_notify_with_its_own(reactor: Reactor) {
+        let pki = Pki::new();
+        let log = log();
+        let (factory, _) = server_factory(&log);
+        let port = listen(&reactor, factory, &pki.server_config());
+        let config = pki.client_config().rustls().clone();
+        let peer = std::thread::spawn(move || {
+            let name = "localhost".try_into().unwrap();
+            let conn = rustls::ClientConnection::new(config, name).unwrap();
+            let sock = TcpStream::connect(("127.0.0.1", port)).unwrap();
+            let mut tls = rustls::StreamOwned::new(conn, sock);
+            tls.write_all(b"bye").unwrap();
+            let mut echo = [0u8; 3];
+            tls.read_exact(&mut echo).unwrap();
+            tls.conn.send_close_notify();
+            tls.flush().unwrap();
+            let mut rest = Vec::new();
+            tls.read_to_end(&mut rest).map(|_| rest.len()).map_err(|e| e.to_string())
+        });
+        let l = log.clone();
+        run_until(&reactor, move || has(&l, "s-lost"));
+        assert_eq!(peer.join().unwrap(), Ok(0), "the client saw no close_notify");
+        assert!(has_entry(&entries(&log), "s-lost:done"), "{:?}", entries(&log));
+    }
+
+    fn small_writes_in_one_callback_go_out_in_few_records(reactor: Reactor) {
+        let pki = Pki::new();
+        let factory = Rc::new(|| Chatty { transport: None });
+        let port = listen(&reactor, factory, &pki.server_config());
+        let config = pki.client_config().rustls().clone();
+        let peer = std::thread::spawn(move || {
+            let name = "localhost".try_into().unwrap();
+            let conn = rustls::ClientConnection::new(config, name).unwrap();
+            let read = Rc::new(Cell::new(0usize));
+            let sock = Counting(TcpStream::connect(("127.0.0.1", port)).unwrap(), read.clone());
+            let mut tls = rustls::StreamOwned::new(conn, sock);
+            tls.write_all(b"warm").unwrap();
+            let mut warm = [0u8; 4];
+            tls.read_exact(&mut warm).unwrap();
+            let before = read.get();
+            tls.write_all(b"go").unwrap();
+            let mut all = vec![0u8; CHATTY_WRITES * 10];
+            tls.read_exact(&mut all).unwrap();
+            read.get() - before
+        });
+        let done = Rc::new(RefCell::new(Some(peer)));
+        let d = done.clone();
+        run_until(&reactor, move || d.borrow().as_ref().is_some_and(|p| p.is_finished()));
+        let ciphertext = done.borrow_mut().take().unwrap().join().unwrap();
+        let plaintext = CHATTY_WRITES * 10;
+        // One record per write would add at least 22 bytes each (22,000 here); a session
+        // ticket or two may arrive in the same window.
+        assert!(
+            ciphertext < plaintext + 2_000,
+            "{CHATTY_WRITES} writes of 10 bytes took {ciphertext} bytes of ciphertext"
+        );
+    }
+
+    fn half_close_over_tls_sends_close_notify_and_keeps_reading(reactor: Reactor) {
+        let pki = Pki::new();
+        let log = log();
+        let l = log.clone();
+        let server = Rc::new(move || HalfCloser { log: l.clone(), transport: None });
+        let port = listen(&reactor, server, &pki.server_config());
+        let l = log.clone();
+        let client = Rc::new(move || HalfCloseClient { log: l.clone(), got: Vec::new(), transport: None });
+        reactor.connect_tls("127.0.0.1", port, client, &pki.client_config());
+        let l = log.clone();
+        run_until(&reactor, move || has(&l, "c-lost") && has(&l, "s-lost"));
+        let log = entries(&log);
+        assert!(has_entry(&log, "c-write-closed"), "{log:?}");
+        assert!(has_entry(&log, "s-read-closed"), "{log:?}");
+        assert!(has_entry(&log, "c-got:pingEND"), "{log:?}");
+        assert!(has_entry(&log, "c-lost:done"), "{log:?}");
+        assert!(has_entry(&log, "s-lost:done"), "{log:?}");
+    }
+
     fn start_tls_twice_or_on_a_closed_connection_is_an_error(reactor: Reactor) {
         let pki = Pki::new();
         let log = log();
@@ -642,6 +719,116 @@ fn ssl_endpoint_strings_report_missing_files_and_unsupported_options() {
     assert!(err.to_string().contains("/nonexistent"), "{err}");
     let err = client_from_string(&reactor, "tls:example.com:443:privateKey=k.pem").unwrap_err();
     assert!(err.to_string().contains("needs a certificate"), "{err}");
+}
+
+const CHATTY_WRITES: usize = 1000;
+
+/// Echoes `warm`; on `go`, writes 1000 lines of 10 bytes in one callback.
+struct Chatty {
+    transport: Option<Transport>,
+}
+
+impl Protocol for Chatty {
+    fn connection_made(&mut self, transport: Transport) {
+        self.transport = Some(transport);
+    }
+    fn data_received(&mut self, data: &[u8]) {
+        let Some(t) = &self.transport else { return };
+        if data == b"go" {
+            for _ in 0..CHATTY_WRITES {
+                t.write(b"123456789\n");
+            }
+        } else {
+            t.write(data);
+        }
+    }
+}
+
+/// A socket that counts the bytes read from it.
+struct Counting(TcpStream, Rc<Cell<usize>>);
+
+impl Read for Counting {
+    fn read(&mut self, buf: &mut [u8]) -> std::io::Result<usize> {
+        let n = self.0.read(buf)?;
+        self.1.set(self.1.get() + n);
+        Ok(n)
+    }
+}
+
+impl Write for Counting {
+    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+        self.0.write(buf)
+    }
+    fn flush(&mut self) -> std::io::Result<()> {
+        self.0.flush()
+    }
+}
+
+/// A half-closing server: echoes, and once the client's side is shut writes `END` and
+/// closes.
+struct HalfCloser {
+    log: Log,
+    transport: Option<Transport>,
+}
+
+impl Protocol for HalfCloser {
+    fn connection_made(&mut self, transport: Transport) {
+        self.transport = Some(transport);
+    }
+    fn supports_half_close(&self) -> bool {
+        true
+    }
+    fn data_received(&mut self, data: &[u8]) {
+        if let Some(t) = &self.transport {
+            t.write(data);
+        }
+    }
+    fn read_connection_lost(&mut self) {
+        push(&self.log, "s-read-closed");
+        if let Some(t) = &self.transport {
+            t.write(b"END");
+            t.lose_connection();
+        }
+    }
+    fn connection_lost(&mut self, reason: Failure) {
+        push(&self.log, format!("s-lost:{}", kind(&reason)));
+    }
+}
+
+/// Sends `ping` and shuts its sending side at once; reads on until the server's end.
+struct HalfCloseClient {
+    log: Log,
+    got: Vec<u8>,
+    transport: Option<Transport>,
+}
+
+impl Protocol for HalfCloseClient {
+    fn connection_made(&mut self, transport: Transport) {
+        transport.write(b"ping");
+        transport.lose_write_connection();
+        self.transport = Some(transport);
+    }
+    fn read_connection_lost(&mut self) {
+        if let Some(t) = &self.transport {
+            t.lose_connection();
+        }
+    }
+    fn supports_half_close(&self) -> bool {
+        true
+    }
+    fn write_connection_lost(&mut self) {
+        push(&self.log, "c-write-closed");
+    }
+    fn data_received(&mut self, data: &[u8]) {
+        self.got.extend_from_slice(data);
+    }
+    fn connection_lost(&mut self, reason: Failure) {
+        push(
+            &self.log,
+            format!("c-got:{}", String::from_utf8_lossy(&self.got)),
+        );
+        push(&self.log, format!("c-lost:{}", kind(&reason)));
+    }
 }
 
 /// Starts TLS a second time in `connection_made`, over the first that the factory started.

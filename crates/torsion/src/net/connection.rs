@@ -416,8 +416,17 @@ impl Connection {
         };
         self.reactor.remove_reader(self.fd);
         self.reactor.remove_writer(self.fd);
-        if let Ok(mut tls) = self.tls.try_borrow_mut() {
-            tls.take();
+        if let Ok(mut tls) = self.tls.try_borrow_mut()
+            && let Some(mut session) = tls.take()
+            && !aborting
+            && reason.check::<ConnectionDone>()
+            && !session.close_notify_sent()
+            && let Some(sock) = self.socket.borrow().as_ref()
+        {
+            // A clean end we did not start (the peer's close_notify or end of input):
+            // answer with our close_notify, best effort, without waiting.
+            session.close_notify();
+            let _ = session.send(sock.as_fd());
         }
         if let Some(sock) = self.socket.borrow_mut().take() {
             if !aborting {
