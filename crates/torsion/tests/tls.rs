@@ -642,6 +642,22 @@ reactor_test! {
         assert!(has_entry(&log, "s-lost:done"), "{log:?}");
     }
 
+    fn a_handshake_that_does_not_complete_in_time_closes_the_connection(reactor: Reactor) {
+        let pki = Pki::new();
+        let log = log();
+        let (factory, _) = server_factory(&log);
+        let config = pki
+            .server_config()
+            .with_handshake_timeout(Some(std::time::Duration::from_millis(200)));
+        let port = listen(&reactor, factory, &config);
+        let l = log.clone();
+        // Connects and says nothing.
+        reactor.connect_tcp("127.0.0.1", port, Rc::new(move || Garbage { bytes: Vec::new(), log: l.clone() }));
+        let l = log.clone();
+        run_until(&reactor, move || has(&l, "s-lost") && has(&l, "g-lost"));
+        assert!(has_entry(&entries(&log), "s-lost:tls:HandshakeTimeout"), "{:?}", entries(&log));
+    }
+
     fn start_tls_twice_or_on_a_closed_connection_is_an_error(reactor: Reactor) {
         let pki = Pki::new();
         let log = log();

@@ -38,6 +38,7 @@ use crate::error::{ConnectionAborted, ConnectionDone, ConnectionLost};
 use crate::net::{Address, Producer, Transport, TransportOps};
 use crate::protocol::Protocol;
 use crate::reactor::{FileDescriptor, Flush, Reactor, ReadDescriptor, WriteDescriptor};
+use crate::time::{DelayedCall, ReactorTime};
 use crate::tls::session::{self, TlsSession};
 use crate::tls::{StartTls, TlsError, TlsErrorKind, TlsInfo};
 
@@ -83,6 +84,8 @@ struct State {
     /// `lose_write_connection` over TLS: shut the socket's sending side once the
     /// `close_notify` is out.
     shut_after_close_notify: bool,
+    /// Closes the connection if the TLS handshake has not completed by then.
+    handshake_deadline: Option<DelayedCall>,
     /// The buffer, producer, throttle and closing rules, shared with the other stream
     /// transports.
     core: StreamCore,
@@ -114,6 +117,7 @@ impl Connection {
                 flush_scheduled: false,
                 clear_before_tls: 0,
                 shut_after_close_notify: false,
+                handshake_deadline: None,
                 core: StreamCore::new(HIGH_WATER_MARK, LOW_WATER_MARK),
             }),
             tls: RefCell::new(None),
@@ -364,6 +368,10 @@ impl Connection {
             }
         };
         if received.handshake_completed {
+            let deadline = self.state.borrow_mut().handshake_deadline.take();
+            if let Some(deadline) = deadline {
+                let _ = deadline.cancel();
+            }
             self.with_protocol(|p| p.handshake_completed());
         }
         if !plaintext.is_empty() && self.state.borrow().reading {
@@ -404,7 +412,7 @@ impl Connection {
 
     /// Closes the connection and tells the protocol (and the connector's factory), once.
     fn finish(&self, reason: Failure) {
-        let (producer, aborting) = {
+        let (producer, aborting, deadline) = {
             let mut st = self.state.borrow_mut();
             let aborting = st.core.is_aborting();
             let Some(producer) = st.core.lose() else {
@@ -412,8 +420,11 @@ impl Connection {
             };
             st.reading = false;
             st.flush_scheduled = false;
-            (producer, aborting)
+            (producer, aborting, st.handshake_deadline.take())
         };
+        if let Some(deadline) = deadline {
+            let _ = deadline.cancel();
+        }
         self.reactor.remove_reader(self.fd);
         self.reactor.remove_writer(self.fd);
         if let Ok(mut tls) = self.tls.try_borrow_mut()
@@ -776,6 +787,19 @@ impl TransportOps for Connection {
             st.clear_before_tls = st.core.buffered();
         }
         *self.tls.borrow_mut() = Some(session);
+        if let Some(timeout) = start.handshake_timeout() {
+            let me = self.me.clone();
+            let deadline = self.reactor.call_later(timeout, move || {
+                let Some(me) = me.upgrade() else { return };
+                let handshaking = me.tls.borrow().as_ref().is_some_and(TlsSession::is_handshaking);
+                if handshaking {
+                    me.state.borrow_mut().handshake_deadline = None;
+                    tracing::debug!(target: "torsion::tls", "TLS handshake with {} timed out", me.peer);
+                    me.finish(TlsError::new(TlsErrorKind::HandshakeTimeout, true).into());
+                }
+            });
+            self.state.borrow_mut().handshake_deadline = Some(deadline);
+        }
         if !start.received.is_empty()
             && let Some(me) = self.rc()
         {

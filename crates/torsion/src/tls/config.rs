@@ -17,6 +17,7 @@ use std::collections::HashMap;
 use std::fmt;
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, OnceLock};
+use std::time::Duration;
 
 use rustls::client::danger::{HandshakeSignatureValid, ServerCertVerified, ServerCertVerifier};
 use rustls::crypto::CryptoProvider;
@@ -27,6 +28,12 @@ use rustls::sign::CertifiedKey;
 use rustls::{DigitallySignedStruct, RootCertStore, SignatureScheme};
 
 use super::TlsConfigError;
+
+/// How long a handshake may take before the connection is closed with
+/// [`HandshakeTimeout`](super::TlsErrorKind::HandshakeTimeout) (30 s, as a connect's
+/// timeout), so a peer that connects and never finishes (or never starts) its handshake
+/// does not hold a connection for ever.
+pub const DEFAULT_HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(30);
 
 /// The crypto provider every configuration uses (rustls's `ring`).
 pub(crate) fn provider() -> Arc<CryptoProvider> {
@@ -299,7 +306,10 @@ pub enum ClientAuth {
 /// # let _ = config;
 /// ```
 #[derive(Clone)]
-pub struct ServerConfig(pub(crate) Arc<rustls::ServerConfig>);
+pub struct ServerConfig {
+    pub(crate) rustls: Arc<rustls::ServerConfig>,
+    pub(crate) handshake_timeout: Option<Duration>,
+}
 
 impl ServerConfig {
     /// A configuration that presents `identity` and asks nothing of clients.
@@ -331,17 +341,27 @@ impl ServerConfig {
             alpn: Vec::new(),
             client_auth: ClientAuth::None,
             resumption: true,
+            handshake_timeout: Some(DEFAULT_HANDSHAKE_TIMEOUT),
         }
     }
 
-    /// Wraps a rustls configuration built elsewhere.
+    /// Wraps a rustls configuration built elsewhere (with the default handshake timeout).
     pub fn from_rustls(config: Arc<rustls::ServerConfig>) -> ServerConfig {
-        ServerConfig(config)
+        ServerConfig {
+            rustls: config,
+            handshake_timeout: Some(DEFAULT_HANDSHAKE_TIMEOUT),
+        }
+    }
+
+    /// With another handshake timeout (`None`: wait for ever).
+    pub fn with_handshake_timeout(mut self, timeout: Option<Duration>) -> ServerConfig {
+        self.handshake_timeout = timeout;
+        self
     }
 
     /// The rustls configuration.
     pub fn rustls(&self) -> &Arc<rustls::ServerConfig> {
-        &self.0
+        &self.rustls
     }
 }
 
@@ -359,9 +379,17 @@ pub struct ServerConfigBuilder {
     alpn: Vec<Vec<u8>>,
     client_auth: ClientAuth,
     resumption: bool,
+    handshake_timeout: Option<Duration>,
 }
 
 impl ServerConfigBuilder {
+    /// How long a client may take to complete its handshake
+    /// ([`DEFAULT_HANDSHAKE_TIMEOUT`]; `None`: for ever).
+    pub fn handshake_timeout(mut self, timeout: Option<Duration>) -> ServerConfigBuilder {
+        self.handshake_timeout = timeout;
+        self
+    }
+
     /// Presents `identity` to clients asking for `name` by SNI (`*.example.com` covers one
     /// label); the default identity answers every other name and clients sending none.
     pub fn sni(mut self, name: &str, identity: Identity) -> ServerConfigBuilder {
@@ -438,7 +466,10 @@ impl ServerConfigBuilder {
             config.session_storage = Arc::new(rustls::server::NoServerSessionStorage {});
             config.send_tls13_tickets = 0;
         }
-        Ok(ServerConfig(Arc::new(config)))
+        Ok(ServerConfig {
+            rustls: Arc::new(config),
+            handshake_timeout: self.handshake_timeout,
+        })
     }
 }
 
@@ -489,7 +520,10 @@ impl ResolvesServerCert for SniResolver {
 /// # let _ = (public, private);
 /// ```
 #[derive(Clone)]
-pub struct ClientConfig(pub(crate) Arc<rustls::ClientConfig>);
+pub struct ClientConfig {
+    pub(crate) rustls: Arc<rustls::ClientConfig>,
+    pub(crate) handshake_timeout: Option<Duration>,
+}
 
 impl ClientConfig {
     /// Verifies servers against the system's trust roots ([`Roots::system`]).
@@ -510,17 +544,27 @@ impl ClientConfig {
             alpn: Vec::new(),
             resumption: true,
             verify: true,
+            handshake_timeout: Some(DEFAULT_HANDSHAKE_TIMEOUT),
         }
     }
 
-    /// Wraps a rustls configuration built elsewhere.
+    /// Wraps a rustls configuration built elsewhere (with the default handshake timeout).
     pub fn from_rustls(config: Arc<rustls::ClientConfig>) -> ClientConfig {
-        ClientConfig(config)
+        ClientConfig {
+            rustls: config,
+            handshake_timeout: Some(DEFAULT_HANDSHAKE_TIMEOUT),
+        }
+    }
+
+    /// With another handshake timeout (`None`: wait for ever).
+    pub fn with_handshake_timeout(mut self, timeout: Option<Duration>) -> ClientConfig {
+        self.handshake_timeout = timeout;
+        self
     }
 
     /// The rustls configuration.
     pub fn rustls(&self) -> &Arc<rustls::ClientConfig> {
-        &self.0
+        &self.rustls
     }
 }
 
@@ -538,9 +582,17 @@ pub struct ClientConfigBuilder {
     alpn: Vec<Vec<u8>>,
     resumption: bool,
     verify: bool,
+    handshake_timeout: Option<Duration>,
 }
 
 impl ClientConfigBuilder {
+    /// How long the server may take to complete the handshake
+    /// ([`DEFAULT_HANDSHAKE_TIMEOUT`]; `None`: for ever).
+    pub fn handshake_timeout(mut self, timeout: Option<Duration>) -> ClientConfigBuilder {
+        self.handshake_timeout = timeout;
+        self
+    }
+
     /// Trusts these authorities instead of the system's.
     pub fn roots(mut self, roots: Roots) -> ClientConfigBuilder {
         self.roots = Some(roots);
@@ -610,7 +662,10 @@ impl ClientConfigBuilder {
         if !self.resumption {
             config.resumption = rustls::client::Resumption::disabled();
         }
-        Ok(ClientConfig(Arc::new(config)))
+        Ok(ClientConfig {
+            rustls: Arc::new(config),
+            handshake_timeout: self.handshake_timeout,
+        })
     }
 }
 

@@ -66,6 +66,8 @@ pub enum TlsErrorKind {
     Truncated,
     /// The peer closed the connection before the handshake completed.
     ClosedDuringHandshake,
+    /// The handshake did not complete within the configuration's handshake timeout.
+    HandshakeTimeout,
     /// `start_tls` was called on a transport that cannot carry TLS, or twice.
     CannotStart(&'static str),
     /// Another violation of the protocol (a bad record, a failed decryption, …).
@@ -182,6 +184,7 @@ impl fmt::Display for TlsError {
                 );
             }
             TlsErrorKind::ClosedDuringHandshake => "the peer closed the connection",
+            TlsErrorKind::HandshakeTimeout => "it did not complete in time",
             TlsErrorKind::CannotStart(why) => return write!(f, "cannot start TLS: {why}"),
             TlsErrorKind::Protocol => "protocol error",
         };

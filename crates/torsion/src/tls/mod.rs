@@ -43,8 +43,8 @@ mod factory;
 pub(crate) mod session;
 
 pub use config::{
-    ClientAuth, ClientConfig, ClientConfigBuilder, Identity, Roots, ServerConfig,
-    ServerConfigBuilder, load_certificates, load_private_key,
+    ClientAuth, ClientConfig, ClientConfigBuilder, DEFAULT_HANDSHAKE_TIMEOUT, Identity, Roots,
+    ServerConfig, ServerConfigBuilder, load_certificates, load_private_key,
 };
 pub use error::{TlsConfigError, TlsError, TlsErrorKind};
 pub use factory::{TlsClientFactory, TlsServerFactory};
@@ -94,6 +94,14 @@ impl StartTls {
     /// Whether we are the client.
     pub fn is_client(&self) -> bool {
         matches!(self.side, Side::Client(..))
+    }
+
+    /// How long the handshake may take, from the configuration.
+    pub(crate) fn handshake_timeout(&self) -> Option<std::time::Duration> {
+        match &self.side {
+            Side::Server(config) => config.handshake_timeout,
+            Side::Client(config, _) => config.handshake_timeout,
+        }
     }
 }
 

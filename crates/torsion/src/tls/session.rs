@@ -42,7 +42,7 @@ impl TlsSession {
     /// A session for `start` (its already-received bytes are the caller's to feed).
     pub(crate) fn new(start: &StartTls) -> Result<TlsSession, TlsError> {
         let conn: rustls::Connection = match &start.side {
-            Side::Server(config) => rustls::ServerConnection::new(config.0.clone())
+            Side::Server(config) => rustls::ServerConnection::new(config.rustls.clone())
                 .map_err(|e| TlsError::from_rustls(e, true))?
                 .into(),
             Side::Client(config, name) => {
@@ -54,7 +54,7 @@ impl TlsSession {
                         true,
                     )
                 })?;
-                rustls::ClientConnection::new(config.0.clone(), name)
+                rustls::ClientConnection::new(config.rustls.clone(), name)
                     .map_err(|e| TlsError::from_rustls(e, true))?
                     .into()
             }
