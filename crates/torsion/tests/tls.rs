@@ -6,6 +6,9 @@ mod common;
 
 use std::cell::RefCell;
 use std::rc::Rc;
+use std::sync::Arc;
+
+use rustls::pki_types::pem::PemObject;
 
 use common::pki::Pki;
 use common::{Log, log, push, safety_stop};
@@ -656,6 +659,39 @@ reactor_test! {
         let l = log.clone();
         run_until(&reactor, move || has(&l, "s-lost") && has(&l, "g-lost"));
         assert!(has_entry(&entries(&log), "s-lost:tls:HandshakeTimeout"), "{:?}", entries(&log));
+    }
+
+    fn no_shared_protocol_version_fails_the_handshake_on_both_sides(reactor: Reactor) {
+        let pki = Pki::new();
+        let provider = Arc::new(rustls::crypto::ring::default_provider());
+        let identity = pki.server_pem(&["localhost"]);
+        let chain = rustls::pki_types::CertificateDer::pem_slice_iter(identity.0.as_bytes())
+            .collect::<Result<Vec<_>, _>>()
+            .unwrap();
+        let key = rustls::pki_types::PrivateKeyDer::from_pem_slice(identity.1.as_bytes()).unwrap();
+        let tls13_only = rustls::ServerConfig::builder_with_provider(provider.clone())
+            .with_protocol_versions(&[&rustls::version::TLS13])
+            .unwrap()
+            .with_no_client_auth()
+            .with_single_cert(chain, key)
+            .unwrap();
+        let mut roots = rustls::RootCertStore::empty();
+        for cert in pki.roots_der() {
+            roots.add(cert).unwrap();
+        }
+        let tls12_only = rustls::ClientConfig::builder_with_provider(provider)
+            .with_protocol_versions(&[&rustls::version::TLS12])
+            .unwrap()
+            .with_root_certificates(roots)
+            .with_no_client_auth();
+        let server = ServerConfig::from_rustls(Arc::new(tls13_only));
+        let client = ClientConfig::from_rustls(Arc::new(tls12_only));
+        let (log, _, _) = exchange_named(&reactor, &server, &client, "localhost", b"x");
+        let l = log.clone();
+        run_until(&reactor, move || has(&l, "c-failed") && has(&l, "s-lost"));
+        let log = entries(&log);
+        assert!(has_entry(&log, "c-failed:tls:NoSharedVersion"), "{log:?}");
+        assert!(has_entry(&log, "s-lost:tls:NoSharedVersion"), "{log:?}");
     }
 
     fn start_tls_twice_or_on_a_closed_connection_is_an_error(reactor: Reactor) {

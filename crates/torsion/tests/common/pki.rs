@@ -44,6 +44,11 @@ impl Pki {
         self.ca.pem()
     }
 
+    /// The authority's certificate, DER, as rustls takes roots.
+    pub fn roots_der(&self) -> Vec<rustls::pki_types::CertificateDer<'static>> {
+        vec![self.ca.der().clone()]
+    }
+
     /// The authority as trust roots.
     pub fn roots(&self) -> Roots {
         let mut roots = Roots::new();
