@@ -104,6 +104,20 @@ impl TlsError {
         TlsError::new(TlsErrorKind::CannotStart(why), true)
     }
 
+    /// Input rustls would not read at all: not TLS during the handshake, a protocol error
+    /// after it.
+    pub(crate) fn malformed(what: String, during_handshake: bool) -> TlsError {
+        TlsError {
+            kind: if during_handshake {
+                TlsErrorKind::NotTls
+            } else {
+                TlsErrorKind::Protocol
+            },
+            during_handshake,
+            source: Some(rustls::Error::General(what)),
+        }
+    }
+
     /// Classifies a rustls error.
     pub(crate) fn from_rustls(error: rustls::Error, during_handshake: bool) -> TlsError {
         use rustls::Error as E;

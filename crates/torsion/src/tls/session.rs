@@ -91,18 +91,27 @@ impl TlsSession {
         let mut received = Received::default();
         while !ciphertext.is_empty() && !self.peer_closed {
             let handshaking = self.conn.is_handshaking();
+            let before = ciphertext.len();
             match self.conn.read_tls(&mut ciphertext) {
-                Ok(0) => break,
+                // No room taken: a record whose length is out of range (rustls then reads
+                // nothing); processing below says so, or the check after it does.
                 Ok(_) => {}
                 // Cannot happen while every decrypted byte is taken out below; if it does,
                 // take them out and go on.
                 Err(e) if e.kind() == io::ErrorKind::Other => {}
-                Err(_) => break,
+                // A handshake message over rustls's 64 KiB limit, or the like.
+                Err(e) => return Err(TlsError::malformed(e.to_string(), handshaking)),
             }
             let state = self
                 .conn
                 .process_new_packets()
                 .map_err(|e| TlsError::from_rustls(e, handshaking))?;
+            if ciphertext.len() == before && !ciphertext.is_empty() && !state.peer_has_closed() {
+                return Err(TlsError::malformed(
+                    "a record rustls cannot take".to_string(),
+                    handshaking,
+                ));
+            }
             let n = state.plaintext_bytes_to_read();
             if n > 0 {
                 let start = plaintext.len();
