@@ -33,6 +33,62 @@
 //! own authority in `/etc/ssl/certs` is trusted, and `SSL_CERT_FILE` works, which the
 //! bundled copy of `webpki-roots` would not do.
 //!
+//! # Examples
+//!
+//! An echo server and a client that trusts it, with a certificate made on the spot:
+//!
+//! ```
+//! use std::cell::RefCell;
+//! use std::rc::Rc;
+//! use torsion::prelude::*;
+//! use torsion::net::tcp::ListenOptions;
+//! use torsion::tls::{ClientConfig, Identity, Roots, ServerConfig};
+//!
+//! #[derive(Default)]
+//! struct Echo(Option<Transport>);
+//! impl Protocol for Echo {
+//!     fn connection_made(&mut self, transport: Transport) {
+//!         self.0 = Some(transport);
+//!     }
+//!     fn data_received(&mut self, data: &[u8]) {
+//!         self.0.as_ref().unwrap().write(data);
+//!     }
+//! }
+//!
+//! struct Hello(Rc<RefCell<Vec<u8>>>, Option<Transport>);
+//! impl Protocol for Hello {
+//!     fn connection_made(&mut self, transport: Transport) {
+//!         transport.write(b"hello"); // waits for the handshake
+//!         self.1 = Some(transport);
+//!     }
+//!     fn data_received(&mut self, data: &[u8]) {
+//!         self.0.borrow_mut().extend_from_slice(data);
+//!         self.1.as_ref().unwrap().lose_connection(); // close_notify, then close
+//!     }
+//!     fn connection_lost(&mut self, _reason: Failure) {
+//!         let _ = Reactor::current().unwrap().stop();
+//!     }
+//! }
+//!
+//! # fn main() -> Result<(), Failure> {
+//! let made = rcgen::generate_simple_self_signed(vec!["localhost".to_string()])?;
+//! let identity = Identity::from_pem(&made.cert.pem(), &made.signing_key.serialize_pem())?;
+//! let mut roots = Roots::new();
+//! roots.add(made.cert.der().clone())?;
+//!
+//! let reactor = Reactor::new()?;
+//! let options = ListenOptions { interface: [127, 0, 0, 1].into(), ..Default::default() };
+//! let port = reactor.listen_tls_with(0, Rc::new(Echo::default), &ServerConfig::new(identity)?, options)?;
+//! let got = Rc::new(RefCell::new(Vec::new()));
+//! let g = got.clone();
+//! let client = ClientConfig::builder().roots(roots).build()?;
+//! reactor.connect_tls("localhost", port.host().port().unwrap(), Rc::new(move || Hello(g.clone(), None)), &client);
+//! reactor.run()?;
+//! assert_eq!(&*got.borrow(), b"hello");
+//! # Ok(())
+//! # }
+//! ```
+//!
 //! Invariant: the TLS state lives in the socket connection that carries it
 //! (`net/connection.rs` drives a [`session`] through the stream core); the wrappers here only
 //! start it and pass events on.
