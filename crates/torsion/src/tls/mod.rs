@@ -4,7 +4,7 @@
 //! A protocol runs over TLS unchanged: its transport encrypts what it writes and decrypts
 //! what it reads. There are three ways in:
 //!
-//! - [`Reactor::listen_tls`] and [`Reactor::connect_tls`] (Twisted's `listenSSL` and
+//! - [`Reactor::listen_tls`](crate::Reactor::listen_tls) and [`Reactor::connect_tls`](crate::Reactor::connect_tls) (Twisted's `listenSSL` and
 //!   `connectSSL`), or the endpoints `ssl:` and `tls:`
 //!   ([`TlsServerEndpoint`](crate::endpoints::TlsServerEndpoint),
 //!   [`TlsClientEndpoint`](crate::endpoints::TlsClientEndpoint));
@@ -90,7 +90,7 @@
 //! ```
 //!
 //! Invariant: the TLS state lives in the socket connection that carries it
-//! (`net/connection.rs` drives a [`session`] through the stream core); the wrappers here only
+//! (`net/connection.rs` drives a `session::TlsSession` through the stream core); the wrappers here only
 //! start it and pass events on.
 
 mod config;
