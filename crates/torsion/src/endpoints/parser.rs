@@ -316,7 +316,7 @@ thread_local! {
 }
 
 const SERVER_TYPES: [&str; 6] = ["tcp", "tcp6", "unix", "systemd", "ssl", "stdio"];
-const CLIENT_TYPES: [&str; 3] = ["tcp", "tls", "unix"];
+const CLIENT_TYPES: [&str; 4] = ["tcp", "tls", "ssl", "unix"];
 
 fn check_plugin_name(name: &str, builtin: &[&str]) -> Result<String, InvalidArgument> {
     let name = name.to_ascii_lowercase();
@@ -497,6 +497,12 @@ pub fn client_from_string(
         match args.endpoint_type.to_ascii_lowercase().as_str() {
             "tcp" => parse_tcp_client(reactor, &args),
             "tls" => parse_tls_client(reactor, &args),
+            "ssl" => Err(EndpointSyntaxProblem::Invalid {
+                endpoint: args.endpoint_type.clone(),
+                message: "the ssl: client endpoint of Twisted does not verify the server unless \
+                          given caCertsDir; use tls:HOST:PORT, which does"
+                    .to_string(),
+            }),
             "unix" => parse_unix_client(reactor, &args),
             other => {
                 let parser = CLIENT_PARSERS.with(|p| p.borrow().get(other).cloned());
@@ -1131,13 +1137,14 @@ mod tests {
             client_problem("Foo:80"),
             EndpointSyntaxProblem::UnknownType("Foo".into())
         );
-        // tcp6 listens but does not connect; ssl and tls exist only once registered.
-        for description in ["tcp6:host:80", "ssl:host:443", "tls:host:443"] {
-            assert!(matches!(
-                client_problem(description),
-                EndpointSyntaxProblem::UnknownType(_)
-            ));
-        }
+        // tcp6 listens but does not connect.
+        assert!(matches!(
+            client_problem("tcp6:host:80"),
+            EndpointSyntaxProblem::UnknownType(_)
+        ));
+        // Twisted's ssl: client does not check the server unless told: torsion points to tls:.
+        let problem = client_problem("ssl:host=example.com:port=443");
+        assert!(problem.to_string().contains("tls:HOST:PORT"), "{problem}");
     }
 
     #[test]
