@@ -64,7 +64,11 @@ impl<F: Factory + ?Sized> Factory for TlsServerFactory<F> {
 ///
 /// A handshake that fails reaches the wrapped factory's `client_connection_failed`, not
 /// `client_connection_lost`: the connection never carried its data (its protocol saw
-/// `connection_made` and `connection_lost` with the [`TlsError`]).
+/// `connection_made` and `connection_lost` with the [`TlsError`]). One exception comes from
+/// TLS 1.3 itself: a server that refuses our client certificate says so after our side of
+/// the handshake has completed, so that refusal (a [`TlsError`] of kind
+/// [`CertificateRequired`](super::TlsErrorKind::CertificateRequired) or an alert) arrives
+/// after `handshake_completed`, through `client_connection_lost`.
 pub struct TlsClientFactory<F: ?Sized> {
     config: ClientConfig,
     server_name: String,

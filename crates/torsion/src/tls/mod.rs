@@ -26,7 +26,9 @@
 //! `close_notify` ends the connection with [`ConnectionDone`](crate::error::ConnectionDone);
 //! a TCP close without it ends it with a [`TlsError`] of kind
 //! [`Truncated`](TlsErrorKind::Truncated). A failed handshake ends the connection with a
-//! [`TlsError`] saying why (and goes to a client factory's `client_connection_failed`).
+//! [`TlsError`] saying why (and goes to a client factory's `client_connection_failed`;
+//! under TLS 1.3 a server's refusal of our client certificate comes after our side of the
+//! handshake completed, so it goes to `client_connection_lost`).
 //!
 //! Trust roots: clients verify servers against the system's store through
 //! `rustls-native-certs`, as Twisted's `platformTrust` uses OpenSSL's: an administrator's
