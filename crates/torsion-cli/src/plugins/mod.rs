@@ -48,7 +48,8 @@ fn listen_arg() -> clap::Arg {
         .required(true)
         .help(
             "Where to listen, as an endpoint string: tcp:PORT[:interface=ADDR], \
-             unix:PATH, systemd:domain=INET:index=N, stdio:",
+             ssl:PORT:privateKey=KEY.pem:certKey=CERT.pem (TLS), unix:PATH, \
+             systemd:domain=INET:index=N, stdio:",
         )
 }
 

@@ -88,7 +88,8 @@ impl Plugin for PortForwardPlugin {
                     .required(true)
                     .help(
                         "Where to forward to, as a client endpoint string: \
-                         tcp:HOST:PORT[:timeout=SECS], unix:PATH",
+                         tcp:HOST:PORT[:timeout=SECS], tls:HOST:PORT[:trustRoots=PEM], \
+                         unix:PATH",
                     ),
             )
     }
