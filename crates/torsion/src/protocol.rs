@@ -99,6 +99,47 @@ pub trait Protocol: 'static {
     fn write_connection_lost(&mut self) {}
 }
 
+/// Writes, inside `impl Protocol for Wrapper`, the methods that only pass an event on to
+/// the wrapped protocol in `self.$inner` (Twisted's `ProtocolWrapper`): a wrapper names the
+/// events it leaves alone and writes the others itself, so a new event reaches every
+/// wrapper that lists it.
+macro_rules! forward_protocol_events {
+    ($inner:ident: $($event:ident),* $(,)?) => {
+        $( $crate::protocol::forward_protocol_events!(@one $inner $event); )*
+    };
+    (@one $inner:ident data_received) => {
+        fn data_received(&mut self, data: &[u8]) {
+            self.$inner.data_received(data);
+        }
+    };
+    (@one $inner:ident connection_lost) => {
+        fn connection_lost(&mut self, reason: $crate::defer::Failure) {
+            self.$inner.connection_lost(reason);
+        }
+    };
+    (@one $inner:ident supports_half_close) => {
+        fn supports_half_close(&self) -> bool {
+            self.$inner.supports_half_close()
+        }
+    };
+    (@one $inner:ident read_connection_lost) => {
+        fn read_connection_lost(&mut self) {
+            self.$inner.read_connection_lost();
+        }
+    };
+    (@one $inner:ident write_connection_lost) => {
+        fn write_connection_lost(&mut self) {
+            self.$inner.write_connection_lost();
+        }
+    };
+    (@one $inner:ident handshake_completed) => {
+        fn handshake_completed(&mut self) {
+            self.$inner.handshake_completed();
+        }
+    };
+}
+pub(crate) use forward_protocol_events;
+
 /// Makes a protocol for each new connection (Twisted's `Factory` / `ServerFactory`).
 ///
 /// A closure returning a protocol is a factory: `Rc::new(|| Echo::default())`.

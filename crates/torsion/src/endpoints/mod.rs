@@ -284,10 +284,6 @@ impl Protocol for Notifying {
         }
     }
 
-    fn data_received(&mut self, data: &[u8]) {
-        self.inner.data_received(data);
-    }
-
     fn connection_lost(&mut self, reason: Failure) {
         if let Some(resolver) = self.resolver.take() {
             let _ = resolver.try_errback(reason.clone());
@@ -295,21 +291,14 @@ impl Protocol for Notifying {
         self.inner.connection_lost(reason);
     }
 
-    fn supports_half_close(&self) -> bool {
-        self.inner.supports_half_close()
-    }
-
-    fn read_connection_lost(&mut self) {
-        self.inner.read_connection_lost();
-    }
-
-    fn write_connection_lost(&mut self) {
-        self.inner.write_connection_lost();
-    }
-
-    fn handshake_completed(&mut self) {
-        self.inner.handshake_completed();
-    }
+    crate::protocol::forward_protocol_events!(
+        inner:
+        data_received,
+        supports_half_close,
+        read_connection_lost,
+        write_connection_lost,
+        handshake_completed
+    );
 }
 
 /// Starts a connector with `start`, given a [`ConnectingFactory`] that fires the returned

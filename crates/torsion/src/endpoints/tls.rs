@@ -212,10 +212,6 @@ impl Protocol for Watching {
         self.inner.handshake_completed();
     }
 
-    fn data_received(&mut self, data: &[u8]) {
-        self.inner.data_received(data);
-    }
-
     fn connection_lost(&mut self, reason: Failure) {
         let reason_for_watch = if reason.check::<TlsError>() {
             reason.clone()
@@ -226,15 +222,11 @@ impl Protocol for Watching {
         self.inner.connection_lost(reason);
     }
 
-    fn supports_half_close(&self) -> bool {
-        self.inner.supports_half_close()
-    }
-
-    fn read_connection_lost(&mut self) {
-        self.inner.read_connection_lost();
-    }
-
-    fn write_connection_lost(&mut self) {
-        self.inner.write_connection_lost();
-    }
+    crate::protocol::forward_protocol_events!(
+        inner:
+        data_received,
+        supports_half_close,
+        read_connection_lost,
+        write_connection_lost
+    );
 }

@@ -492,21 +492,13 @@ impl Protocol for ProtocolWrapper {
         self.inner.connection_lost(reason);
     }
 
-    fn supports_half_close(&self) -> bool {
-        self.inner.supports_half_close()
-    }
-
-    fn read_connection_lost(&mut self) {
-        self.inner.read_connection_lost();
-    }
-
-    fn write_connection_lost(&mut self) {
-        self.inner.write_connection_lost();
-    }
-
-    fn handshake_completed(&mut self) {
-        self.inner.handshake_completed();
-    }
+    crate::protocol::forward_protocol_events!(
+        inner:
+        supports_half_close,
+        read_connection_lost,
+        write_connection_lost,
+        handshake_completed
+    );
 }
 
 impl Drop for ProtocolWrapper {
