@@ -30,6 +30,9 @@
 # (or handshakes) in it; throughput and CPU per message are also given as
 # ratios to tokio's in the same run. The raw results also keep the server's
 # CPU time over the whole generator run (setup and warm-up included).
+# The servers run without RUST_BACKTRACE and RUST_LIB_BACKTRACE: with either
+# set, every torsion `Failure` (one per connection end) captures a backtrace,
+# which costs the handshake cases several per cent of the server's CPU.
 #
 # Environment (defaults in brackets):
 #   QUICK=1                 short run: DURATION=2, WARMUP=0.5
@@ -136,7 +139,8 @@ start_server() {
     PORT="$(free_port)"
     local extra=()
     [[ "$2" == off ]] && extra=(--no-resumption)
-    taskset -c "$SERVER_CPUS" "${CMD[@]}" "$PORT" "$CERTS/cert.pem" "$CERTS/key.pem" "${extra[@]}" \
+    env -u RUST_BACKTRACE -u RUST_LIB_BACKTRACE \
+        taskset -c "$SERVER_CPUS" "${CMD[@]}" "$PORT" "$CERTS/cert.pem" "$CERTS/key.pem" "${extra[@]}" \
         >>"$RESULTS_DIR/$1.log" 2>&1 &
     SERVER_PID=$!
     local _
