@@ -7,6 +7,16 @@
 //!   reports connections/s and connect+echo p50/p99.
 //! - `idle`: open N connections (each echoes one byte once), print
 //!   `ESTABLISHED n`, hold them, exit.
+//! - `handshake`: C concurrent loops of connect, full TLS handshake, 1-byte
+//!   echo, close with RST; reports handshakes/s (with `--resumption` the
+//!   client's session cache is shared by every connection, so all but the
+//!   first handshakes are resumptions) and how many were resumed.
+//! - `tls-certs`: write a throw-away authority and a server certificate for
+//!   `localhost`/127.0.0.1 into a directory.
+//!
+//! `pingpong --tls` speaks TLS (rustls, ring provider, server name
+//! `localhost`; `--tls-ca` to verify against an authority, else any
+//! certificate is accepted) on the epoll engine only; see `tls.rs`.
 //!
 //! Connections are spread over `--threads` OS threads (by default as many as
 //! the CPUs the process may run on). `pingpong` drives each thread's share
@@ -22,9 +32,11 @@
 mod cpu;
 mod epoll;
 mod histogram;
+mod tls;
 
 use std::io::{Read, Write};
 use std::net::{SocketAddr, ToSocketAddrs};
+use std::path::PathBuf;
 use std::process::ExitCode;
 use std::sync::atomic::{AtomicU8, AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, mpsc};
@@ -40,7 +52,7 @@ use histogram::Histogram;
 #[command(
     name = "loadgen",
     version,
-    about = "Neutral TCP load generator for echo servers"
+    about = "Neutral TCP and TLS load generator for echo servers"
 )]
 struct Cli {
     /// Print one JSON object instead of a line of text.
@@ -58,6 +70,45 @@ enum Mode {
     Connect(ConnectArgs),
     /// Open N connections and hold them idle.
     Idle(IdleArgs),
+    /// TLS handshake rate: connect, handshake, echo 1 byte, close with RST, repeat.
+    Handshake(HandshakeArgs),
+    /// Write a throw-away CA (ca.pem) and a localhost server certificate
+    /// (cert.pem, key.pem) into a directory.
+    TlsCerts(TlsCertsArgs),
+}
+
+#[derive(Args)]
+struct TlsArgs {
+    /// Speak TLS (server name `localhost`; epoll engine only).
+    #[arg(long)]
+    tls: bool,
+    /// Verify the server against the authorities in this PEM file [default:
+    /// accept any certificate, still checking the handshake signature].
+    #[arg(long)]
+    tls_ca: Option<PathBuf>,
+}
+
+#[derive(Args)]
+struct HandshakeArgs {
+    #[command(flatten)]
+    common: Common,
+    /// Concurrent handshake loops (an OS thread with a blocking socket each).
+    #[arg(long, default_value_t = 4)]
+    concurrency: usize,
+    /// Verify the server against the authorities in this PEM file [default:
+    /// accept any certificate, still checking the handshake signature].
+    #[arg(long)]
+    tls_ca: Option<PathBuf>,
+    /// Keep rustls's client session cache (shared by all connections) so
+    /// handshakes resume; without it every handshake is a full one.
+    #[arg(long)]
+    resumption: bool,
+}
+
+#[derive(Args)]
+struct TlsCertsArgs {
+    /// Directory to write ca.pem, cert.pem and key.pem into.
+    dir: PathBuf,
 }
 
 #[derive(Args)]
@@ -93,6 +144,8 @@ struct PingpongArgs {
     /// How the connections are driven.
     #[arg(long, value_enum, default_value_t = Engine::Epoll)]
     engine: Engine,
+    #[command(flatten)]
+    tls: TlsArgs,
 }
 
 #[derive(Clone, Copy, PartialEq, Eq, ValueEnum)]
@@ -488,6 +541,15 @@ fn pingpong(a: PingpongArgs, json: bool) -> Result<(), String> {
     if a.connections == 0 || a.payload == 0 {
         return Err("--connections and --payload must be positive".into());
     }
+    let tls_config = if a.tls.tls {
+        if a.engine != Engine::Epoll {
+            return Err("--tls needs --engine epoll".into());
+        }
+        // The pingpong connections are long-lived: resumption is irrelevant.
+        Some(tls::client_config(a.tls.tls_ca.as_deref(), false)?)
+    } else {
+        None
+    };
     let shared = Arc::new(Shared::default());
     let threads = a
         .common
@@ -511,10 +573,12 @@ fn pingpong(a: PingpongArgs, json: bool) -> Result<(), String> {
             for t in 0..threads {
                 let share = a.connections / threads + usize::from(t < a.connections % threads);
                 let (tx, shared) = (tx.clone(), shared.clone());
+                let tls_config = tls_config.clone();
                 std::thread::Builder::new()
                     .name(format!("loadgen-{t}"))
                     .spawn(move || {
-                        let _ = tx.send(epoll::run(addr, share, payload, &shared));
+                        let tally = epoll::run(addr, share, payload, tls_config.as_ref(), &shared);
+                        let _ = tx.send(tally);
                     })
                     .expect("spawning a load thread");
             }
@@ -562,6 +626,7 @@ fn pingpong(a: PingpongArgs, json: bool) -> Result<(), String> {
     };
     r.push("engine", Value::Str(engine.to_string()));
     r.push("threads", Value::Int(threads as u64));
+    r.push("tls", Value::Int(u64::from(a.tls.tls)));
     let (rate, tail) = report_window(&mut r, &tally, &win, "msgs", errors);
     let mb = rate * a.payload as f64 / 1e6;
     r.push("msgs_per_s", Value::Num(rate));
@@ -570,8 +635,9 @@ fn pingpong(a: PingpongArgs, json: bool) -> Result<(), String> {
         println!("{}", r.json());
     } else {
         println!(
-            "pingpong {} conns x {} B ({engine}, {threads} threads), {:.2} s: \
+            "pingpong{} {} conns x {} B ({engine}, {threads} threads), {:.2} s: \
              {rate:.0} msgs/s, {mb:.2} MB/s, {tail}",
+            if a.tls.tls { " TLS" } else { "" },
             a.connections,
             a.payload,
             win.elapsed.as_secs_f64()
@@ -724,6 +790,69 @@ fn connect(a: ConnectArgs, json: bool) -> Result<(), String> {
 }
 
 // ---------------------------------------------------------------------------
+// handshake
+
+fn handshake(a: HandshakeArgs, json: bool) -> Result<(), String> {
+    let addr = resolve(&a.common.addr)?;
+    let concurrency = a.concurrency.max(1);
+    let config = tls::client_config(a.tls_ca.as_deref(), a.resumption)?;
+    let shared = Arc::new(Shared::default());
+    let resumed = Arc::new(AtomicU64::new(0));
+    let (tx, rx) = mpsc::channel();
+    for _ in 0..concurrency {
+        let (tx, shared, config, resumed) =
+            (tx.clone(), shared.clone(), config.clone(), resumed.clone());
+        std::thread::spawn(move || {
+            let (tally, n) = tls::handshake_loop(addr, &config, &shared);
+            resumed.fetch_add(n, Ordering::Relaxed);
+            let _ = tx.send(tally);
+        });
+    }
+    let win = run_window(
+        &shared,
+        secs(a.common.warmup),
+        secs(a.common.duration),
+        a.common.server_pid,
+    );
+    let (tally, missing) = collect(rx, concurrency, Duration::from_secs(10));
+    let errors = shared.errors.load(Ordering::Relaxed);
+    let resumed = resumed.load(Ordering::Relaxed);
+
+    let mut r = Report::new("handshake");
+    r.push("concurrency", Value::Int(concurrency as u64));
+    r.push("threads", Value::Int(concurrency as u64));
+    r.push("resumption", Value::Int(u64::from(a.resumption)));
+    let (rate, tail) = report_window(&mut r, &tally, &win, "handshakes", errors);
+    r.push("handshakes_per_s", Value::Num(rate));
+    r.push("resumed", Value::Int(resumed));
+    if json {
+        println!("{}", r.json());
+    } else {
+        println!(
+            "handshake x{concurrency} (resumption {}), {:.2} s: {rate:.0} handshakes/s, \
+             {resumed} resumed, {tail}",
+            if a.resumption { "on" } else { "off" },
+            win.elapsed.as_secs_f64()
+        );
+    }
+    if missing > 0 {
+        return Err(format!(
+            "{missing} load threads did not finish within 10 s of the stop (server stuck?)"
+        ));
+    }
+    if tally.hist.count() == 0 {
+        return Err(format!("no handshake succeeded: {}", first_error(&shared)));
+    }
+    if errors > 0 {
+        eprintln!(
+            "loadgen: {errors} failed attempts, first: {}",
+            first_error(&shared)
+        );
+    }
+    Ok(())
+}
+
+// ---------------------------------------------------------------------------
 // idle
 
 async fn idle_run(a: IdleArgs, addr: SocketAddr, json: bool) -> Result<(), String> {
@@ -800,6 +929,8 @@ fn main() -> ExitCode {
         Mode::Pingpong(a) => pingpong(a, cli.json),
         Mode::Connect(a) => connect(a, cli.json),
         Mode::Idle(a) => idle(a, cli.json),
+        Mode::Handshake(a) => handshake(a, cli.json),
+        Mode::TlsCerts(a) => tls::write_certificates(&a.dir),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,
