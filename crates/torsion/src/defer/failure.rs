@@ -67,6 +67,20 @@ impl Failure {
         Self::from_arc(Arc::new(error), Location::caller())
     }
 
+    /// Wraps `error` without a backtrace: for the routine ends of connections
+    /// ([`ConnectionDone`](crate::error::ConnectionDone), a reset peer), made inside the
+    /// reactor on every close, where a backtrace would show only the loop and costs a stack
+    /// walk per connection when `RUST_BACKTRACE` is set.
+    #[track_caller]
+    pub(crate) fn routine<E: Error + Send + Sync + 'static>(error: E) -> Self {
+        Failure(Arc::new(Inner {
+            error: Arc::new(error),
+            origin: Location::caller(),
+            path: Vec::new(),
+            backtrace: None,
+        }))
+    }
+
     /// Wraps an already boxed error (the conversion `?` cannot do for
     /// `Box<dyn Error + Send + Sync>`; use `.map_err(Failure::from_boxed)?`).
     #[track_caller]

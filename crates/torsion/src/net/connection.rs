@@ -215,7 +215,7 @@ impl Connection {
             .and_then(|p| p.as_ref().map(|p| p.supports_half_close()))
             .unwrap_or(false);
         if !half_close {
-            return Err(ConnectionDone.into());
+            return Err(Failure::routine(ConnectionDone));
         }
         self.state.borrow_mut().reading = false;
         self.set_reading(false);
@@ -244,7 +244,7 @@ impl Connection {
             Ok(sent) => sent,
             Err(err) => {
                 tracing::debug!(target: "torsion::net", "send to {} failed: {err}", self.peer);
-                self.finish(ConnectionLost.into());
+                self.finish(Failure::routine(ConnectionLost));
                 return;
             }
         };
@@ -301,7 +301,7 @@ impl Connection {
                     // Send it, then come back here to close.
                     self.send_buffered();
                 } else {
-                    self.finish(ConnectionDone.into());
+                    self.finish(Failure::routine(ConnectionDone));
                 }
             }
             Drained::ShutWrite => {
@@ -374,8 +374,8 @@ impl Connection {
             }
             self.with_protocol(|p| p.handshake_completed());
         }
-        if !plaintext.is_empty() && self.state.borrow().reading {
-            self.with_protocol(|p| p.data_received(&plaintext));
+        if received.plaintext > 0 && self.state.borrow().reading {
+            self.with_protocol(|p| p.data_received(&plaintext[..received.plaintext]));
         }
         session::give_back_plaintext_buffer(plaintext);
         if received.peer_closed && self.state.borrow().reading {
@@ -594,7 +594,7 @@ impl ReadDescriptor for Connection {
             Err(Errno::AGAIN) => Ok(()),
             Err(err) => {
                 tracing::debug!(target: "torsion::net", "recv from {} failed: {err}", self.peer);
-                Err(ConnectionLost.into())
+                Err(Failure::routine(ConnectionLost))
             }
         };
         super::read_buffer::give_back(buffer);
@@ -658,7 +658,7 @@ impl TransportOps for Connection {
         }
         self.reactor.remove_reader(self.fd);
         self.reactor.remove_writer(self.fd);
-        self.schedule_loss(ConnectionAborted.into());
+        self.schedule_loss(Failure::routine(ConnectionAborted));
     }
 
     fn lose_write_connection(&self) {

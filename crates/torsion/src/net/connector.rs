@@ -423,7 +423,7 @@ impl Attempt {
             Ok(None) => {
                 drop(socket);
                 inner.state.set(ConnectorState::Disconnected);
-                factory.client_connection_lost(&connector, Failure::new(ConnectionDone));
+                factory.client_connection_lost(&connector, Failure::routine(ConnectionDone));
                 connector.maybe_stop_factory();
                 return;
             }

@@ -161,7 +161,7 @@ impl PipeReader {
 
     /// Closes the end at our side; the owner hears of it from the loop.
     pub(crate) fn close(&self) {
-        self.close_soon(ConnectionDone.into());
+        self.close_soon(Failure::routine(ConnectionDone));
     }
 
     fn close_soon(&self, reason: Failure) {
@@ -231,7 +231,7 @@ impl ReadDescriptor for PipeReader {
             }
         };
         let result = match read {
-            Ok(0) => Err(ConnectionDone.into()),
+            Ok(0) => Err(Failure::routine(ConnectionDone)),
             Ok(n) => {
                 let owner = self.owner.borrow().clone();
                 if let Some(owner) = owner {
@@ -240,10 +240,10 @@ impl ReadDescriptor for PipeReader {
                 Ok(())
             }
             Err(Errno::AGAIN) => Ok(()),
-            Err(Errno::IO) if self.eio_is_eof => Err(ConnectionDone.into()),
+            Err(Errno::IO) if self.eio_is_eof => Err(Failure::routine(ConnectionDone)),
             Err(err) => {
                 tracing::debug!(target: "torsion::net", "read from pipe {} failed: {err}", self.raw);
-                Err(ConnectionLost.into())
+                Err(Failure::routine(ConnectionLost))
             }
         };
         super::read_buffer::give_back(buffer);
@@ -350,7 +350,7 @@ impl PipeWriter {
             let me = self.me.clone();
             self.reactor.call_soon(move || {
                 if let Some(me) = me.upgrade() {
-                    me.finish(crate::error::ConnectionAborted.into());
+                    me.finish(Failure::routine(crate::error::ConnectionAborted));
                 }
             });
         }
@@ -444,7 +444,7 @@ impl PipeWriter {
             Ok(drained) => drained,
             Err(err) => {
                 tracing::debug!(target: "torsion::net", "write to pipe {} failed: {err}", self.raw);
-                self.finish(ConnectionLost.into());
+                self.finish(Failure::routine(ConnectionLost));
                 return;
             }
         };
@@ -475,7 +475,7 @@ impl PipeWriter {
         match next {
             Drained::Resume(producer) => producer.resume_producing(),
             Drained::Idle => {}
-            Drained::Close | Drained::ShutWrite => self.finish(ConnectionDone.into()),
+            Drained::Close | Drained::ShutWrite => self.finish(Failure::routine(ConnectionDone)),
         }
     }
 
@@ -518,7 +518,7 @@ impl FileDescriptor for PipeWriter {
     fn connection_lost(&self, reason: Failure) {
         // Readiness on a write end that is watched for reading means its reader is gone.
         let reason = if reason.check::<ConnectionDone>() {
-            ConnectionLost.into()
+            Failure::routine(ConnectionLost)
         } else {
             reason
         };
@@ -533,7 +533,7 @@ impl FileDescriptor for PipeWriter {
 impl ReadDescriptor for PipeWriter {
     fn do_read(&self) -> Result<(), Failure> {
         // Only watched for reading to learn that the reader closed its end.
-        Err(ConnectionLost.into())
+        Err(Failure::routine(ConnectionLost))
     }
 }
 

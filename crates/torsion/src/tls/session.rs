@@ -36,6 +36,8 @@ pub(crate) struct Received {
     pub(crate) handshake_completed: bool,
     /// The peer sent `close_notify`: no more data comes.
     pub(crate) peer_closed: bool,
+    /// How many decrypted bytes are at the start of the plaintext buffer.
+    pub(crate) plaintext: usize,
 }
 
 impl TlsSession {
@@ -77,7 +79,9 @@ impl TlsSession {
         self.peer_closed
     }
 
-    /// Feeds received ciphertext; appends what it decrypts to `plaintext`.
+    /// Feeds received ciphertext; writes what it decrypts at the start of `plaintext`
+    /// (grown as needed, never zeroed again: only the first [`Received::plaintext`] bytes
+    /// mean anything).
     ///
     /// # Errors
     ///
@@ -114,14 +118,16 @@ impl TlsSession {
             }
             let n = state.plaintext_bytes_to_read();
             if n > 0 {
-                let start = plaintext.len();
-                plaintext.resize(start + n, 0);
+                let start = received.plaintext;
+                if plaintext.len() < start + n {
+                    plaintext.resize(start + n, 0);
+                }
                 let got = self
                     .conn
                     .reader()
-                    .read(&mut plaintext[start..])
+                    .read(&mut plaintext[start..start + n])
                     .unwrap_or(0);
-                plaintext.truncate(start + got);
+                received.plaintext += got;
             }
             if state.peer_has_closed() {
                 self.peer_closed = true;
@@ -225,21 +231,21 @@ thread_local! {
     static PLAINTEXT: std::cell::RefCell<Option<Vec<u8>>> = const { std::cell::RefCell::new(None) };
 }
 
-/// Takes this thread's buffer for decrypted bytes (empty), or a fresh one if it is out, as
-/// the read buffer is shared (`net/read_buffer.rs`).
+/// Takes this thread's buffer for decrypted bytes (its old contents are overwritten by
+/// [`TlsSession::receive`]), or a fresh one if it is out, as the read buffer is shared
+/// (`net/read_buffer.rs`).
 pub(crate) fn take_plaintext_buffer() -> Vec<u8> {
     PLAINTEXT
         .try_with(|b| b.borrow_mut().take())
         .ok()
         .flatten()
-        .unwrap_or_else(|| Vec::with_capacity(crate::net::read_buffer::READ_BUFFER_SIZE))
+        .unwrap_or_else(|| vec![0; crate::net::read_buffer::READ_BUFFER_SIZE])
 }
 
-/// Gives the buffer back, emptied; one grown past twice the read size is let go.
-pub(crate) fn give_back_plaintext_buffer(mut buffer: Vec<u8>) {
+/// Gives the buffer back; one grown past twice the read size is let go.
+pub(crate) fn give_back_plaintext_buffer(buffer: Vec<u8>) {
     if buffer.capacity() > 2 * crate::net::read_buffer::READ_BUFFER_SIZE {
         return;
     }
-    buffer.clear();
     let _ = PLAINTEXT.try_with(|b| *b.borrow_mut() = Some(buffer));
 }
