@@ -105,6 +105,12 @@ impl fmt::Debug for TlsClientEndpoint {
 
 impl ClientEndpoint for TlsClientEndpoint {
     fn connect(&self, factory: Rc<dyn Factory>) -> Deferred<Transport> {
+        if rustls::pki_types::ServerName::try_from(self.server_name.as_str()).is_err() {
+            return Deferred::fail(TlsError::new(
+                TlsErrorKind::CannotStart("the server name is not a DNS name or an IP address"),
+                true,
+            ));
+        }
         let watch = Rc::new(Watch::default());
         let cancel_watch = watch.clone();
         let (resolver, d) = Deferred::with_canceller(move |_resolver| cancel_watch.cancel());
@@ -118,8 +124,16 @@ impl ClientEndpoint for TlsClientEndpoint {
         // The connection under TLS: keep its transport (to abort it if cancelled during the
         // handshake), or fail with its failure.
         let connecting = self.inner.connect(tls).add_callbacks(
-            move |transport| {
-                *connected.transport.borrow_mut() = Some(transport);
+            move |transport: Transport| {
+                if transport.tls_info().is_none() {
+                    // TLS could not start: the connection is being closed.
+                    connected.fail(Failure::new(TlsError::new(
+                        TlsErrorKind::CannotStart("this transport cannot carry TLS"),
+                        true,
+                    )));
+                } else {
+                    *connected.transport.borrow_mut() = Some(transport);
+                }
                 Ok::<(), Failure>(())
             },
             move |failure| {

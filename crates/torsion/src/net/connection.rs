@@ -48,6 +48,10 @@ pub const HIGH_WATER_MARK: usize = 64 * 1024;
 /// A paused streaming producer is resumed when the buffer drains below this.
 pub const LOW_WATER_MARK: usize = 16 * 1024;
 
+/// How long a TLS connection closing cleanly waits for the peer's `close_notify` (or end
+/// of input) once its own is out, before closing anyway.
+const CLOSE_NOTIFY_WAIT: Duration = Duration::from_secs(2);
+
 /// Told when a client connection ends, after its protocol (the connector, which then tells
 /// its factory's `client_connection_lost`).
 pub(crate) trait ConnectionEnded {
@@ -64,6 +68,8 @@ pub(crate) struct Connection {
     state: RefCell<State>,
     /// The TLS state, once `start_tls` was called.
     tls: RefCell<Option<TlsSession>>,
+    /// What TLS negotiated, kept when the session goes so `connection_lost` can still ask.
+    last_tls_info: RefCell<Option<TlsInfo>>,
     peer: Address,
     host: Address,
     ended: Option<Rc<dyn ConnectionEnded>>,
@@ -86,6 +92,12 @@ struct State {
     shut_after_close_notify: bool,
     /// Closes the connection if the TLS handshake has not completed by then.
     handshake_deadline: Option<DelayedCall>,
+    /// Our `close_notify` and FIN are out: reading on (discarding) until the peer's
+    /// `close_notify` or end of input, so that unread bytes (TLS 1.3 session tickets) do
+    /// not turn the close into a reset that destroys what the peer has not read yet.
+    lingering: bool,
+    /// Ends the lingering close if the peer does not answer.
+    linger_deadline: Option<DelayedCall>,
     /// The buffer, producer, throttle and closing rules, shared with the other stream
     /// transports.
     core: StreamCore,
@@ -118,9 +130,12 @@ impl Connection {
                 clear_before_tls: 0,
                 shut_after_close_notify: false,
                 handshake_deadline: None,
+                lingering: false,
+                linger_deadline: None,
                 core: StreamCore::new(HIGH_WATER_MARK, LOW_WATER_MARK),
             }),
             tls: RefCell::new(None),
+            last_tls_info: RefCell::new(None),
             peer,
             host,
             ended,
@@ -191,7 +206,7 @@ impl Connection {
             Some(me) => me,
             None => return,
         };
-        if on {
+        if on || self.tls_needs_input() {
             if let Err(err) = self.reactor.add_reader(me) {
                 crate::log::error!(target: "torsion::net", "cannot watch {} for reading: {err}", self.peer);
                 self.schedule_loss(Failure::new(err));
@@ -199,6 +214,25 @@ impl Connection {
         } else {
             self.reactor.remove_reader(self.fd);
         }
+    }
+
+    /// Whether TLS must read whatever the protocol wants: during the handshake (a paused,
+    /// throttled or closing protocol would otherwise stall it) and during a lingering
+    /// close.
+    fn tls_needs_input(&self) -> bool {
+        let lingering = self.state.borrow().lingering;
+        lingering
+            || self
+                .tls
+                .try_borrow()
+                .is_ok_and(|tls| tls.as_ref().is_some_and(TlsSession::is_handshaking))
+    }
+
+    /// Watches for readability as the protocol's state says, once TLS no longer needs to
+    /// read regardless (the handshake completed).
+    fn refresh_reading(&self) {
+        let want = self.reading_unpaused() && !self.state.borrow().core.is_throttled();
+        self.set_reading(want);
     }
 
     /// Whether reading is wanted apart from the throttle: not stopped, paused or lost.
@@ -244,11 +278,17 @@ impl Connection {
             Ok(sent) => sent,
             Err(err) => {
                 tracing::debug!(target: "torsion::net", "send to {} failed: {err}", self.peer);
-                self.finish(Failure::routine(ConnectionLost));
+                let reason = self.lost_reason(err);
+                self.finish(reason);
                 return;
             }
         };
-        if sent == Sent::AwaitingHandshake {
+        let handshaking = self
+            .tls
+            .borrow()
+            .as_ref()
+            .is_some_and(TlsSession::is_handshaking);
+        if sent == Sent::AwaitingHandshake || (sent == Sent::Drained && handshaking) {
             // Nothing to send until the handshake completes, which schedules a flush.
             let unregister =
                 std::mem::replace(&mut self.state.borrow_mut().writer_registered, false);
@@ -300,6 +340,8 @@ impl Connection {
                 if self.queue_close_notify() {
                     // Send it, then come back here to close.
                     self.send_buffered();
+                } else if self.tls.borrow().is_some() {
+                    self.linger();
                 } else {
                     self.finish(Failure::routine(ConnectionDone));
                 }
@@ -313,6 +355,35 @@ impl Connection {
                 }
             }
         }
+    }
+
+    /// Our `close_notify` is out: shuts the sending side and reads on, discarding, until
+    /// the peer answers or closes (at most [`CLOSE_NOTIFY_WAIT`]), then closes.
+    fn linger(&self) {
+        let peer_closed = self
+            .tls
+            .borrow()
+            .as_ref()
+            .is_some_and(TlsSession::peer_closed);
+        if peer_closed || self.state.borrow().lingering {
+            if peer_closed {
+                self.finish(Failure::routine(ConnectionDone));
+            }
+            return;
+        }
+        self.state.borrow_mut().lingering = true;
+        if let Some(sock) = self.socket.borrow().as_ref() {
+            let _ = sock.shutdown(std::net::Shutdown::Write);
+        }
+        self.set_reading(true);
+        let me = self.me.clone();
+        let deadline = self.reactor.call_later(CLOSE_NOTIFY_WAIT, move || {
+            if let Some(me) = me.upgrade() {
+                me.state.borrow_mut().linger_deadline = None;
+                me.finish(Failure::routine(ConnectionDone));
+            }
+        });
+        self.state.borrow_mut().linger_deadline = Some(deadline);
     }
 
     /// Shuts the socket's sending side and tells the protocol.
@@ -372,14 +443,20 @@ impl Connection {
             if let Some(deadline) = deadline {
                 let _ = deadline.cancel();
             }
+            self.refresh_reading();
             self.with_protocol(|p| p.handshake_completed());
         }
         if received.plaintext > 0 && self.state.borrow().reading {
             self.with_protocol(|p| p.data_received(&plaintext[..received.plaintext]));
         }
         session::give_back_plaintext_buffer(plaintext);
-        if received.peer_closed && self.state.borrow().reading {
-            return self.eof();
+        if received.peer_closed {
+            if self.state.borrow().reading {
+                return self.eof();
+            }
+            if self.state.borrow().lingering {
+                return Err(Failure::routine(ConnectionDone));
+            }
         }
         Ok(())
     }
@@ -392,12 +469,30 @@ impl Connection {
         if session.peer_closed() {
             return None;
         }
+        if self.state.borrow().lingering {
+            return Some(Failure::routine(ConnectionDone));
+        }
         let kind = if session.is_handshaking() {
             TlsErrorKind::ClosedDuringHandshake
         } else {
             TlsErrorKind::Truncated
         };
         Some(TlsError::new(kind, session.is_handshaking()).into())
+    }
+
+    /// Why the connection is lost after an I/O error: [`ConnectionLost`], or during a TLS
+    /// handshake a [`TlsError`] saying the handshake failed, with the error as its cause.
+    fn lost_reason(&self, err: io::Error) -> Failure {
+        let handshaking = self
+            .tls
+            .borrow()
+            .as_ref()
+            .is_some_and(TlsSession::is_handshaking);
+        if handshaking {
+            TlsError::closed_during_handshake(err.to_string()).into()
+        } else {
+            Failure::routine(ConnectionLost)
+        }
     }
 
     /// Decrypts bytes handed over with `start_tls` (received before TLS started).
@@ -420,13 +515,20 @@ impl Connection {
             };
             st.reading = false;
             st.flush_scheduled = false;
-            (producer, aborting, st.handshake_deadline.take())
+            st.lingering = false;
+            let deadlines = [st.handshake_deadline.take(), st.linger_deadline.take()];
+            (producer, aborting, deadlines)
         };
-        if let Some(deadline) = deadline {
+        for deadline in deadline.into_iter().flatten() {
             let _ = deadline.cancel();
         }
         self.reactor.remove_reader(self.fd);
         self.reactor.remove_writer(self.fd);
+        if let Ok(tls) = self.tls.try_borrow()
+            && let Some(session) = tls.as_ref()
+        {
+            *self.last_tls_info.borrow_mut() = Some(session.info());
+        }
         if let Ok(mut tls) = self.tls.try_borrow_mut()
             && let Some(mut session) = tls.take()
             && !aborting
@@ -562,7 +664,7 @@ impl FileDescriptor for Connection {
 
 impl ReadDescriptor for Connection {
     fn do_read(&self) -> Result<(), Failure> {
-        if !self.state.borrow().reading {
+        if !self.state.borrow().reading && !self.tls_needs_input() {
             return Ok(());
         }
         let mut buffer = super::read_buffer::take();
@@ -594,7 +696,7 @@ impl ReadDescriptor for Connection {
             Err(Errno::AGAIN) => Ok(()),
             Err(err) => {
                 tracing::debug!(target: "torsion::net", "recv from {} failed: {err}", self.peer);
-                Err(Failure::routine(ConnectionLost))
+                Err(self.lost_reason(io::Error::from(err)))
             }
         };
         super::read_buffer::give_back(buffer);
@@ -812,7 +914,10 @@ impl TransportOps for Connection {
     }
 
     fn tls_info(&self) -> Option<TlsInfo> {
-        self.tls.borrow().as_ref().map(TlsSession::info)
+        match self.tls.borrow().as_ref() {
+            Some(session) => Some(session.info()),
+            None => self.last_tls_info.borrow().clone(),
+        }
     }
 
     fn peer_credentials(&self) -> Option<super::unix::PeerCredentials> {

@@ -104,6 +104,15 @@ impl TlsError {
         TlsError::new(TlsErrorKind::CannotStart(why), true)
     }
 
+    /// The connection failed (reset, or an I/O error) before the handshake completed.
+    pub(crate) fn closed_during_handshake(what: String) -> TlsError {
+        TlsError {
+            kind: TlsErrorKind::ClosedDuringHandshake,
+            during_handshake: true,
+            source: Some(rustls::Error::General(what)),
+        }
+    }
+
     /// Input rustls would not read at all: not TLS during the handshake, a protocol error
     /// after it.
     pub(crate) fn malformed(what: String, during_handshake: bool) -> TlsError {
@@ -139,6 +148,9 @@ impl TlsError {
                 TlsErrorKind::CertificateRequired
             }
             E::AlertReceived(AlertDescription::ProtocolVersion) => TlsErrorKind::NoSharedVersion,
+            E::AlertReceived(AlertDescription::CloseNotify) if during_handshake => {
+                TlsErrorKind::ClosedDuringHandshake
+            }
             E::AlertReceived(AlertDescription::NoApplicationProtocol)
             | E::NoApplicationProtocol => TlsErrorKind::NoApplicationProtocol,
             E::AlertReceived(alert) => TlsErrorKind::AlertReceived(*alert),
