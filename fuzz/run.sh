@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# Runs each fuzz target of torsion's framers and endpoint string parser for N seconds
+# Runs each fuzz target of torsion's framers, endpoint string parser and HTTP parsers for N seconds
 # (default 10), on the stable toolchain: libFuzzer's coverage instrumentation works without
 # nightly, only the sanitizers need it, hence `--sanitizer none`. Needs cargo-fuzz (`cargo install --locked cargo-fuzz`).
 # A target's corpus grows in fuzz/corpus/<target> (not committed), starting from the
@@ -13,7 +13,7 @@ log="$(mktemp)"
 trap 'rm -f "$log"' EXIT
 
 cargo fuzz build --sanitizer none
-for target in line netstring prefixed endpoint_string; do
+for target in line netstring prefixed endpoint_string http_request_head http_chunked; do
     echo "== fuzzing $target for ${seconds}s =="
     mkdir -p "corpus/$target"
     if ! cargo fuzz run --sanitizer none "$target" "corpus/$target" "seeds/$target" -- \

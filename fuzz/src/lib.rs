@@ -9,6 +9,11 @@
 //!
 //! The `endpoint_string` target takes its input as an endpoint description (inputs that are
 //! not UTF-8 are skipped) and checks the string parser: see [`check_endpoint_string`].
+//!
+//! The HTTP targets (`http_request_head`, `http_chunked`) take the framers' input format
+//! (the configuration byte picks the request-head limits, unused by `http_chunked`) and
+//! check torsion-web's parsers the same way: see [`check_http_request_head`] and
+//! [`check_http_chunked`].
 
 use std::cell::OnceCell;
 
@@ -20,6 +25,10 @@ use torsion::error::{EndpointSyntaxProblem, LengthLimitExceeded, NetstringError}
 use torsion::protocols::framing::{
     LineEvent, LineOnlyParser, LineParser, NetstringParser, PrefixWidth, PrefixedParser,
     encode_prefixed, netstring_encode,
+};
+use torsion_web::parse::{
+    BodyLength, ChunkError, ChunkedDecoder, LAST_CHUNK, Limits, ParseError, encode_chunk,
+    parse_request_head,
 };
 
 /// A decoded fuzz input.
@@ -403,4 +412,157 @@ pub fn check_endpoint_string(data: &[u8]) {
             assert_eq!(err.description, text);
         }
     });
+}
+
+/// The request-head limits a configuration byte picks: the defaults when its top bit is
+/// clear, else small ones, so that every limit is reached.
+fn head_limits(config: u8) -> Limits {
+    if config & 0x80 == 0 {
+        return Limits::default();
+    }
+    Limits {
+        max_head_bytes: usize::from(config & 0x0f) * 16,
+        max_headers: usize::from(config & 0x03) * 3,
+        max_uri_bytes: usize::from((config >> 4) & 0x07) * 8,
+    }
+}
+
+/// Request heads: every prefix of the stream (cut where the packets end) answers "need
+/// more" or what the whole stream answers; a head is read from no more bytes than it says
+/// and within the limits, and its framing follows the rules (chunked only on HTTP/1.1 and
+/// never with Content-Length, one Host on HTTP/1.1); errors name a status of theirs. Then
+/// the rest of the stream is read as pipelined requests (head, body, head…), which must
+/// not panic.
+pub fn check_http_request_head(data: &[u8]) {
+    let Some(input) = Input::parse(data) else {
+        return;
+    };
+    let limits = head_limits(input.config);
+    let whole = parse_request_head(input.stream, &limits);
+    for &at in &input.cuts {
+        let prefix = parse_request_head(&input.stream[..at], &limits);
+        assert!(
+            prefix == Ok(None) || prefix == whole,
+            "prefix of {at} bytes: {prefix:?}, whole: {whole:?}"
+        );
+    }
+    match &whole {
+        Ok(None) => assert!(input.stream.len() <= limits.max_head_bytes + 2 * 8 + 1),
+        Ok(Some((head, n))) => {
+            assert!(*n <= input.stream.len());
+            assert_eq!(
+                parse_request_head(&input.stream[..*n], &limits).as_ref(),
+                Ok(&Some((head.clone(), *n)))
+            );
+            assert!(head.target.len() <= limits.max_uri_bytes);
+            assert!(head.headers.len() <= limits.max_headers);
+            assert!(
+                head.version == http::Version::HTTP_10 || head.version == http::Version::HTTP_11
+            );
+            let lengths = head
+                .headers
+                .get_all(http::header::CONTENT_LENGTH)
+                .iter()
+                .count();
+            match head.body {
+                BodyLength::Chunked => {
+                    assert_eq!(head.version, http::Version::HTTP_11);
+                    assert_eq!(lengths, 0);
+                }
+                BodyLength::Fixed(len) => assert!(len > 0 && lengths > 0),
+                BodyLength::Empty => {}
+            }
+            if head.version == http::Version::HTTP_11 {
+                assert_eq!(head.headers.get_all(http::header::HOST).iter().count(), 1);
+            }
+        }
+        Err(error) => {
+            let status = error.status().as_u16();
+            let expected = match error {
+                ParseError::BadRequest(_) => 400,
+                ParseError::HeadersTooLarge | ParseError::TooManyHeaders => 431,
+                ParseError::UriTooLong => 414,
+                ParseError::VersionNotSupported => 505,
+            };
+            assert_eq!(status, expected);
+        }
+    }
+
+    // The rest as a pipeline, as a server reads it.
+    let mut rest = input.stream;
+    while let Ok(Some((head, n))) = parse_request_head(rest, &limits) {
+        assert!(n > 0);
+        rest = &rest[n..];
+        match head.body {
+            BodyLength::Empty => {}
+            BodyLength::Fixed(len) => {
+                let len = usize::try_from(len).unwrap_or(usize::MAX).min(rest.len());
+                rest = &rest[len..];
+            }
+            BodyLength::Chunked => match decode(&[rest]) {
+                (_, Ok(Some(end))) => rest = &rest[end..],
+                _ => return,
+            },
+        }
+    }
+}
+
+/// Decodes a chunked body fed in `packets`: the body, and where it ended (counted from the
+/// start of the first packet), or the error.
+fn decode(packets: &[&[u8]]) -> (Vec<u8>, Result<Option<usize>, ChunkError>) {
+    let mut decoder = ChunkedDecoder::new();
+    let mut body = Vec::new();
+    let mut offset = 0;
+    for packet in packets {
+        let mut at = 0;
+        loop {
+            match decoder.decode(&packet[at..]) {
+                Err(error) => return (body, Err(error)),
+                Ok(step) => {
+                    assert!(step.consumed <= packet.len() - at);
+                    assert!(step.data.len() <= step.consumed);
+                    body.extend_from_slice(step.data);
+                    at += step.consumed;
+                    if step.done {
+                        assert!(decoder.is_done());
+                        return (body, Ok(Some(offset + at)));
+                    }
+                    if step.consumed == 0 {
+                        break;
+                    }
+                }
+            }
+        }
+        assert_eq!(
+            at,
+            packet.len(),
+            "a packet was left unread before the body ended"
+        );
+        offset += packet.len();
+    }
+    (body, Ok(None))
+}
+
+/// Chunked bodies: the same data, end and error however the stream is cut; the data is
+/// never more than the stream; a decoded body, encoded again with `encode_chunk` and
+/// `LAST_CHUNK`, decodes back to itself and ends exactly there.
+pub fn check_http_chunked(data: &[u8]) {
+    let Some(input) = Input::parse(data) else {
+        return;
+    };
+    let whole = decode(&input.whole());
+    assert_eq!(whole, decode(&input.packets()));
+    let (body, ended) = whole;
+    assert!(body.len() <= input.stream.len());
+    if let Ok(Some(end)) = ended {
+        assert!(end <= input.stream.len());
+    }
+    let mut encoded = Vec::new();
+    for piece in body.chunks(usize::from(input.config).max(1)) {
+        encode_chunk(piece, &mut encoded);
+    }
+    encoded.extend_from_slice(LAST_CHUNK);
+    let end = encoded.len();
+    encoded.extend_from_slice(b"0\r\n");
+    assert_eq!(decode(&[&encoded]), (body, Ok(Some(end))));
 }
