@@ -156,6 +156,28 @@ fn complete_head_longer_than_the_limit_is_431_and_one_at_the_limit_is_accepted()
 }
 
 #[test]
+fn complete_head_followed_by_more_than_the_limit_of_body_is_accepted() {
+    let mut wire = b"POST / HTTP/1.1\r\nHost: a\r\nContent-Length: 40000\r\n\r\n".to_vec();
+    let n = wire.len();
+    wire.resize(n + 40000, b'x');
+    let (head, at) = parsed(&wire);
+    assert_eq!((head.body, at), (BodyLength::Fixed(40000), n));
+}
+
+#[test]
+fn limits_default_to_16_kib_of_head_100_headers_and_8_kib_of_target() {
+    let limits = Limits::default();
+    assert_eq!(
+        (
+            limits.max_head_bytes,
+            limits.max_headers,
+            limits.max_uri_bytes
+        ),
+        (16 * 1024, 100, 8 * 1024)
+    );
+}
+
+#[test]
 fn more_headers_than_the_limit_is_431() {
     let mut wire = b"GET / HTTP/1.1\r\nHost: a\r\n".to_vec();
     for i in 0..100 {

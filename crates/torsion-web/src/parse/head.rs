@@ -104,7 +104,10 @@ pub fn parse_request_head(
     let head = &buf[start..];
 
     // The first byte breaking a limit, if it has arrived; httparse sees nothing past it.
-    let uri_over = target_overflow(head, limits.max_uri_bytes);
+    // A target reaching past the head limit is refused as HeadersTooLarge whatever it
+    // holds, so the scan for it can stop there.
+    let scanned = &head[..head.len().min(limits.max_head_bytes.saturating_add(1))];
+    let uri_over = target_overflow(scanned, limits.max_uri_bytes);
     let size_over = head.len() > limits.max_head_bytes;
     let mut cap = head.len();
     if let Some(at) = uri_over {
