@@ -1,13 +1,34 @@
-//! torsion's `twisted.web`: HTTP/1.1 for torsion; this release holds the HTTP/1.1 parsing
-//! layer.
+//! torsion's `twisted.web`: an HTTP/1.1 server of [`Resource`]s for torsion's reactor.
 //!
-//! The crate will grow into Twisted's `twisted.web`: a `Site` of `Resource`s, static files
-//! and an `Agent`. What is here is its foundation, [`parse`]: a sans-I/O reader of request
-//! heads and chunked bodies that touches no socket and no reactor, so the server and the
-//! client built on it share one strict reading of the wire.
+//! A [`Site`] is the factory: listen with it on any stream endpoint (TCP, UNIX, TLS). Each
+//! connection's channel parses requests with [`parse`] (httparse underneath, with the
+//! strictness of RFC 9112 and the fixes of Twisted's request-smuggling CVEs), walks the
+//! path from the site's root to a resource, and writes the responses in order, pipelined
+//! or not, with keep-alive, chunked bodies both ways, `Expect: 100-continue`, the limits
+//! (431, 414, 413) and the timeouts (408, idle close).
 //!
-//! The invariant a reader must keep: nothing in this crate panics on what a peer sends;
-//! every malformed input is an error value that names the status to answer with.
-#![warn(missing_docs)]
+//! | torsion-web | Twisted |
+//! |---|---|
+//! | [`Site`], [`SiteConfig`] | `server.Site` |
+//! | [`Resource`], [`Node`] (`put_child`), [`NotFound`] | `resource.Resource`, `putChild`, `NoResource` |
+//! | [`Request`] (`write`, `finish`, `set_response_code`, `set_header`, `redirect`, `notify_finish`) | `server.Request` |
+//! | [`Render`] (`Body`, `Later`, `Deferred`, `future`) | `render` returning bytes or `NOT_DONE_YET` |
+//! | [`parse`] | `http.HTTPChannel`'s parsing, sans I/O |
+//!
+//! Not here yet: request bodies streamed to the resource (they are collected, up to
+//! [`SiteConfig::max_body`]), static files, the `Agent` client, the `torsion web` plugin.
+//!
+//! Invariant: resources answer only through their [`Request`]; the connection's channel
+//! alone writes to the transport, in request order.
 
+mod channel;
+mod date;
 pub mod parse;
+mod request;
+mod resource;
+mod site;
+
+pub use channel::MAX_PIPELINED;
+pub use request::{Request, RequestDone};
+pub use resource::{Node, NotFound, Render, Resource};
+pub use site::{Site, SiteConfig};

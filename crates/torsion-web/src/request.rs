@@ -1,0 +1,531 @@
+//! One HTTP request and its response (Twisted's `twisted.web.server.Request`, from
+//! `http.Request`): what the client asked, and the calls a resource answers with.
+//!
+//! The request formats its own response (status line, headers, framing: a
+//! `Content-Length`, or chunks, or a close for HTTP/1.0) into a buffer; the connection's
+//! channel takes that buffer and writes it when every earlier pipelined response is out.
+//!
+//! Invariant: once finished, or once the client is gone, a request accepts no more output:
+//! `write` and `finish` return [`RequestDone`] (which a resource may ignore) and never
+//! panic.
+
+use std::cell::{OnceCell, RefCell};
+use std::collections::HashMap;
+use std::fmt;
+use std::rc::{Rc, Weak};
+
+use http::header::{CONNECTION, CONTENT_LENGTH, CONTENT_TYPE, DATE, LOCATION, TRANSFER_ENCODING};
+use http::{HeaderMap, HeaderName, HeaderValue, Method, StatusCode, Version};
+use torsion::net::Address;
+use torsion::{Deferred, Failure, Resolver};
+
+use crate::parse::{LAST_CHUNK, RequestHead, encode_chunk};
+
+/// Why a request took no more output.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum RequestDone {
+    /// `finish` was called already.
+    Finished,
+    /// The client went away first.
+    Disconnected,
+}
+
+impl fmt::Display for RequestDone {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            RequestDone::Finished => f.write_str("the request was finished already"),
+            RequestDone::Disconnected => {
+                f.write_str("the client disconnected before the response was finished")
+            }
+        }
+    }
+}
+
+impl std::error::Error for RequestDone {}
+
+/// Told when a request has output or has finished.
+pub(crate) trait Channel {
+    fn output_ready(&self);
+}
+
+/// An HTTP request (Twisted's `Request`): read it, then answer with
+/// [`set_response_code`](Request::set_response_code), [`set_header`](Request::set_header),
+/// [`write`](Request::write) and [`finish`](Request::finish).
+pub struct Request {
+    head: RequestHead,
+    path: String,
+    query: Option<String>,
+    body: Vec<u8>,
+    client: Address,
+    host: Address,
+    args: OnceCell<HashMap<String, Vec<String>>>,
+    prepath: RefCell<Vec<String>>,
+    postpath: RefCell<Vec<String>>,
+    response: RefCell<Response>,
+    channel: Weak<dyn Channel>,
+}
+
+struct Response {
+    code: StatusCode,
+    headers: HeaderMap,
+    /// The status line and headers are in `out` (or were sent).
+    head_written: bool,
+    chunked: bool,
+    finished: bool,
+    disconnected: bool,
+    /// The connection closes after this response.
+    close: bool,
+    /// Formatted and not yet taken by the channel.
+    out: Vec<u8>,
+    waiters: Vec<Resolver<()>>,
+}
+
+impl Request {
+    pub(crate) fn new(
+        head: RequestHead,
+        body: Vec<u8>,
+        client: Address,
+        host: Address,
+        channel: Weak<dyn Channel>,
+    ) -> Rc<Request> {
+        let (path, query) = match head.target.split_once('?') {
+            Some((path, query)) => (path.to_string(), Some(query.to_string())),
+            None => (head.target.clone(), None),
+        };
+        let postpath = path
+            .strip_prefix('/')
+            .unwrap_or(&path)
+            .split('/')
+            .map(percent_decode)
+            .collect();
+        let close = !head.keep_alive;
+        Rc::new(Request {
+            head,
+            path,
+            query,
+            body,
+            client,
+            host,
+            args: OnceCell::new(),
+            prepath: RefCell::new(Vec::new()),
+            postpath: RefCell::new(postpath),
+            response: RefCell::new(Response {
+                code: StatusCode::OK,
+                headers: HeaderMap::new(),
+                head_written: false,
+                chunked: false,
+                finished: false,
+                disconnected: false,
+                close,
+                out: Vec::new(),
+                waiters: Vec::new(),
+            }),
+            channel,
+        })
+    }
+
+    /// The method (Twisted's `method`).
+    pub fn method(&self) -> &Method {
+        &self.head.method
+    }
+
+    /// The request-target as sent, path and query (Twisted's `uri`).
+    pub fn uri(&self) -> &str {
+        &self.head.target
+    }
+
+    /// The path, without the query, not decoded (Twisted's `path`).
+    pub fn path(&self) -> &str {
+        &self.path
+    }
+
+    /// HTTP/1.0 or HTTP/1.1 (Twisted's `clientproto`).
+    pub fn version(&self) -> Version {
+        self.head.version
+    }
+
+    /// The request headers (Twisted's `requestHeaders`).
+    pub fn headers(&self) -> &HeaderMap {
+        &self.head.headers
+    }
+
+    /// The first value of header `name`, if it is text (Twisted's `getHeader`).
+    pub fn header(&self, name: &str) -> Option<&str> {
+        self.head.headers.get(name).and_then(|v| v.to_str().ok())
+    }
+
+    /// The query arguments, each name with its values in order (Twisted's `args`).
+    pub fn args(&self) -> &HashMap<String, Vec<String>> {
+        self.args.get_or_init(|| {
+            let mut args: HashMap<String, Vec<String>> = HashMap::new();
+            if let Some(query) = &self.query {
+                for (name, value) in form_urlencoded::parse(query.as_bytes()) {
+                    args.entry(name.into_owned())
+                        .or_default()
+                        .push(value.into_owned());
+                }
+            }
+            args
+        })
+    }
+
+    /// The first value of query argument `name`.
+    pub fn arg(&self, name: &str) -> Option<&str> {
+        self.args()
+            .get(name)
+            .and_then(|v| v.first())
+            .map(String::as_str)
+    }
+
+    /// The value of cookie `name` (Twisted's `getCookie`).
+    pub fn cookie(&self, name: &str) -> Option<String> {
+        self.head
+            .headers
+            .get_all(http::header::COOKIE)
+            .iter()
+            .filter_map(|v| v.to_str().ok())
+            .flat_map(|v| v.split(';'))
+            .filter_map(|pair| pair.trim().split_once('='))
+            .find(|(n, _)| *n == name)
+            .map(|(_, v)| v.to_string())
+    }
+
+    /// The client's address (Twisted's `getClientAddress`).
+    pub fn client(&self) -> &Address {
+        &self.client
+    }
+
+    /// Our address, where the request arrived (Twisted's `getHost`).
+    pub fn host_address(&self) -> &Address {
+        &self.host
+    }
+
+    /// The request body, whole (Twisted's `content`).
+    pub fn content(&self) -> &[u8] {
+        &self.body
+    }
+
+    /// The path segments walked so far, decoded (Twisted's `prepath`).
+    pub fn prepath(&self) -> Vec<String> {
+        self.prepath.borrow().clone()
+    }
+
+    /// The path segments not walked yet, decoded (Twisted's `postpath`): under a leaf
+    /// resource, the rest of the path.
+    pub fn postpath(&self) -> Vec<String> {
+        self.postpath.borrow().clone()
+    }
+
+    /// Moves the next segment from `postpath` to `prepath`; `None` at the end.
+    pub(crate) fn walk(&self) -> Option<String> {
+        let mut postpath = self.postpath.borrow_mut();
+        if postpath.is_empty() {
+            return None;
+        }
+        let segment = postpath.remove(0);
+        self.prepath.borrow_mut().push(segment.clone());
+        Some(segment)
+    }
+
+    /// Sets the status (Twisted's `setResponseCode`); ignored once the head is written.
+    pub fn set_response_code(&self, code: StatusCode) {
+        let mut response = self.response.borrow_mut();
+        if !response.head_written {
+            response.code = code;
+        }
+    }
+
+    /// The status set so far.
+    pub fn response_code(&self) -> StatusCode {
+        self.response.borrow().code
+    }
+
+    /// Sets a response header, replacing any earlier value (Twisted's `setHeader`); an
+    /// invalid name or value is logged and ignored, and so is a header set once the head
+    /// is written.
+    pub fn set_header(&self, name: &str, value: &str) {
+        let parsed = (
+            HeaderName::from_bytes(name.as_bytes()),
+            HeaderValue::from_str(value),
+        );
+        let (Ok(name), Ok(value)) = parsed else {
+            torsion::log::Logger::new("torsion_web::request").warn(format_args!(
+                "invalid response header ignored: {name:?}: {value:?}"
+            ));
+            return;
+        };
+        let mut response = self.response.borrow_mut();
+        if !response.head_written {
+            response.headers.insert(name, value);
+        }
+    }
+
+    /// Redirects to `url` with 302 Found (Twisted's `redirect`); finish the request next.
+    pub fn redirect(&self, url: &str) {
+        self.set_response_code(StatusCode::FOUND);
+        self.set_header(LOCATION.as_str(), url);
+    }
+
+    /// Writes part of the body (Twisted's `write`); the status line and headers go first.
+    ///
+    /// # Errors
+    ///
+    /// [`RequestDone`] once finished or after the client went away; nothing is written.
+    pub fn write(&self, data: &[u8]) -> Result<(), RequestDone> {
+        {
+            let mut response = self.response.borrow_mut();
+            response.check()?;
+            self.write_head(&mut response, None);
+            if !data.is_empty() && self.has_body(&response) {
+                if response.chunked {
+                    encode_chunk(data, &mut response.out);
+                } else {
+                    response.out.extend_from_slice(data);
+                }
+            }
+        }
+        self.wake();
+        Ok(())
+    }
+
+    /// Ends the response (Twisted's `finish`).
+    ///
+    /// # Errors
+    ///
+    /// [`RequestDone`] if finished already or the client went away.
+    pub fn finish(&self) -> Result<(), RequestDone> {
+        let waiters = {
+            let mut response = self.response.borrow_mut();
+            response.check()?;
+            self.write_head(&mut response, Some(0));
+            if response.chunked {
+                response.out.extend_from_slice(LAST_CHUNK);
+            }
+            response.finished = true;
+            std::mem::take(&mut response.waiters)
+        };
+        self.wake();
+        for waiter in waiters {
+            let _ = waiter.try_callback(());
+        }
+        Ok(())
+    }
+
+    /// Writes `body` with its length and finishes (what a [`Render::Body`](crate::Render)
+    /// does).
+    pub(crate) fn respond(&self, body: &[u8]) -> Result<(), RequestDone> {
+        {
+            let mut response = self.response.borrow_mut();
+            response.check()?;
+            if !response.head_written {
+                self.write_head(&mut response, Some(body.len() as u64));
+            }
+        }
+        self.write(body)?;
+        self.finish()
+    }
+
+    /// Fires when the response is finished, and fails if the client goes away first
+    /// (Twisted's `notifyFinish`).
+    pub fn notify_finish(&self) -> Deferred<()> {
+        let mut response = self.response.borrow_mut();
+        if response.finished {
+            return Deferred::succeed(());
+        }
+        if response.disconnected {
+            return Deferred::fail(RequestDone::Disconnected);
+        }
+        let (resolver, d) = Deferred::new();
+        response.waiters.push(resolver);
+        d
+    }
+
+    /// Whether `finish` was called.
+    pub fn is_finished(&self) -> bool {
+        self.response.borrow().finished
+    }
+
+    /// Whether the client went away before the response was finished.
+    pub fn is_disconnected(&self) -> bool {
+        self.response.borrow().disconnected
+    }
+
+    /// The formatted output not yet taken, and whether the request is finished.
+    pub(crate) fn take_output(&self) -> (Vec<u8>, bool) {
+        let mut response = self.response.borrow_mut();
+        (std::mem::take(&mut response.out), response.finished)
+    }
+
+    /// Whether the connection must close after this response.
+    pub(crate) fn closes_connection(&self) -> bool {
+        self.response.borrow().close
+    }
+
+    /// The client went away: `notify_finish` fails, output is refused.
+    pub(crate) fn disconnected(&self, reason: &Failure) {
+        let waiters = {
+            let mut response = self.response.borrow_mut();
+            if response.finished || response.disconnected {
+                return;
+            }
+            response.disconnected = true;
+            response.out.clear();
+            std::mem::take(&mut response.waiters)
+        };
+        let _ = reason;
+        for waiter in waiters {
+            let _ = waiter.try_errback(RequestDone::Disconnected);
+        }
+    }
+
+    /// Fails the request with 500 if nothing was written yet; finishes it either way.
+    pub(crate) fn fail(&self, failure: &Failure) {
+        torsion::log::Logger::new("torsion_web::request").failure(
+            format_args!("rendering {} {} failed", self.method(), self.uri()),
+            failure,
+        );
+        let written = self.response.borrow().head_written;
+        if written {
+            // The client sees a short response: close the connection after it.
+            self.response.borrow_mut().close = true;
+            let _ = self.finish();
+            return;
+        }
+        self.set_response_code(StatusCode::INTERNAL_SERVER_ERROR);
+        self.set_header(CONTENT_TYPE.as_str(), "text/plain; charset=utf-8");
+        let _ = self.respond(b"500 Internal Server Error\n");
+    }
+
+    fn wake(&self) {
+        if let Some(channel) = self.channel.upgrade() {
+            channel.output_ready();
+        }
+    }
+
+    fn has_body(&self, response: &Response) -> bool {
+        self.head.method != Method::HEAD && status_has_body(response.code)
+    }
+
+    /// Formats the status line and headers into the output, once. `length` is the body's
+    /// length when known (`finish` without a write: 0).
+    fn write_head(&self, response: &mut Response, length: Option<u64>) {
+        if response.head_written {
+            return;
+        }
+        response.head_written = true;
+        let code = response.code;
+        let version = if self.head.version == Version::HTTP_10 {
+            "HTTP/1.0"
+        } else {
+            "HTTP/1.1"
+        };
+        let mut headers = std::mem::take(&mut response.headers);
+        headers.insert(DATE, crate::date::now());
+        if status_has_body(code) {
+            if !headers.contains_key(CONTENT_LENGTH) {
+                match length {
+                    Some(n) => {
+                        headers.insert(CONTENT_LENGTH, HeaderValue::from(n));
+                    }
+                    None if self.head.version == Version::HTTP_11 => {
+                        if self.head.method != Method::HEAD {
+                            headers.insert(TRANSFER_ENCODING, HeaderValue::from_static("chunked"));
+                            response.chunked = true;
+                        }
+                    }
+                    // HTTP/1.0 and no length: the end of the body is the close.
+                    None => response.close = true,
+                }
+            }
+            if !headers.contains_key(CONTENT_TYPE) {
+                headers.insert(CONTENT_TYPE, HeaderValue::from_static("text/html"));
+            }
+        }
+        if response.close {
+            headers.insert(CONNECTION, HeaderValue::from_static("close"));
+        } else if self.head.version == Version::HTTP_10 {
+            headers.insert(CONNECTION, HeaderValue::from_static("keep-alive"));
+        }
+        let out = &mut response.out;
+        out.extend_from_slice(version.as_bytes());
+        out.push(b' ');
+        out.extend_from_slice(code.as_str().as_bytes());
+        out.push(b' ');
+        out.extend_from_slice(code.canonical_reason().unwrap_or("Unknown").as_bytes());
+        out.extend_from_slice(b"\r\n");
+        for (name, value) in &headers {
+            out.extend_from_slice(name.as_str().as_bytes());
+            out.extend_from_slice(b": ");
+            out.extend_from_slice(value.as_bytes());
+            out.extend_from_slice(b"\r\n");
+        }
+        out.extend_from_slice(b"\r\n");
+        response.headers = headers;
+    }
+}
+
+impl Response {
+    fn check(&self) -> Result<(), RequestDone> {
+        if self.disconnected {
+            Err(RequestDone::Disconnected)
+        } else if self.finished {
+            Err(RequestDone::Finished)
+        } else {
+            Ok(())
+        }
+    }
+}
+
+impl fmt::Debug for Request {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Request")
+            .field("method", self.method())
+            .field("uri", &self.uri())
+            .field("client", &self.client)
+            .finish_non_exhaustive()
+    }
+}
+
+/// Whether a response with this status has a body (not 1xx, 204 or 304).
+fn status_has_body(code: StatusCode) -> bool {
+    !(code.is_informational() || code == StatusCode::NO_CONTENT || code == StatusCode::NOT_MODIFIED)
+}
+
+/// Decodes `%XX` escapes; a malformed escape stays as it is, bytes that are not UTF-8
+/// become U+FFFD.
+fn percent_decode(segment: &str) -> String {
+    let bytes = segment.as_bytes();
+    let mut out = Vec::with_capacity(bytes.len());
+    let mut i = 0;
+    while i < bytes.len() {
+        if bytes[i] == b'%'
+            && i + 2 < bytes.len()
+            && let (Some(h), Some(l)) = (hex(bytes[i + 1]), hex(bytes[i + 2]))
+        {
+            out.push(h * 16 + l);
+            i += 3;
+        } else {
+            out.push(bytes[i]);
+            i += 1;
+        }
+    }
+    String::from_utf8_lossy(&out).into_owned()
+}
+
+fn hex(b: u8) -> Option<u8> {
+    (b as char).to_digit(16).map(|d| d as u8)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn percent_escapes_are_decoded_and_malformed_ones_kept() {
+        assert_eq!(percent_decode("a%20b"), "a b");
+        assert_eq!(percent_decode("%2e%2E"), "..");
+        assert_eq!(percent_decode("100%"), "100%");
+        assert_eq!(percent_decode("%zz%4"), "%zz%4");
+        assert_eq!(percent_decode("%41"), "A");
+    }
+}
