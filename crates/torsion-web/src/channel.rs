@@ -23,7 +23,7 @@ use torsion::time::{DelayedCall, ReactorTime};
 use torsion::{Failure, Reactor};
 
 use crate::parse::{BodyLength, ChunkedDecoder, RequestHead, parse_request_head};
-use crate::request::{self, Request};
+use crate::request::{self, ProducerState, Request};
 use crate::resource::Render;
 use crate::site::SiteInner;
 
@@ -236,8 +236,20 @@ impl Channel {
             if !out.is_empty() {
                 transport.write(&out);
             }
+            match front.take_producer() {
+                ProducerState::Pending(producer, streaming) => {
+                    if let Err(failure) = transport.register_producer(producer, streaming) {
+                        front.fail(&failure);
+                    }
+                }
+                ProducerState::Released => transport.unregister_producer(),
+                ProducerState::None | ProducerState::Registered => {}
+            }
             if !finished {
                 break;
+            }
+            if front.release_producer() {
+                transport.unregister_producer();
             }
             self.queue.borrow_mut().pop_front();
             self.site.log_access(&front);

@@ -13,10 +13,12 @@
 //! | [`Resource`], [`Node`] (`put_child`), [`NotFound`] | `resource.Resource`, `putChild`, `NoResource` |
 //! | [`Request`] (`write`, `finish`, `set_response_code`, `set_header`, `redirect`, `notify_finish`) | `server.Request` |
 //! | [`Render`] (`Body`, `Later`, `Deferred`, `future`) | `render` returning bytes or `NOT_DONE_YET` |
+//! | [`StaticFile`] (types, index files, listings, ranges, 304s, streamed bodies) | `static.File` |
+//! | [`Request::register_producer`] | `Request.registerProducer` |
 //! | [`parse`] | `http.HTTPChannel`'s parsing, sans I/O |
 //!
 //! Not here yet: request bodies streamed to the resource (they are collected, up to
-//! [`SiteConfig::max_body`]), static files, the `Agent` client, the `torsion web` plugin.
+//! [`SiteConfig::max_body`]) and the `Agent` client.
 //!
 //! Invariant: resources answer only through their [`Request`]; the connection's channel
 //! alone writes to the transport, in request order.
@@ -27,8 +29,10 @@ pub mod parse;
 mod request;
 mod resource;
 mod site;
+mod static_file;
 
 pub use channel::MAX_PIPELINED;
 pub use request::{Request, RequestDone};
 pub use resource::{Node, NotFound, Render, Resource};
 pub use site::{Site, SiteConfig};
+pub use static_file::StaticFile;

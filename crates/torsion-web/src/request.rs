@@ -16,7 +16,7 @@ use std::rc::{Rc, Weak};
 
 use http::header::{CONNECTION, CONTENT_LENGTH, CONTENT_TYPE, DATE, LOCATION, TRANSFER_ENCODING};
 use http::{HeaderMap, HeaderName, HeaderValue, Method, StatusCode, Version};
-use torsion::net::Address;
+use torsion::net::{Address, Producer};
 use torsion::{Deferred, Failure, Resolver};
 
 use crate::parse::{LAST_CHUNK, RequestHead, encode_chunk};
@@ -78,6 +78,19 @@ struct Response {
     /// Formatted and not yet taken by the channel.
     out: Vec<u8>,
     waiters: Vec<Resolver<()>>,
+    producer: ProducerState,
+}
+
+/// A producer writing this request's body, and where it is with the transport.
+pub(crate) enum ProducerState {
+    None,
+    /// Registered with the request; goes to the transport once the request is first in
+    /// line.
+    Pending(Rc<dyn Producer>, bool),
+    /// Registered with the transport.
+    Registered,
+    /// Unregistered while registered with the transport: the channel unregisters it there.
+    Released,
 }
 
 impl Request {
@@ -119,6 +132,7 @@ impl Request {
                 close,
                 out: Vec::new(),
                 waiters: Vec::new(),
+                producer: ProducerState::None,
             }),
             channel,
         })
@@ -323,6 +337,69 @@ impl Request {
         }
         self.write(body)?;
         self.finish()
+    }
+
+    /// Registers the producer that writes this response's body (Twisted's
+    /// `Request.registerProducer`): it goes to the connection once every earlier
+    /// pipelined response is out, so its writes are paced by the client's reading (a pull
+    /// producer is asked for more each time the connection's buffer empties; a push
+    /// producer is paused over the high-water mark).
+    ///
+    /// # Errors
+    ///
+    /// [`RequestDone`] once finished or after the client went away.
+    pub fn register_producer(
+        &self,
+        producer: Rc<dyn Producer>,
+        streaming: bool,
+    ) -> Result<(), RequestDone> {
+        {
+            let mut response = self.response.borrow_mut();
+            response.check()?;
+            response.producer = ProducerState::Pending(producer, streaming);
+        }
+        self.wake();
+        Ok(())
+    }
+
+    /// Unregisters the producer (Twisted's `Request.unregisterProducer`).
+    pub fn unregister_producer(&self) {
+        {
+            let mut response = self.response.borrow_mut();
+            response.producer = match std::mem::replace(&mut response.producer, ProducerState::None)
+            {
+                ProducerState::Registered => ProducerState::Released,
+                _ => ProducerState::None,
+            };
+        }
+        self.wake();
+    }
+
+    /// What the channel must do with the producer: a pending one to register with the
+    /// transport (then marked registered), or whether a registered one was released.
+    pub(crate) fn take_producer(&self) -> ProducerState {
+        let mut response = self.response.borrow_mut();
+        match std::mem::replace(&mut response.producer, ProducerState::None) {
+            ProducerState::Pending(producer, streaming) => {
+                response.producer = ProducerState::Registered;
+                ProducerState::Pending(producer, streaming)
+            }
+            ProducerState::Registered => {
+                response.producer = ProducerState::Registered;
+                ProducerState::None
+            }
+            other => other,
+        }
+    }
+
+    /// Whether a producer is still registered with the transport (now forgotten): the
+    /// channel unregisters it when the request is done.
+    pub(crate) fn release_producer(&self) -> bool {
+        let mut response = self.response.borrow_mut();
+        matches!(
+            std::mem::replace(&mut response.producer, ProducerState::None),
+            ProducerState::Registered | ProducerState::Released
+        )
     }
 
     /// Fires when the response is finished, and fails if the client goes away first

@@ -3,17 +3,25 @@
 //! `Expect: 100-continue`, the refusals of malformed requests with their status and a
 //! close, the timeouts, and curl as a client.
 
-use std::io::{BufRead, BufReader, Read, Write};
-use std::net::TcpStream;
+use std::io::{Read, Write};
 use std::rc::Rc;
-use std::thread;
 use std::time::Duration;
 
 use http::Method;
-use torsion::net::tcp::ListenOptions;
 use torsion::time::ReactorTime;
 use torsion::{Deferred, Reactor};
-use torsion_web::{Node, Render, Request, Resource, Site, SiteConfig};
+use torsion_web::{Node, Render, Request, Resource, SiteConfig};
+
+mod common;
+use common::{connect, exchange, read_response};
+
+/// Serves the test tree.
+fn with_server<T: Send + 'static>(
+    config: SiteConfig,
+    client: impl FnOnce(u16) -> T + Send + 'static,
+) -> T {
+    common::serve(root(), config, client)
+}
 
 /// `hello world` for GET.
 struct Hello;
@@ -83,142 +91,6 @@ fn root() -> Rc<dyn Resource> {
     root.put_child("slow", Rc::new(Slow(0.05)));
     root.put_child("parts", Rc::new(Parts));
     Rc::new(root)
-}
-
-/// Serves `root()` on 127.0.0.1 with `config`, runs `client` on a thread with the port, and
-/// returns what it returns once it is done (20 s at most).
-fn with_server<T: Send + 'static>(
-    config: SiteConfig,
-    client: impl FnOnce(u16) -> T + Send + 'static,
-) -> T {
-    let reactor = Reactor::new().unwrap();
-    let options = ListenOptions {
-        interface: [127, 0, 0, 1].into(),
-        ..Default::default()
-    };
-    let port = reactor
-        .listen_tcp_with(0, Site::with_config(root(), config), options)
-        .unwrap()
-        .host()
-        .port()
-        .unwrap();
-    let handle = Rc::new(std::cell::RefCell::new(Some(thread::spawn(move || {
-        client(port)
-    }))));
-    fn poll<T: Send + 'static>(
-        reactor: Reactor,
-        handle: Rc<std::cell::RefCell<Option<thread::JoinHandle<T>>>>,
-    ) {
-        if handle.borrow().as_ref().is_none_or(|h| h.is_finished()) {
-            let _ = reactor.stop();
-            return;
-        }
-        let r = reactor.clone();
-        reactor.call_later(0.005, move || poll(r, handle));
-    }
-    let (r, h) = (reactor.clone(), handle.clone());
-    reactor.call_soon(move || poll(r, h));
-    let r = reactor.clone();
-    reactor.call_later(20.0, move || {
-        let _ = r.stop();
-    });
-    reactor.run().unwrap();
-    let handle = handle.borrow_mut().take().unwrap();
-    assert!(
-        handle.is_finished(),
-        "the client did not finish within 20 s"
-    );
-    handle.join().unwrap()
-}
-
-/// A parsed response.
-#[derive(Debug)]
-struct Response {
-    status: u16,
-    headers: Vec<(String, String)>,
-    body: Vec<u8>,
-}
-
-impl Response {
-    fn header(&self, name: &str) -> Option<&str> {
-        self.headers
-            .iter()
-            .find(|(n, _)| n.eq_ignore_ascii_case(name))
-            .map(|(_, v)| v.as_str())
-    }
-}
-
-/// Reads one response (`head`: the request was HEAD, so no body).
-fn read_response(reader: &mut BufReader<TcpStream>, head: bool) -> Response {
-    let mut line = String::new();
-    reader.read_line(&mut line).unwrap();
-    let status: u16 = line
-        .split(' ')
-        .nth(1)
-        .unwrap_or_else(|| panic!("status line {line:?}"))
-        .parse()
-        .unwrap();
-    let mut headers = Vec::new();
-    loop {
-        let mut line = String::new();
-        reader.read_line(&mut line).unwrap();
-        let line = line.trim_end();
-        if line.is_empty() {
-            break;
-        }
-        let (name, value) = line.split_once(':').unwrap();
-        headers.push((name.to_string(), value.trim().to_string()));
-    }
-    let mut response = Response {
-        status,
-        headers,
-        body: Vec::new(),
-    };
-    if head || status == 100 || status == 204 || status == 304 {
-        return response;
-    }
-    if let Some(length) = response.header("content-length") {
-        let mut body = vec![0; length.parse().unwrap()];
-        reader.read_exact(&mut body).unwrap();
-        response.body = body;
-    } else if response.header("transfer-encoding") == Some("chunked") {
-        loop {
-            let mut size = String::new();
-            reader.read_line(&mut size).unwrap();
-            let size = usize::from_str_radix(size.trim(), 16).unwrap();
-            let mut chunk = vec![0; size + 2];
-            reader.read_exact(&mut chunk).unwrap();
-            if size == 0 {
-                break;
-            }
-            response.body.extend_from_slice(&chunk[..size]);
-        }
-    } else {
-        reader.read_to_end(&mut response.body).unwrap();
-    }
-    response
-}
-
-fn connect(port: u16) -> (TcpStream, BufReader<TcpStream>) {
-    let stream = TcpStream::connect(("127.0.0.1", port)).unwrap();
-    stream
-        .set_read_timeout(Some(Duration::from_secs(10)))
-        .unwrap();
-    let reader = BufReader::new(stream.try_clone().unwrap());
-    (stream, reader)
-}
-
-/// Sends `raw` and reads one response, then whether the server closed the connection.
-fn exchange(port: u16, raw: &[u8]) -> (Response, bool) {
-    let (mut stream, mut reader) = connect(port);
-    stream.write_all(raw).unwrap();
-    let response = read_response(&mut reader, raw.starts_with(b"HEAD"));
-    let mut rest = Vec::new();
-    stream
-        .set_read_timeout(Some(Duration::from_millis(500)))
-        .unwrap();
-    let closed = reader.read_to_end(&mut rest).is_ok() && rest.is_empty();
-    (response, closed)
 }
 
 #[test]

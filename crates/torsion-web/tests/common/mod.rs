@@ -1,0 +1,151 @@
+//! Shared by the server tests: a site served on loopback while a blocking client runs on
+//! another thread, and a small reader of raw responses.
+#![allow(dead_code)]
+
+use std::io::{BufRead, BufReader, Read, Write};
+use std::net::TcpStream;
+use std::rc::Rc;
+use std::thread;
+use std::time::Duration;
+
+use torsion::Reactor;
+use torsion::net::tcp::ListenOptions;
+use torsion::time::ReactorTime;
+use torsion_web::{Resource, Site, SiteConfig};
+
+/// Serves `root` on 127.0.0.1 with `config`, runs `client` on a thread with the port, and
+/// returns what it returns once it is done (20 s at most).
+pub fn serve<T: Send + 'static>(
+    root: Rc<dyn Resource>,
+    config: SiteConfig,
+    client: impl FnOnce(u16) -> T + Send + 'static,
+) -> T {
+    let reactor = Reactor::new().unwrap();
+    let options = ListenOptions {
+        interface: [127, 0, 0, 1].into(),
+        ..Default::default()
+    };
+    let port = reactor
+        .listen_tcp_with(0, Site::with_config(root, config), options)
+        .unwrap()
+        .host()
+        .port()
+        .unwrap();
+    let handle = Rc::new(std::cell::RefCell::new(Some(thread::spawn(move || {
+        client(port)
+    }))));
+    fn poll<T: Send + 'static>(
+        reactor: Reactor,
+        handle: Rc<std::cell::RefCell<Option<thread::JoinHandle<T>>>>,
+    ) {
+        if handle.borrow().as_ref().is_none_or(|h| h.is_finished()) {
+            let _ = reactor.stop();
+            return;
+        }
+        let r = reactor.clone();
+        reactor.call_later(0.005, move || poll(r, handle));
+    }
+    let (r, h) = (reactor.clone(), handle.clone());
+    reactor.call_soon(move || poll(r, h));
+    let r = reactor.clone();
+    reactor.call_later(20.0, move || {
+        let _ = r.stop();
+    });
+    reactor.run().unwrap();
+    let handle = handle.borrow_mut().take().unwrap();
+    assert!(
+        handle.is_finished(),
+        "the client did not finish within 20 s"
+    );
+    handle.join().unwrap()
+}
+
+/// A parsed response.
+#[derive(Debug)]
+pub struct Response {
+    pub status: u16,
+    pub headers: Vec<(String, String)>,
+    pub body: Vec<u8>,
+}
+
+impl Response {
+    pub fn header(&self, name: &str) -> Option<&str> {
+        self.headers
+            .iter()
+            .find(|(n, _)| n.eq_ignore_ascii_case(name))
+            .map(|(_, v)| v.as_str())
+    }
+}
+
+/// Reads one response (`head`: the request was HEAD, so no body).
+pub fn read_response(reader: &mut BufReader<TcpStream>, head: bool) -> Response {
+    let mut line = String::new();
+    reader.read_line(&mut line).unwrap();
+    let status: u16 = line
+        .split(' ')
+        .nth(1)
+        .unwrap_or_else(|| panic!("status line {line:?}"))
+        .parse()
+        .unwrap();
+    let mut headers = Vec::new();
+    loop {
+        let mut line = String::new();
+        reader.read_line(&mut line).unwrap();
+        let line = line.trim_end();
+        if line.is_empty() {
+            break;
+        }
+        let (name, value) = line.split_once(':').unwrap();
+        headers.push((name.to_string(), value.trim().to_string()));
+    }
+    let mut response = Response {
+        status,
+        headers,
+        body: Vec::new(),
+    };
+    if head || status == 100 || status == 204 || status == 304 {
+        return response;
+    }
+    if let Some(length) = response.header("content-length") {
+        let mut body = vec![0; length.parse().unwrap()];
+        reader.read_exact(&mut body).unwrap();
+        response.body = body;
+    } else if response.header("transfer-encoding") == Some("chunked") {
+        loop {
+            let mut size = String::new();
+            reader.read_line(&mut size).unwrap();
+            let size = usize::from_str_radix(size.trim(), 16).unwrap();
+            let mut chunk = vec![0; size + 2];
+            reader.read_exact(&mut chunk).unwrap();
+            if size == 0 {
+                break;
+            }
+            response.body.extend_from_slice(&chunk[..size]);
+        }
+    } else {
+        reader.read_to_end(&mut response.body).unwrap();
+    }
+    response
+}
+
+pub fn connect(port: u16) -> (TcpStream, BufReader<TcpStream>) {
+    let stream = TcpStream::connect(("127.0.0.1", port)).unwrap();
+    stream
+        .set_read_timeout(Some(Duration::from_secs(10)))
+        .unwrap();
+    let reader = BufReader::new(stream.try_clone().unwrap());
+    (stream, reader)
+}
+
+/// Sends `raw` and reads one response, then whether the server closed the connection.
+pub fn exchange(port: u16, raw: &[u8]) -> (Response, bool) {
+    let (mut stream, mut reader) = connect(port);
+    stream.write_all(raw).unwrap();
+    let response = read_response(&mut reader, raw.starts_with(b"HEAD"));
+    let mut rest = Vec::new();
+    stream
+        .set_read_timeout(Some(Duration::from_millis(500)))
+        .unwrap();
+    let closed = reader.read_to_end(&mut rest).is_ok() && rest.is_empty();
+    (response, closed)
+}
