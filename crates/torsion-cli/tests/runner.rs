@@ -1200,7 +1200,7 @@ fn help_lists_the_plugins_and_an_unknown_plugin_is_a_usage_error() {
     let help = Torsion::run(["--help"]);
     help.assert_code(0);
     let text = String::from_utf8_lossy(&help.stdout);
-    for plugin in ["echo", "poetry", "transform", "proxy", "portforward"] {
+    for plugin in ["echo", "poetry", "transform", "proxy", "portforward", "web"] {
         assert!(
             text.lines()
                 .any(|l| l.trim_start().starts_with(&format!("{plugin} "))),
@@ -1342,4 +1342,64 @@ fn echo_over_an_ssl_endpoint_echoes_through_tls() {
     assert!(rest.is_empty());
     let stopped = runner.stop();
     stopped.assert_code(0);
+}
+
+/// 13. `torsion web --path DIR`: the poems directory over HTTP, byte exact, with a
+///     listing, a range and keep-alive; each response in the access log.
+#[test]
+fn web_serves_a_directory_over_http_and_logs_each_request() {
+    let poems = poem_path("science.txt");
+    let dir = poems
+        .parent()
+        .expect("the poems directory")
+        .to_str()
+        .expect("utf-8")
+        .to_string();
+    let mut runner = Torsion::start(["web", "--listen", ANY_LOOPBACK_PORT, "--path", dir.as_str()]);
+    let addr = runner.listening();
+    let mut stream = connect(addr);
+    let ask = |stream: &mut TcpStream, request: &str| -> (String, Vec<u8>) {
+        stream
+            .write_all(request.as_bytes())
+            .expect("send the request");
+        read_http_response(stream)
+    };
+    let (head, body) = ask(&mut stream, "GET /science.txt HTTP/1.1\r\nHost: x\r\n\r\n");
+    assert!(head.starts_with("HTTP/1.1 200 OK"), "{head}");
+    assert_eq!(body, read_poem("science.txt"));
+    let (head, body) = ask(&mut stream, "GET / HTTP/1.1\r\nHost: x\r\n\r\n");
+    assert!(head.starts_with("HTTP/1.1 200 OK"), "{head}");
+    assert!(String::from_utf8_lossy(&body).contains("science.txt"));
+    let (head, body) = ask(
+        &mut stream,
+        "GET /science.txt HTTP/1.1\r\nHost: x\r\nRange: bytes=0-9\r\n\r\n",
+    );
+    assert!(head.starts_with("HTTP/1.1 206"), "{head}");
+    assert_eq!(body, read_poem("science.txt")[..10]);
+    drop(stream);
+    runner.wait_for_log("an access log line", |line| {
+        line.contains("torsion_web.access")
+            && line.contains("GET /science.txt HTTP/1.1")
+            && line.contains(" 206 10 ")
+    });
+    runner.stop().assert_code(0);
+}
+
+/// One HTTP response with a Content-Length: its head and its body.
+fn read_http_response(stream: &mut TcpStream) -> (String, Vec<u8>) {
+    let mut raw = Vec::new();
+    let mut byte = [0u8; 1];
+    while !raw.ends_with(b"\r\n\r\n") {
+        stream.read_exact(&mut byte).expect("the response head");
+        raw.push(byte[0]);
+    }
+    let head = String::from_utf8_lossy(&raw).into_owned();
+    let length: usize = head
+        .lines()
+        .find_map(|l| l.strip_prefix("content-length: "))
+        .and_then(|v| v.trim().parse().ok())
+        .expect("a content-length");
+    let mut body = vec![0u8; length];
+    stream.read_exact(&mut body).expect("the response body");
+    (head, body)
 }

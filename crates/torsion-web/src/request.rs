@@ -79,6 +79,8 @@ struct Response {
     out: Vec<u8>,
     waiters: Vec<Resolver<()>>,
     producer: ProducerState,
+    /// Body bytes written (for the access log).
+    sent: u64,
 }
 
 /// A producer writing this request's body, and where it is with the transport.
@@ -133,6 +135,7 @@ impl Request {
                 out: Vec::new(),
                 waiters: Vec::new(),
                 producer: ProducerState::None,
+                sent: 0,
             }),
             channel,
         })
@@ -249,6 +252,11 @@ impl Request {
         }
     }
 
+    /// How many body bytes were written so far.
+    pub fn bytes_sent(&self) -> u64 {
+        self.response.borrow().sent
+    }
+
     /// The status set so far.
     pub fn response_code(&self) -> StatusCode {
         self.response.borrow().code
@@ -291,6 +299,7 @@ impl Request {
             response.check()?;
             self.write_head(&mut response, None);
             if !data.is_empty() && self.has_body(&response) {
+                response.sent += data.len() as u64;
                 if response.chunked {
                     encode_chunk(data, &mut response.out);
                 } else {

@@ -133,9 +133,13 @@ impl SiteInner {
             _ => "-".to_string(),
         };
         let quote = |s: Option<&str>| s.unwrap_or("-").replace('"', "\\\"");
+        let sent = match request.bytes_sent() {
+            0 => "-".to_string(),
+            n => n.to_string(),
+        };
         self.log.info(format_args!(
-            "{client} - - [{}] \"{} {} {:?}\" {} - \"{}\" \"{}\"",
-            httpdate::fmt_http_date(std::time::SystemTime::now()),
+            "{client} - - [{}] \"{} {} {:?}\" {} {sent} \"{}\" \"{}\"",
+            clf_date(std::time::SystemTime::now()),
             request.method(),
             request.uri().replace('"', "%22"),
             request.version(),
@@ -143,5 +147,25 @@ impl SiteInner {
             quote(request.header("referer")),
             quote(request.header("user-agent")),
         ));
+    }
+}
+
+/// A time as the common log format writes it: `02/Dec/2026:14:01:13 +0000`.
+fn clf_date(time: std::time::SystemTime) -> String {
+    // From the HTTP date ("Wed, 02 Dec 2026 14:01:13 GMT"), which is UTC.
+    let http = httpdate::fmt_http_date(time);
+    let parts: Vec<&str> = http.split(' ').collect();
+    match parts.as_slice() {
+        [_, day, month, year, clock, _] => format!("{day}/{month}/{year}:{clock} +0000"),
+        _ => http,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn log_dates_are_in_the_common_log_format() {
+        let time = std::time::UNIX_EPOCH + std::time::Duration::from_secs(1_700_000_000);
+        assert_eq!(super::clf_date(time), "14/Nov/2023:22:13:20 +0000");
     }
 }

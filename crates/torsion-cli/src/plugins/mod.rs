@@ -9,6 +9,7 @@
 //! | [`transform`] | [`transform::transform_service`] | `transformedpoetry.py` |
 //! | [`proxy`] | [`proxy::proxy_service`] | `poetry-proxy.py` (`twisted-server-3` and `-4`) |
 //! | [`portforward`] | [`portforward::portforward_service`] | `twisted.protocols.portforward` |
+//! | [`web`] | [`web::web_service`] | `twist web --path`, `twisted.web.static.File` |
 //!
 //! Every plugin takes its endpoints as strings (`tcp:10000:interface=127.0.0.1`,
 //! `unix:/path`, `systemd:domain=INET:index=0`), parsed with
@@ -23,6 +24,7 @@ pub mod poetry;
 pub mod portforward;
 pub mod proxy;
 pub mod transform;
+pub mod web;
 
 use clap::ArgMatches;
 use torsion::Failure;
@@ -37,6 +39,7 @@ pub fn builtin() -> Vec<Box<dyn Plugin>> {
         Box::new(transform::TransformPlugin),
         Box::new(proxy::ProxyPlugin),
         Box::new(portforward::PortForwardPlugin),
+        Box::new(web::WebPlugin),
     ]
 }
 
