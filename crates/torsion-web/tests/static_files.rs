@@ -264,3 +264,64 @@ fn pipelined_file_requests_come_back_in_order() {
         ]
     );
 }
+
+#[test]
+fn curl_gets_ranges_heads_and_conditional_answers() {
+    if std::process::Command::new("curl")
+        .arg("--version")
+        .output()
+        .is_err()
+    {
+        assert!(
+            std::env::var_os("TORSION_REQUIRE_INTEROP").is_none(),
+            "curl is required: install curl"
+        );
+        eprintln!("skipped: curl is not installed");
+        return;
+    }
+    let tree = Tree::new();
+    let poem = tree.www().join("poem.txt");
+    let (range, head, fresh, stale) =
+        serve(site(&tree.www()), SiteConfig::default(), move |port| {
+            let url = format!("http://127.0.0.1:{port}/poem.txt");
+            let curl = |args: &[&str]| {
+                let output = std::process::Command::new("curl")
+                    .args(args)
+                    .output()
+                    .unwrap();
+                String::from_utf8_lossy(&output.stdout).into_owned()
+            };
+            let range = curl(&["-s", "-r", "6-8", &url]);
+            let head = curl(&["-sI", &url]);
+            // -z FILE: only if changed since the file's time (it is not): 304, no body.
+            let fresh = curl(&[
+                "-s",
+                "-o",
+                "/dev/null",
+                "-w",
+                "%{http_code}",
+                "-z",
+                poem.to_str().unwrap(),
+                &url,
+            ]);
+            let stale = curl(&[
+                "-s",
+                "-o",
+                "/dev/null",
+                "-w",
+                "%{http_code}",
+                "-z",
+                "Jan 1 2001",
+                &url,
+            ]);
+            (range, head, fresh, stale)
+        });
+    assert_eq!(range, "are");
+    assert!(head.starts_with("HTTP/1.1 200 OK"), "{head}");
+    assert!(
+        head.to_ascii_lowercase().contains("content-length: 31"),
+        "{head}"
+    );
+    assert_eq!(fresh, "304");
+    assert_eq!(stale, "200");
+}
