@@ -30,6 +30,14 @@ use crate::site::SiteInner;
 /// At most this many requests of one connection are in flight; reading pauses beyond.
 pub const MAX_PIPELINED: usize = 16;
 
+/// How much a connection that takes no more requests reads and drops before it stops
+/// reading.
+const MAX_DROPPED: usize = 1 << 20;
+
+/// How long a refused connection reads and drops what the client still sends before it
+/// closes (so the refusal is not lost to a reset).
+const REFUSAL_LINGER: f64 = 2.0;
+
 /// The protocol of one HTTP connection, built by a [`Site`](crate::Site).
 pub(crate) struct HttpChannel(Rc<Channel>);
 
@@ -48,6 +56,10 @@ impl HttpChannel {
             paused: Cell::new(false),
             closing: Cell::new(false),
             refusal: RefCell::new(None),
+            continue_owed: Cell::new(false),
+            output_blocked: Cell::new(false),
+            dropped: Cell::new(0),
+            refused: Cell::new(false),
         }))
     }
 }
@@ -70,6 +82,16 @@ pub(crate) struct Channel {
     closing: Cell<bool>,
     /// The answer to a refused request, sent once the responses before it are out.
     refusal: RefCell<Option<Vec<u8>>>,
+    /// A `100 Continue` is owed to the request whose body is being read, once the requests
+    /// before it are answered (and if no body byte came first).
+    continue_owed: Cell<bool>,
+    /// Parsing waits because the transport holds more than its high-water mark of output.
+    output_blocked: Cell<bool>,
+    /// Bytes read and dropped since reading stopped.
+    dropped: Cell<usize>,
+    /// A refusal is out and the connection closes after [`REFUSAL_LINGER`]: reading goes
+    /// on until then, so the client, still sending its body, reads the answer.
+    refused: Cell<bool>,
 }
 
 /// Where the parser is.
@@ -114,15 +136,27 @@ impl Channel {
 
     /// Parses and dispatches what the input holds.
     fn process(&self) {
+        self.output_blocked.set(false);
         loop {
             if self.closing.get() || self.paused.get() {
                 break;
             }
-            let step = {
+            if self.output_over_high_water() {
+                self.block_on_output();
+                break;
+            }
+            let (step, head_done) = {
                 let mut reading = self.reading.borrow_mut();
                 let mut input = self.input.borrow_mut();
-                step(&mut reading, &mut input, &self.site)
+                let was_head = matches!(*reading, Reading::Head);
+                let step = step(&mut reading, &mut input, &self.site);
+                let head_done = was_head && !matches!(step, Step::NeedMore | Step::Refuse(..));
+                (step, head_done)
             };
+            if head_done {
+                // The next head gets its own deadline.
+                self.cancel_timer();
+            }
             match step {
                 Step::NeedMore => break,
                 Step::Request(head, body) => self.dispatch(head, body),
@@ -137,11 +171,51 @@ impl Channel {
         self.arm_timer();
     }
 
+    /// Whether the transport holds more output than its high-water mark: a client that
+    /// pipelines and does not read gets no more requests answered until it reads.
+    fn output_over_high_water(&self) -> bool {
+        self.transport()
+            .is_some_and(|t| t.buffered() > torsion::net::tcp::HIGH_WATER_MARK)
+    }
+
+    /// Parses again once the output has drained (looked at every 10 ms meanwhile: the
+    /// transport's own producer slot belongs to the responses).
+    fn block_on_output(&self) {
+        if self.output_blocked.replace(true) {
+            return;
+        }
+        let me = self.me.clone();
+        if let Some(reactor) = self.reactor.borrow().clone() {
+            reactor.call_later(0.01, move || {
+                if let Some(me) = me.upgrade()
+                    && me.output_blocked.get()
+                {
+                    me.process();
+                }
+            });
+        }
+    }
+
+    /// No more requests are read on this connection: what arrives is dropped.
+    fn stop_reading(&self) {
+        self.closing.set(true);
+        *self.reading.borrow_mut() = Reading::Stopped;
+        self.input.borrow_mut().clear();
+    }
+
+    fn cancel_timer(&self) {
+        if let Some((_, call)) = self.timer.borrow_mut().take() {
+            let _ = call.cancel();
+        }
+    }
+
     /// `100 Continue` for a client waiting on `Expect: 100-continue` whose body we want.
     fn send_continue(&self) {
-        if self.queue.borrow().is_empty()
-            && let Some(t) = self.transport()
-        {
+        if !self.queue.borrow().is_empty() {
+            self.continue_owed.set(true);
+            return;
+        }
+        if let Some(t) = self.transport() {
             t.write(b"HTTP/1.1 100 Continue\r\n\r\n");
         }
     }
@@ -169,13 +243,24 @@ impl Channel {
             crate::date::now().to_str().unwrap_or(""),
         );
         // After every response already in flight (they stay in order).
-        if self.queue.borrow().is_empty()
-            && let Some(t) = self.transport()
-        {
-            t.write(response.as_bytes());
-            t.lose_connection();
+        if self.queue.borrow().is_empty() {
+            self.send_refusal(response.into_bytes());
         } else {
             *self.refusal.borrow_mut() = Some(response.into_bytes());
+        }
+    }
+
+    /// Writes a refusal and closes without destroying it: the sending side is shut once it
+    /// is out, and what the client still sends is read and dropped for a moment, since
+    /// closing with unread input would reset the connection and lose the answer.
+    fn send_refusal(&self, response: Vec<u8>) {
+        let Some(t) = self.transport() else { return };
+        self.refused.set(true);
+        self.cancel_timer();
+        t.write(&response);
+        t.lose_write_connection();
+        if let Some(reactor) = self.reactor.borrow().clone() {
+            reactor.call_later(REFUSAL_LINGER, move || t.lose_connection());
         }
     }
 
@@ -186,7 +271,7 @@ impl Channel {
         let me: Weak<dyn request::Channel> = self.me.clone();
         let request = Request::new(head, body, self.client.clone(), transport.host(), me);
         if request.closes_connection() {
-            self.closing.set(true);
+            self.stop_reading();
         }
         self.queue.borrow_mut().push_back(request.clone());
         if self.queue.borrow().len() >= MAX_PIPELINED {
@@ -254,9 +339,13 @@ impl Channel {
             self.queue.borrow_mut().pop_front();
             self.site.log_access(&front);
             if front.closes_connection() {
-                self.closing.set(true);
-                *self.reading.borrow_mut() = Reading::Stopped;
-                self.queue.borrow_mut().clear();
+                self.stop_reading();
+                // Requests behind it will not be answered: tell them.
+                let behind: Vec<Rc<Request>> = self.queue.borrow_mut().drain(..).collect();
+                let reason = Failure::new(crate::request::RequestDone::Disconnected);
+                for request in behind {
+                    request.disconnected(&reason);
+                }
                 transport.lose_connection();
                 return;
             }
@@ -267,9 +356,15 @@ impl Channel {
             None
         };
         if let Some(refusal) = refusal {
-            transport.write(&refusal);
-            transport.lose_connection();
+            self.send_refusal(refusal);
             return;
+        }
+        if self.queue.borrow().is_empty() && self.continue_owed.replace(false) {
+            let waiting = matches!(&*self.reading.borrow(), Reading::Body { collected, .. } if collected.is_empty())
+                && self.input.borrow().is_empty();
+            if waiting {
+                transport.write(b"HTTP/1.1 100 Continue\r\n\r\n");
+            }
         }
         if self.paused.get() && self.queue.borrow().len() < MAX_PIPELINED {
             self.paused.set(false);
@@ -292,9 +387,23 @@ impl Channel {
             match &*self.reading.borrow() {
                 Reading::Stopped => None,
                 Reading::Body { .. } => Some(Timeout::Body),
-                Reading::Head if !self.input.borrow().is_empty() => Some(Timeout::Head),
-                Reading::Head if self.queue.borrow().is_empty() => Some(Timeout::Idle),
-                Reading::Head => None,
+                // Nothing is timed while a request is being answered or parsing waits.
+                _ if !self.queue.borrow().is_empty()
+                    || self.paused.get()
+                    || self.output_blocked.get() =>
+                {
+                    None
+                }
+                Reading::Head
+                    if self
+                        .input
+                        .borrow()
+                        .iter()
+                        .any(|b| !matches!(b, b'\r' | b'\n')) =>
+                {
+                    Some(Timeout::Head)
+                }
+                Reading::Head => Some(Timeout::Idle),
             }
         };
         let current = self.timer.borrow().as_ref().map(|(kind, _)| *kind);
@@ -448,13 +557,28 @@ fn too_large(site: &SiteInner) -> String {
 impl Protocol for HttpChannel {
     fn connection_made(&mut self, transport: Transport) {
         *self.0.reactor.borrow_mut() = Reactor::current();
+        // Reading stops while the responses are backed up (a client that does not read).
+        transport.throttle_reading(true);
         *self.0.transport.borrow_mut() = Some(transport);
         self.0.arm_timer();
     }
 
     fn data_received(&mut self, data: &[u8]) {
         if matches!(*self.0.reading.borrow(), Reading::Stopped) {
+            // Read and dropped, so that closing does not reset the connection under the
+            // last response; past a limit, reading stops and TCP slows the client down.
+            let dropped = self.0.dropped.get() + data.len();
+            self.0.dropped.set(dropped);
+            if dropped > MAX_DROPPED
+                && !self.0.refused.get()
+                && let Some(t) = self.0.transport()
+            {
+                t.pause_producing();
+            }
             return;
+        }
+        if !data.is_empty() {
+            self.0.continue_owed.set(false);
         }
         self.0.input.borrow_mut().extend_from_slice(data);
         self.0.process();

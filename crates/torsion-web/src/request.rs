@@ -320,7 +320,13 @@ impl Request {
         let waiters = {
             let mut response = self.response.borrow_mut();
             response.check()?;
-            self.write_head(&mut response, Some(0));
+            // HEAD: the length of a GET body is not known here, so none is sent.
+            let length = if self.head.method == Method::HEAD {
+                None
+            } else {
+                Some(0)
+            };
+            self.write_head(&mut response, length);
             if response.chunked {
                 response.out.extend_from_slice(LAST_CHUNK);
             }
@@ -472,9 +478,21 @@ impl Request {
         );
         let written = self.response.borrow().head_written;
         if written {
-            // The client sees a short response: close the connection after it.
-            self.response.borrow_mut().close = true;
-            let _ = self.finish();
+            // Part of the response is out: end it without its proper end (no last chunk),
+            // and close, so the client sees a truncated response, not a complete one.
+            let waiters = {
+                let mut response = self.response.borrow_mut();
+                if response.finished || response.disconnected {
+                    return;
+                }
+                response.close = true;
+                response.finished = true;
+                std::mem::take(&mut response.waiters)
+            };
+            self.wake();
+            for waiter in waiters {
+                let _ = waiter.try_errback(failure.clone());
+            }
             return;
         }
         self.set_response_code(StatusCode::INTERNAL_SERVER_ERROR);
@@ -519,6 +537,8 @@ impl Request {
                             response.chunked = true;
                         }
                     }
+                    // HEAD has no body to delimit.
+                    None if self.head.method == Method::HEAD => {}
                     // HTTP/1.0 and no length: the end of the body is the close.
                     None => response.close = true,
                 }
@@ -526,6 +546,13 @@ impl Request {
             if !headers.contains_key(CONTENT_TYPE) {
                 headers.insert(CONTENT_TYPE, HeaderValue::from_static("text/html"));
             }
+        }
+        let asked_close = headers
+            .get(CONNECTION)
+            .and_then(|v| v.to_str().ok())
+            .is_some_and(|v| v.eq_ignore_ascii_case("close"));
+        if asked_close {
+            response.close = true;
         }
         if response.close {
             headers.insert(CONNECTION, HeaderValue::from_static("close"));
