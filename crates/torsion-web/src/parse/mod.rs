@@ -11,6 +11,8 @@
 //!   line, so pipelined requests are read one after the other by the caller.
 //! - [`ChunkedDecoder`] reads a `Transfer-Encoding: chunked` body incrementally, and
 //!   [`encode_chunk`] / [`LAST_CHUNK`] write one.
+//! - [`parse_response_head`] reads a response's status line and headers for the client,
+//!   and how its body is framed ([`ResponseBody`]).
 //! - [`ParseError`] and [`ChunkError`] say what was wrong, and [`ParseError::status`] the
 //!   status code to answer with.
 //!
@@ -37,8 +39,12 @@ mod chunked;
 mod error;
 mod head;
 mod limits;
+mod response;
 
 pub use chunked::{ChunkedDecoder, Decoded, LAST_CHUNK, encode_chunk};
 pub use error::{ChunkError, ParseError};
 pub use head::{BodyLength, RequestHead, parse_request_head};
 pub use limits::Limits;
+pub use response::{
+    MAX_RESPONSE_HEAD, ResponseBody, ResponseError, ResponseHead, parse_response_head,
+};
