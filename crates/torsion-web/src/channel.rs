@@ -59,6 +59,7 @@ impl HttpChannel {
             continue_owed: Cell::new(false),
             output_blocked: Cell::new(false),
             dropped: Cell::new(0),
+            processing: Cell::new(false),
             refused: Cell::new(false),
         }))
     }
@@ -89,6 +90,8 @@ pub(crate) struct Channel {
     output_blocked: Cell<bool>,
     /// Bytes read and dropped since reading stopped.
     dropped: Cell<usize>,
+    /// `process` is running: the timers are set once, when it ends.
+    processing: Cell<bool>,
     /// A refusal is out and the connection closes after [`REFUSAL_LINGER`]: reading goes
     /// on until then, so the client, still sending its body, reads the answer.
     refused: Cell<bool>,
@@ -137,6 +140,10 @@ impl Channel {
     /// Parses and dispatches what the input holds.
     fn process(&self) {
         self.output_blocked.set(false);
+        self.processing.set(true);
+        // Requests are parsed from `input[parsed..]`; the parsed bytes are removed once, at
+        // the end, not after each request of a pipelined burst.
+        let mut parsed = 0;
         loop {
             if self.closing.get() || self.paused.get() {
                 break;
@@ -147,9 +154,12 @@ impl Channel {
             }
             let (step, head_done) = {
                 let mut reading = self.reading.borrow_mut();
-                let mut input = self.input.borrow_mut();
+                let input = self.input.borrow();
+                if parsed > input.len() {
+                    break;
+                }
                 let was_head = matches!(*reading, Reading::Head);
-                let step = step(&mut reading, &mut input, &self.site);
+                let step = step(&mut reading, &input[parsed..], &mut parsed, &self.site);
                 let head_done = was_head && !matches!(step, Step::NeedMore | Step::Refuse(..));
                 (step, head_done)
             };
@@ -168,6 +178,12 @@ impl Channel {
                 Step::Progress => {}
             }
         }
+        {
+            let mut input = self.input.borrow_mut();
+            let parsed = parsed.min(input.len());
+            input.drain(..parsed);
+        }
+        self.processing.set(false);
         self.arm_timer();
     }
 
@@ -381,6 +397,9 @@ impl Channel {
 
     /// Starts the timeout the state calls for: the head's, the body's, or the idle one.
     fn arm_timer(&self) {
+        if self.processing.get() {
+            return;
+        }
         let want = if self.closing.get() {
             None
         } else {
@@ -469,14 +488,15 @@ enum Step {
 }
 
 /// One step of the parser over `input`: a head, some body, or a complete request.
-fn step(reading: &mut Reading, input: &mut Vec<u8>, site: &SiteInner) -> Step {
+fn step(reading: &mut Reading, input: &[u8], consumed: &mut usize, site: &SiteInner) -> Step {
     match reading {
         Reading::Stopped => Step::NeedMore,
         Reading::Head => match parse_request_head(input, &site.config.limits) {
             Ok(None) => Step::NeedMore,
             Err(error) => Step::Refuse(error.status(), error.to_string()),
             Ok(Some((head, used))) => {
-                input.drain(..used);
+                *consumed += used;
+                let input = &input[used..];
                 let body = match head.body {
                     BodyLength::Empty => return Step::Request(head, Vec::new()),
                     BodyLength::Fixed(n) if n > site.config.max_body => {
@@ -507,7 +527,7 @@ fn step(reading: &mut Reading, input: &mut Vec<u8>, site: &SiteInner) -> Step {
                 BodyReader::Fixed(left) => {
                     let take = (*left).min(input.len() as u64) as usize;
                     collected.extend_from_slice(&input[..take]);
-                    input.drain(..take);
+                    *consumed += take;
                     *left -= take as u64;
                     if *left > 0 && take == 0 {
                         return Step::NeedMore;
@@ -525,9 +545,9 @@ fn step(reading: &mut Reading, input: &mut Vec<u8>, site: &SiteInner) -> Step {
                         return Step::Refuse(StatusCode::PAYLOAD_TOO_LARGE, too_large(site));
                     }
                     collected.extend_from_slice(decoded.data);
-                    let (consumed, done) = (decoded.consumed, decoded.done);
-                    input.drain(..consumed);
-                    if consumed == 0 && !done {
+                    let (used, done) = (decoded.consumed, decoded.done);
+                    *consumed += used;
+                    if used == 0 && !done {
                         return Step::NeedMore;
                     }
                     done

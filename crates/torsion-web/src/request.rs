@@ -524,13 +524,12 @@ impl Request {
             "HTTP/1.1"
         };
         let mut headers = std::mem::take(&mut response.headers);
-        headers.insert(DATE, crate::date::now());
+        // Written straight into the head, not through the map (one less allocation each).
+        let mut length_line = None;
         if status_has_body(code) {
             if !headers.contains_key(CONTENT_LENGTH) {
                 match length {
-                    Some(n) => {
-                        headers.insert(CONTENT_LENGTH, HeaderValue::from(n));
-                    }
+                    Some(n) => length_line = Some(n),
                     None if self.head.version == Version::HTTP_11 => {
                         if self.head.method != Method::HEAD {
                             headers.insert(TRANSFER_ENCODING, HeaderValue::from_static("chunked"));
@@ -560,12 +559,22 @@ impl Request {
             headers.insert(CONNECTION, HeaderValue::from_static("keep-alive"));
         }
         let out = &mut response.out;
+        out.reserve(256);
         out.extend_from_slice(version.as_bytes());
         out.push(b' ');
         out.extend_from_slice(code.as_str().as_bytes());
         out.push(b' ');
         out.extend_from_slice(code.canonical_reason().unwrap_or("Unknown").as_bytes());
         out.extend_from_slice(b"\r\n");
+        if !headers.contains_key(DATE) {
+            out.extend_from_slice(b"date: ");
+            out.extend_from_slice(crate::date::now().as_bytes());
+            out.extend_from_slice(b"\r\n");
+        }
+        if let Some(n) = length_line {
+            use std::io::Write as _;
+            let _ = write!(out, "content-length: {n}\r\n");
+        }
         for (name, value) in &headers {
             out.extend_from_slice(name.as_str().as_bytes());
             out.extend_from_slice(b": ");
