@@ -7,17 +7,19 @@
 //! Agent).
 
 use std::cell::RefCell;
-use std::io::{BufRead, BufReader, Read, Write};
+use std::io::{BufReader, Read, Write};
 use std::net::TcpStream;
 use std::rc::Rc;
 use std::thread;
 use std::time::{Duration, Instant};
 
 use http::{Method, StatusCode};
-use torsion::net::tcp::ListenOptions;
 use torsion::time::ReactorTime;
 use torsion::{Deferred, Failure, Reactor};
-use torsion_web::{Node, Render, Request, RequestDone, Resource, Site, SiteConfig};
+use torsion_web::{Node, Render, Request, RequestDone, Resource, SiteConfig};
+
+mod common;
+use common::{Response, connect, read_response, try_read_response};
 
 thread_local! {
     /// What the resources saw, in the reactor's thread (checked after `with_server`).
@@ -212,135 +214,7 @@ fn with_server<T: Send + 'static>(
 ) -> T {
     EVENTS.with(|v| v.borrow_mut().clear());
     RENDERS.with(|r| *r.borrow_mut() = 0);
-    let reactor = Reactor::new().unwrap();
-    let options = ListenOptions {
-        interface: [127, 0, 0, 1].into(),
-        ..Default::default()
-    };
-    let port = reactor
-        .listen_tcp_with(0, Site::with_config(root(), config), options)
-        .unwrap()
-        .host()
-        .port()
-        .unwrap();
-    let handle = Rc::new(RefCell::new(Some(thread::spawn(move || client(port)))));
-    fn poll<T: Send + 'static>(
-        reactor: Reactor,
-        handle: Rc<RefCell<Option<thread::JoinHandle<T>>>>,
-    ) {
-        if handle.borrow().as_ref().is_none_or(|h| h.is_finished()) {
-            let _ = reactor.stop();
-            return;
-        }
-        let r = reactor.clone();
-        reactor.call_later(0.005, move || poll(r, handle));
-    }
-    let (r, h) = (reactor.clone(), handle.clone());
-    reactor.call_soon(move || poll(r, h));
-    let r = reactor.clone();
-    reactor.call_later(30.0, move || {
-        let _ = r.stop();
-    });
-    reactor.run().unwrap();
-    let handle = handle.borrow_mut().take().unwrap();
-    assert!(
-        handle.is_finished(),
-        "the client did not finish within 30 s"
-    );
-    match handle.join() {
-        Ok(t) => t,
-        Err(p) => std::panic::resume_unwind(p),
-    }
-}
-
-#[derive(Debug)]
-struct Response {
-    status: u16,
-    headers: Vec<(String, String)>,
-    body: Vec<u8>,
-    /// The framing bytes of the body as received (chunk sizes included).
-    raw_body: Vec<u8>,
-}
-
-impl Response {
-    fn header(&self, name: &str) -> Option<&str> {
-        self.headers
-            .iter()
-            .find(|(n, _)| n.eq_ignore_ascii_case(name))
-            .map(|(_, v)| v.as_str())
-    }
-}
-
-fn try_read_response(reader: &mut BufReader<TcpStream>, head: bool) -> std::io::Result<Response> {
-    let mut line = String::new();
-    if reader.read_line(&mut line)? == 0 {
-        return Err(std::io::ErrorKind::UnexpectedEof.into());
-    }
-    let status: u16 = line
-        .split(' ')
-        .nth(1)
-        .unwrap_or_else(|| panic!("status line {line:?}"))
-        .parse()
-        .unwrap_or_else(|_| panic!("status line {line:?}"));
-    let mut headers = Vec::new();
-    loop {
-        let mut line = String::new();
-        reader.read_line(&mut line)?;
-        let line = line.trim_end();
-        if line.is_empty() {
-            break;
-        }
-        let (name, value) = line.split_once(':').unwrap();
-        headers.push((name.to_string(), value.trim().to_string()));
-    }
-    let mut r = Response {
-        status,
-        headers,
-        body: Vec::new(),
-        raw_body: Vec::new(),
-    };
-    if head || status / 100 == 1 || status == 204 || status == 304 {
-        return Ok(r);
-    }
-    if let Some(length) = r.header("content-length") {
-        let mut body = vec![0; length.parse().unwrap()];
-        reader.read_exact(&mut body)?;
-        r.raw_body = body.clone();
-        r.body = body;
-    } else if r.header("transfer-encoding") == Some("chunked") {
-        loop {
-            let mut size = String::new();
-            if reader.read_line(&mut size)? == 0 {
-                return Err(std::io::ErrorKind::UnexpectedEof.into());
-            }
-            r.raw_body.extend_from_slice(size.as_bytes());
-            let n = usize::from_str_radix(size.trim(), 16).unwrap();
-            let mut chunk = vec![0; n + 2];
-            reader.read_exact(&mut chunk)?;
-            r.raw_body.extend_from_slice(&chunk);
-            if n == 0 {
-                break;
-            }
-            r.body.extend_from_slice(&chunk[..n]);
-        }
-    } else {
-        reader.read_to_end(&mut r.body)?;
-        r.raw_body = r.body.clone();
-    }
-    Ok(r)
-}
-
-fn read_response(reader: &mut BufReader<TcpStream>, head: bool) -> Response {
-    try_read_response(reader, head).unwrap()
-}
-
-fn connect(port: u16) -> (TcpStream, BufReader<TcpStream>) {
-    let stream = TcpStream::connect(("127.0.0.1", port)).unwrap();
-    stream
-        .set_read_timeout(Some(Duration::from_secs(10)))
-        .unwrap();
-    let reader = BufReader::new(stream.try_clone().unwrap());
-    (stream, reader)
+    common::serve(root(), config, client)
 }
 
 /// Whether the server closed: EOF (or a reset) within `wait`, with nothing more sent.

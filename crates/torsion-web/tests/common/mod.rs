@@ -14,7 +14,7 @@ use torsion::time::ReactorTime;
 use torsion_web::{Resource, Site, SiteConfig};
 
 /// Serves `root` on 127.0.0.1 with `config`, runs `client` on a thread with the port, and
-/// returns what it returns once it is done (20 s at most).
+/// returns what it returns once it is done (30 s at most).
 pub fn serve<T: Send + 'static>(
     root: Rc<dyn Resource>,
     config: SiteConfig,
@@ -48,7 +48,7 @@ pub fn serve<T: Send + 'static>(
     let (r, h) = (reactor.clone(), handle.clone());
     reactor.call_soon(move || poll(r, h));
     let r = reactor.clone();
-    reactor.call_later(20.0, move || {
+    reactor.call_later(30.0, move || {
         let _ = r.stop();
     });
     reactor.run().unwrap();
@@ -60,12 +60,13 @@ pub fn serve<T: Send + 'static>(
     handle.join().unwrap()
 }
 
-/// A parsed response.
 #[derive(Debug)]
 pub struct Response {
     pub status: u16,
     pub headers: Vec<(String, String)>,
     pub body: Vec<u8>,
+    /// The framing bytes of the body as received (chunk sizes included).
+    pub raw_body: Vec<u8>,
 }
 
 impl Response {
@@ -77,20 +78,26 @@ impl Response {
     }
 }
 
-/// Reads one response (`head`: the request was HEAD, so no body).
-pub fn read_response(reader: &mut BufReader<TcpStream>, head: bool) -> Response {
+/// Reads one response (`head`: the request was HEAD, so no body); an I/O error or an
+/// early end is an error.
+pub fn try_read_response(
+    reader: &mut BufReader<TcpStream>,
+    head: bool,
+) -> std::io::Result<Response> {
     let mut line = String::new();
-    reader.read_line(&mut line).unwrap();
+    if reader.read_line(&mut line)? == 0 {
+        return Err(std::io::ErrorKind::UnexpectedEof.into());
+    }
     let status: u16 = line
         .split(' ')
         .nth(1)
         .unwrap_or_else(|| panic!("status line {line:?}"))
         .parse()
-        .unwrap();
+        .unwrap_or_else(|_| panic!("status line {line:?}"));
     let mut headers = Vec::new();
     loop {
         let mut line = String::new();
-        reader.read_line(&mut line).unwrap();
+        reader.read_line(&mut line)?;
         let line = line.trim_end();
         if line.is_empty() {
             break;
@@ -98,36 +105,49 @@ pub fn read_response(reader: &mut BufReader<TcpStream>, head: bool) -> Response 
         let (name, value) = line.split_once(':').unwrap();
         headers.push((name.to_string(), value.trim().to_string()));
     }
-    let mut response = Response {
+    let mut r = Response {
         status,
         headers,
         body: Vec::new(),
+        raw_body: Vec::new(),
     };
-    if head || status == 100 || status == 204 || status == 304 {
-        return response;
+    if head || status / 100 == 1 || status == 204 || status == 304 {
+        return Ok(r);
     }
-    if let Some(length) = response.header("content-length") {
+    if let Some(length) = r.header("content-length") {
         let mut body = vec![0; length.parse().unwrap()];
-        reader.read_exact(&mut body).unwrap();
-        response.body = body;
-    } else if response.header("transfer-encoding") == Some("chunked") {
+        reader.read_exact(&mut body)?;
+        r.raw_body = body.clone();
+        r.body = body;
+    } else if r.header("transfer-encoding") == Some("chunked") {
         loop {
             let mut size = String::new();
-            reader.read_line(&mut size).unwrap();
-            let size = usize::from_str_radix(size.trim(), 16).unwrap();
-            let mut chunk = vec![0; size + 2];
-            reader.read_exact(&mut chunk).unwrap();
-            if size == 0 {
+            if reader.read_line(&mut size)? == 0 {
+                return Err(std::io::ErrorKind::UnexpectedEof.into());
+            }
+            r.raw_body.extend_from_slice(size.as_bytes());
+            let n = usize::from_str_radix(size.trim(), 16).unwrap();
+            let mut chunk = vec![0; n + 2];
+            reader.read_exact(&mut chunk)?;
+            r.raw_body.extend_from_slice(&chunk);
+            if n == 0 {
                 break;
             }
-            response.body.extend_from_slice(&chunk[..size]);
+            r.body.extend_from_slice(&chunk[..n]);
         }
     } else {
-        reader.read_to_end(&mut response.body).unwrap();
+        reader.read_to_end(&mut r.body)?;
+        r.raw_body = r.body.clone();
     }
-    response
+    Ok(r)
 }
 
+/// [`try_read_response`], which must succeed.
+pub fn read_response(reader: &mut BufReader<TcpStream>, head: bool) -> Response {
+    try_read_response(reader, head).unwrap()
+}
+
+/// A connection to the server and a reader of it (10 s read timeout).
 pub fn connect(port: u16) -> (TcpStream, BufReader<TcpStream>) {
     let stream = TcpStream::connect(("127.0.0.1", port)).unwrap();
     stream
