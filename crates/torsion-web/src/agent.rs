@@ -378,13 +378,13 @@ impl AgentProtocol {
             }
             let head = self.head.as_ref()?;
             match head.body {
-                ResponseBody::Empty => return Some(Ok(self.response())),
+                ResponseBody::Empty => return Some(self.response()),
                 ResponseBody::Fixed(n) => {
                     let want = (n as usize)
                         .saturating_sub(self.body.len())
                         .min(self.input.len());
                     self.body.extend(self.input.drain(..want));
-                    return (self.body.len() as u64 >= n).then(|| Ok(self.response()));
+                    return (self.body.len() as u64 >= n).then(|| self.response());
                 }
                 ResponseBody::UntilClose => {
                     self.body.append(&mut self.input);
@@ -405,7 +405,7 @@ impl AgentProtocol {
                         let (consumed, done) = (decoded.consumed, decoded.done);
                         self.input.drain(..consumed);
                         if done {
-                            return Some(Ok(self.response()));
+                            return Some(self.response());
                         }
                         if consumed == 0 {
                             return None;
@@ -416,17 +416,17 @@ impl AgentProtocol {
         }
     }
 
-    fn response(&mut self) -> Response {
-        let head = self
-            .head
-            .take()
-            .expect("a response is made from a parsed head");
-        Response {
+    /// The response from the parsed head and the body read.
+    fn response(&mut self) -> Result<Response, Failure> {
+        let Some(head) = self.head.take() else {
+            return Err(Failure::new(AgentError::Incomplete));
+        };
+        Ok(Response {
             status: head.status,
             version: head.version,
             headers: head.headers,
             body: std::mem::take(&mut self.body),
-        }
+        })
     }
 }
 
@@ -452,7 +452,7 @@ impl Protocol for AgentProtocol {
             .is_some_and(|h| h.body == ResponseBody::UntilClose)
             && reason.check::<torsion::error::ConnectionDone>();
         let outcome = if complete {
-            Ok(self.response())
+            self.response()
         } else if reason.check::<torsion::error::ConnectionDone>() {
             Err(Failure::new(AgentError::Incomplete))
         } else {

@@ -358,9 +358,8 @@ impl Channel {
                 self.stop_reading();
                 // Requests behind it will not be answered: tell them.
                 let behind: Vec<Rc<Request>> = self.queue.borrow_mut().drain(..).collect();
-                let reason = Failure::new(crate::request::RequestDone::Disconnected);
                 for request in behind {
-                    request.disconnected(&reason);
+                    request.disconnected();
                 }
                 transport.lose_connection();
                 return;
@@ -604,14 +603,14 @@ impl Protocol for HttpChannel {
         self.0.process();
     }
 
-    fn connection_lost(&mut self, reason: Failure) {
+    fn connection_lost(&mut self, _reason: Failure) {
         if let Some((_, call)) = self.0.timer.borrow_mut().take() {
             let _ = call.cancel();
         }
         *self.0.reading.borrow_mut() = Reading::Stopped;
         let queue: Vec<Rc<Request>> = self.0.queue.borrow_mut().drain(..).collect();
         for request in queue {
-            request.disconnected(&reason);
+            request.disconnected();
         }
         self.0.transport.borrow_mut().take();
     }

@@ -454,7 +454,7 @@ impl Request {
     }
 
     /// The client went away: `notify_finish` fails, output is refused.
-    pub(crate) fn disconnected(&self, reason: &Failure) {
+    pub(crate) fn disconnected(&self) {
         let waiters = {
             let mut response = self.response.borrow_mut();
             if response.finished || response.disconnected {
@@ -464,7 +464,6 @@ impl Request {
             response.out.clear();
             std::mem::take(&mut response.waiters)
         };
-        let _ = reason;
         for waiter in waiters {
             let _ = waiter.try_errback(RequestDone::Disconnected);
         }

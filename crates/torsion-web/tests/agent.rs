@@ -64,6 +64,35 @@ fn local() -> ListenOptions {
     }
 }
 
+/// Serves the test site on 127.0.0.1; its port.
+fn serve(reactor: &Reactor) -> u16 {
+    reactor
+        .listen_tcp_with(0, site(), local())
+        .unwrap()
+        .host()
+        .port()
+        .unwrap()
+}
+
+/// A self-signed identity for `localhost`, and the roots that trust it.
+fn self_signed() -> (Identity, Roots) {
+    let made = rcgen::generate_simple_self_signed(vec!["localhost".to_string()]).unwrap();
+    let identity = Identity::from_pem(&made.cert.pem(), &made.signing_key.serialize_pem()).unwrap();
+    let mut roots = Roots::new();
+    roots.add(made.cert.der().clone()).unwrap();
+    (identity, roots)
+}
+
+/// Serves the test site over TLS with `identity` on 127.0.0.1; its port.
+fn serve_tls(reactor: &Reactor, identity: Identity) -> u16 {
+    reactor
+        .listen_tls_with(0, site(), &ServerConfig::new(identity).unwrap(), local())
+        .unwrap()
+        .host()
+        .port()
+        .unwrap()
+}
+
 /// Runs the reactor until `d` fires (10 s at most) and returns its outcome.
 fn wait<T: 'static>(reactor: &Reactor, d: Deferred<T>) -> Result<T, Failure> {
     let out: Rc<RefCell<Option<Result<T, Failure>>>> = Rc::default();
@@ -86,12 +115,7 @@ fn wait<T: 'static>(reactor: &Reactor, d: Deferred<T>) -> Result<T, Failure> {
 #[test]
 fn get_page_fetches_a_page_from_torsions_server() {
     let reactor = Reactor::new().unwrap();
-    let port = reactor
-        .listen_tcp_with(0, site(), local())
-        .unwrap()
-        .host()
-        .port()
-        .unwrap();
+    let port = serve(&reactor);
     let body = wait(
         &reactor,
         get_page(&reactor, &format!("http://127.0.0.1:{port}/hello")),
@@ -103,12 +127,7 @@ fn get_page_fetches_a_page_from_torsions_server() {
 #[test]
 fn a_post_body_is_sent_and_a_chunked_response_assembled() {
     let reactor = Reactor::new().unwrap();
-    let port = reactor
-        .listen_tcp_with(0, site(), local())
-        .unwrap()
-        .host()
-        .port()
-        .unwrap();
+    let port = serve(&reactor);
     let agent = Agent::new(&reactor);
     let posted = agent.request(
         Method::POST,
@@ -120,12 +139,7 @@ fn a_post_body_is_sent_and_a_chunked_response_assembled() {
     assert_eq!(echoed.status, 200);
     assert_eq!(echoed.body, b"sent");
     let reactor = Reactor::new().unwrap();
-    let port = reactor
-        .listen_tcp_with(0, site(), local())
-        .unwrap()
-        .host()
-        .port()
-        .unwrap();
+    let port = serve(&reactor);
     let parts = wait(
         &reactor,
         get_page(&reactor, &format!("http://127.0.0.1:{port}/parts")),
@@ -137,12 +151,7 @@ fn a_post_body_is_sent_and_a_chunked_response_assembled() {
 #[test]
 fn get_page_fails_on_an_error_status() {
     let reactor = Reactor::new().unwrap();
-    let port = reactor
-        .listen_tcp_with(0, site(), local())
-        .unwrap()
-        .host()
-        .port()
-        .unwrap();
+    let port = serve(&reactor);
     let failure = wait(
         &reactor,
         get_page(&reactor, &format!("http://127.0.0.1:{port}/nowhere")),
@@ -156,17 +165,9 @@ fn get_page_fails_on_an_error_status() {
 
 #[test]
 fn https_is_verified_against_the_given_roots() {
-    let made = rcgen::generate_simple_self_signed(vec!["localhost".to_string()]).unwrap();
-    let identity = Identity::from_pem(&made.cert.pem(), &made.signing_key.serialize_pem()).unwrap();
-    let mut roots = Roots::new();
-    roots.add(made.cert.der().clone()).unwrap();
+    let (identity, roots) = self_signed();
     let reactor = Reactor::new().unwrap();
-    let port = reactor
-        .listen_tls_with(0, site(), &ServerConfig::new(identity).unwrap(), local())
-        .unwrap()
-        .host()
-        .port()
-        .unwrap();
+    let port = serve_tls(&reactor, identity);
     let trusting = Agent::new(&reactor).tls(ClientConfig::builder().roots(roots).build().unwrap());
     let url = format!("https://localhost:{port}/hello");
     let page = wait(
@@ -175,32 +176,19 @@ fn https_is_verified_against_the_given_roots() {
     )
     .unwrap();
     assert_eq!(page.body, b"hello world");
-    // Another authority's roots: refused.
-    let other = rcgen::generate_simple_self_signed(vec!["localhost".to_string()]).unwrap();
-    let mut other_roots = Roots::new();
-    other_roots.add(other.cert.der().clone()).unwrap();
-    let reactor2 = Reactor::new().unwrap();
-    let made2 = rcgen::generate_simple_self_signed(vec!["localhost".to_string()]).unwrap();
-    let identity2 =
-        Identity::from_pem(&made2.cert.pem(), &made2.signing_key.serialize_pem()).unwrap();
-    let port2 = reactor2
-        .listen_tls_with(0, site(), &ServerConfig::new(identity2).unwrap(), local())
-        .unwrap()
-        .host()
-        .port()
-        .unwrap();
+    // The roots of another authority: refused.
+    let (identity, _) = self_signed();
+    let (_, other_roots) = self_signed();
+    let reactor = Reactor::new().unwrap();
+    let port = serve_tls(&reactor, identity);
     let wary =
-        Agent::new(&reactor2).tls(ClientConfig::builder().roots(other_roots).build().unwrap());
-    let refused = wait(
-        &reactor2,
-        wary.request(
-            Method::GET,
-            &format!("https://localhost:{port2}/hello"),
-            HeaderMap::new(),
-            None,
-        ),
-    );
-    let failure = refused.unwrap_err();
+        Agent::new(&reactor).tls(ClientConfig::builder().roots(other_roots).build().unwrap());
+    let url = format!("https://localhost:{port}/hello");
+    let failure = wait(
+        &reactor,
+        wary.request(Method::GET, &url, HeaderMap::new(), None),
+    )
+    .unwrap_err();
     assert!(failure.check::<torsion::tls::TlsError>(), "{failure}");
 }
 

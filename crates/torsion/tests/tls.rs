@@ -475,17 +475,7 @@ reactor_test! {
     }
 
     fn starttls_over_a_line_receiver_loses_nothing_at_the_boundary(reactor: Reactor) {
-        let pki = Pki::new();
-        let log = log();
-        let (config, l) = (pki.server_config(), log.clone());
-        let server = Rc::new(move || LineReceiver::new(StartTlsServer { config: config.clone(), log: l.clone(), reply: true }));
-        let (_, port) = common::listen_local(&reactor, server);
-        let (config, l) = (pki.client_config(), log.clone());
-        let client = Rc::new(move || StartTlsClient { config: config.clone(), log: l.clone(), pipelined: false, transport: None, got: Vec::new() });
-        reactor.connect_tcp("127.0.0.1", port, client);
-        let l = log.clone();
-        run_until(&reactor, move || has(&l, "c-lost"));
-        let log = entries(&log);
+        let log = starttls(&reactor, false);
         assert!(has_entry(&log, "s-line:before"), "{log:?}");
         assert!(has_entry(&log, "s-line:after"), "{log:?}");
         assert!(has_entry(&log, "c-got:GO|echo:after|"), "{log:?}");
@@ -493,17 +483,7 @@ reactor_test! {
     }
 
     fn starttls_with_the_hello_in_the_same_packet_as_the_command(reactor: Reactor) {
-        let pki = Pki::new();
-        let log = log();
-        let (config, l) = (pki.server_config(), log.clone());
-        let server = Rc::new(move || LineReceiver::new(StartTlsServer { config: config.clone(), log: l.clone(), reply: false }));
-        let (_, port) = common::listen_local(&reactor, server);
-        let (config, l) = (pki.client_config(), log.clone());
-        let client = Rc::new(move || StartTlsClient { config: config.clone(), log: l.clone(), pipelined: true, transport: None, got: Vec::new() });
-        reactor.connect_tcp("127.0.0.1", port, client);
-        let l = log.clone();
-        run_until(&reactor, move || has(&l, "c-lost"));
-        let log = entries(&log);
+        let log = starttls(&reactor, true);
         assert!(has_entry(&log, "s-line:after"), "{log:?}");
         assert!(has_entry(&log, "c-got:echo:after|"), "{log:?}");
     }
@@ -881,6 +861,34 @@ impl Protocol for HalfCloseClient {
         );
         push(&self.log, format!("c-lost:{}", kind(&reason)));
     }
+}
+
+/// A STARTTLS exchange over a line receiver: the server answers `GO` in the clear unless
+/// the client is `pipelined` (sends its hello right after the command); the log.
+fn starttls(reactor: &Reactor, pipelined: bool) -> Vec<String> {
+    let pki = Pki::new();
+    let log = log();
+    let (config, l) = (pki.server_config(), log.clone());
+    let server = Rc::new(move || {
+        LineReceiver::new(StartTlsServer {
+            config: config.clone(),
+            log: l.clone(),
+            reply: !pipelined,
+        })
+    });
+    let (_, port) = common::listen_local(reactor, server);
+    let (config, l) = (pki.client_config(), log.clone());
+    let client = Rc::new(move || StartTlsClient {
+        config: config.clone(),
+        log: l.clone(),
+        pipelined,
+        transport: None,
+        got: Vec::new(),
+    });
+    reactor.connect_tcp("127.0.0.1", port, client);
+    let l = log.clone();
+    run_until(reactor, move || has(&l, "c-lost"));
+    entries(&log)
 }
 
 /// Starts TLS a second time in `connection_made`, over the first that the factory started.
