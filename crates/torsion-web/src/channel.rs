@@ -8,6 +8,11 @@
 //! response waits in its request until every earlier one is finished; at most
 //! [`MAX_PIPELINED`] requests are in flight, after which reading pauses.
 //!
+//! A body is collected before its resource renders, or, for a resource that
+//! [streams](crate::Resource::streams_body) them, the resource renders once the head is
+//! in and the body goes to its request as it is read (`crate::body`); reading pauses while
+//! more than [`BODY_BACKLOG`] of it waits for the resource.
+//!
 //! Invariant: no resource, Deferred or request method is called while a `RefCell` of the
 //! channel is borrowed; a request's output reaches the transport only through
 //! [`Channel::pump`], in queue order.
@@ -22,9 +27,10 @@ use torsion::protocol::Protocol;
 use torsion::time::{DelayedCall, ReactorTime};
 use torsion::{Failure, Reactor};
 
+use crate::body::{BODY_BACKLOG, BodyError};
 use crate::parse::{BodyLength, ChunkedDecoder, RequestHead, parse_request_head};
 use crate::request::{self, ProducerState, Request};
-use crate::resource::Render;
+use crate::resource::{Render, Resource};
 use crate::site::SiteInner;
 
 /// At most this many requests of one connection are in flight; reading pauses beyond.
@@ -61,6 +67,9 @@ impl HttpChannel {
             dropped: Cell::new(0),
             processing: Cell::new(false),
             refused: Cell::new(false),
+            body_blocked: Cell::new(false),
+            transport_paused: Cell::new(false),
+            cut_body: Cell::new(false),
         }))
     }
 }
@@ -77,8 +86,15 @@ pub(crate) struct Channel {
     queue: RefCell<VecDeque<Rc<Request>>>,
     /// The running timeout, if any, and what it is for.
     timer: RefCell<Option<(Timeout, DelayedCall)>>,
-    /// Reading is paused: too many requests in flight.
+    /// Parsing is paused: too many requests in flight.
     paused: Cell<bool>,
+    /// Parsing is paused: a streamed body's resource has [`BODY_BACKLOG`] bytes waiting.
+    body_blocked: Cell<bool>,
+    /// The transport is paused, for either of the two above.
+    transport_paused: Cell<bool>,
+    /// A body was left unread (its response finished first, or it was refused): the
+    /// connection closes lingering, so the client reads the response, not a reset.
+    cut_body: Cell<bool>,
     /// A response said close, or a request was refused: no more requests are read.
     closing: Cell<bool>,
     /// The answer to a refused request, sent once the responses before it are out.
@@ -101,14 +117,36 @@ pub(crate) struct Channel {
 enum Reading {
     /// Waiting for a request's head.
     Head,
-    /// Reading a request's body.
+    /// Reading a request's body: `read` holds what was read (all of it when collecting,
+    /// what the last step read when streaming).
     Body {
-        head: Option<Box<RequestHead>>,
-        body: BodyReader,
-        collected: Vec<u8>,
+        framing: BodyReader,
+        read: Vec<u8>,
+        target: BodyTarget,
     },
     /// No more requests on this connection.
     Stopped,
+}
+
+/// Whom a body is read for.
+enum BodyTarget {
+    /// Collected (up to the site's `max_body`), then the resource renders the request.
+    Collect(Rc<Request>, Rc<dyn Resource>),
+    /// Streamed to the request, which was rendered at its head.
+    Stream(Rc<Request>),
+}
+
+impl Reading {
+    /// The request whose body is being streamed, if one is.
+    fn streaming(&self) -> Option<Rc<Request>> {
+        match self {
+            Reading::Body {
+                target: BodyTarget::Stream(request),
+                ..
+            } => Some(request.clone()),
+            _ => None,
+        }
+    }
 }
 
 enum BodyReader {
@@ -130,6 +168,22 @@ impl request::Channel for Channel {
     fn output_ready(&self) {
         self.pump();
     }
+
+    fn body_wanted(&self) {
+        if !self.body_blocked.get() {
+            return;
+        }
+        let backlog = self
+            .reading
+            .borrow()
+            .streaming()
+            .map(|r| r.body().backlog());
+        if backlog.is_none_or(|b| b < BODY_BACKLOG) {
+            self.body_blocked.set(false);
+            self.sync_pause();
+            self.process_soon();
+        }
+    }
 }
 
 impl Channel {
@@ -145,7 +199,7 @@ impl Channel {
         // the end, not after each request of a pipelined burst.
         let mut parsed = 0;
         loop {
-            if self.closing.get() || self.paused.get() {
+            if self.closing.get() || self.paused.get() || self.body_blocked.get() {
                 break;
             }
             if self.output_over_high_water() {
@@ -167,10 +221,19 @@ impl Channel {
                 // The next head gets its own deadline.
                 self.cancel_timer();
             }
+            self.stream_body();
             match step {
                 Step::NeedMore => break,
-                Step::Request(head, body) => self.dispatch(head, body),
-                Step::Continue => self.send_continue(),
+                Step::Request(head) => {
+                    if let Some((request, resource)) = self.new_request(head) {
+                        self.render(request, resource);
+                    }
+                }
+                Step::Head(head) => {
+                    let rest = self.input.borrow().len() - parsed.min(self.input.borrow().len());
+                    self.begin_body(head, rest == 0);
+                }
+                Step::BodyDone => self.end_body(),
                 Step::Refuse(status, why) => {
                     self.refuse(status, why);
                     break;
@@ -212,11 +275,80 @@ impl Channel {
         }
     }
 
-    /// No more requests are read on this connection: what arrives is dropped.
+    /// No more requests are read on this connection: what arrives is dropped (and read,
+    /// so that closing does not reset the connection). A body being read is cut: a
+    /// streamed one ends with [`BodyError::NotRead`].
     fn stop_reading(&self) {
         self.closing.set(true);
-        *self.reading.borrow_mut() = Reading::Stopped;
+        let was = std::mem::replace(&mut *self.reading.borrow_mut(), Reading::Stopped);
         self.input.borrow_mut().clear();
+        self.paused.set(false);
+        self.body_blocked.set(false);
+        self.sync_pause();
+        if let Reading::Body { target, .. } = was {
+            self.cut_body.set(true);
+            if let BodyTarget::Stream(request) = target {
+                request.body().end(Err(BodyError::NotRead));
+                request.body().flush();
+            }
+        }
+    }
+
+    /// Pauses the transport while parsing is paused (too many requests in flight, or a
+    /// streamed body backed up), resumes it otherwise.
+    fn sync_pause(&self) {
+        let want = self.paused.get() || self.body_blocked.get();
+        if self.transport_paused.replace(want) == want {
+            return;
+        }
+        if let Some(t) = self.transport() {
+            if want {
+                t.pause_producing();
+            } else {
+                t.resume_producing();
+            }
+        }
+    }
+
+    /// Parses what is buffered once the current call returns.
+    fn process_soon(&self) {
+        if let Some(me) = self.me.upgrade()
+            && let Some(reactor) = self.reactor.borrow().clone()
+        {
+            reactor.call_soon(move || me.process());
+        }
+    }
+
+    /// Hands what the last step read of a streamed body to its request; parsing stops
+    /// while [`BODY_BACKLOG`] of it waits for the resource.
+    fn stream_body(&self) {
+        let taken = match &mut *self.reading.borrow_mut() {
+            Reading::Body {
+                read,
+                target: BodyTarget::Stream(request),
+                ..
+            } if !read.is_empty() => Some((request.clone(), std::mem::take(read))),
+            _ => None,
+        };
+        let Some((request, data)) = taken else { return };
+        request.body().push(data);
+        request.body().flush();
+        if request.body().backlog() >= BODY_BACKLOG && !self.closing.get() {
+            self.body_blocked.set(true);
+            self.sync_pause();
+        }
+    }
+
+    /// Whether the request whose body is read is the one being answered: nothing before
+    /// it is in flight (and, streamed, its own response has not begun).
+    fn body_is_next(&self) -> bool {
+        let queue = self.queue.borrow();
+        match self.reading.borrow().streaming() {
+            Some(request) => {
+                queue.front().is_some_and(|f| Rc::ptr_eq(f, &request)) && !request.head_started()
+            }
+            None => queue.is_empty(),
+        }
     }
 
     fn cancel_timer(&self) {
@@ -227,7 +359,7 @@ impl Channel {
 
     /// `100 Continue` for a client waiting on `Expect: 100-continue` whose body we want.
     fn send_continue(&self) {
-        if !self.queue.borrow().is_empty() {
+        if !self.body_is_next() {
             self.continue_owed.set(true);
             return;
         }
@@ -238,9 +370,17 @@ impl Channel {
 
     /// Answers a request that cannot be parsed with `status` and closes.
     fn refuse(&self, status: StatusCode, why: String) {
-        *self.reading.borrow_mut() = Reading::Stopped;
-        self.closing.set(true);
-        self.input.borrow_mut().clear();
+        let streaming = self.reading.borrow().streaming();
+        let error = if status == StatusCode::REQUEST_TIMEOUT {
+            BodyError::TimedOut
+        } else {
+            BodyError::Malformed(why.clone())
+        };
+        if let Some(request) = &streaming {
+            request.body().end(Err(error.clone()));
+            request.body().flush();
+        }
+        self.stop_reading();
         let logger = torsion::log::Logger::new("torsion_web::channel");
         logger.info(format_args!(
             "refused a request from {} with {status}: {why}",
@@ -251,6 +391,12 @@ impl Channel {
             status.as_u16(),
             status.canonical_reason().unwrap_or("")
         );
+        if let Some(request) = streaming {
+            // Its resource was answering already: the request answers the refusal itself
+            // (or, its response begun, is cut short), so the responses stay in order.
+            request.refuse(status, &body, error);
+            return;
+        }
         let response = format!(
             "HTTP/1.1 {} {}\r\nContent-Type: text/plain; charset=utf-8\r\nContent-Length: {}\r\nConnection: close\r\nDate: {}\r\n\r\n{body}",
             status.as_u16(),
@@ -271,30 +417,100 @@ impl Channel {
     /// closing with unread input would reset the connection and lose the answer.
     fn send_refusal(&self, response: Vec<u8>) {
         let Some(t) = self.transport() else { return };
+        t.write(&response);
+        self.linger_close(t);
+    }
+
+    /// Closes once the output is out, reading and dropping what the client still sends
+    /// for [`REFUSAL_LINGER`] (closing with unread input would reset the connection).
+    fn linger_close(&self, t: Transport) {
         self.refused.set(true);
         self.cancel_timer();
-        t.write(&response);
         t.lose_write_connection();
         if let Some(reactor) = self.reactor.borrow().clone() {
             reactor.call_later(REFUSAL_LINGER, move || t.lose_connection());
         }
     }
 
-    fn dispatch(&self, head: RequestHead, body: Vec<u8>) {
-        let Some(transport) = self.transport() else {
+    /// The request for `head`, and the resource its path leads to.
+    fn new_request(&self, head: RequestHead) -> Option<(Rc<Request>, Rc<dyn Resource>)> {
+        let transport = self.transport()?;
+        let me: Weak<dyn request::Channel> = self.me.clone();
+        let request = Request::new(head, self.client.clone(), transport.host(), me);
+        let resource = self.site.resource_for(&request);
+        Some((request, resource))
+    }
+
+    /// A head with a body: the body is read for the resource, collected or streamed (then
+    /// the resource renders now).
+    fn begin_body(&self, head: RequestHead, nothing_after: bool) {
+        let (length, expect) = (head.body, head.expect_continue);
+        let Some((request, resource)) = self.new_request(head) else {
             return;
         };
-        let me: Weak<dyn request::Channel> = self.me.clone();
-        let request = Request::new(head, body, self.client.clone(), transport.host(), me);
-        if request.closes_connection() {
+        let framing = match length {
+            BodyLength::Chunked => BodyReader::Chunked(ChunkedDecoder::new()),
+            BodyLength::Fixed(n) => BodyReader::Fixed(n),
+            BodyLength::Empty => BodyReader::Fixed(0),
+        };
+        if resource.streams_body(&request) {
+            request.body().start_stream();
+            *self.reading.borrow_mut() = Reading::Body {
+                framing,
+                read: Vec::new(),
+                target: BodyTarget::Stream(request.clone()),
+            };
+            self.render(request, resource);
+        } else {
+            if let BodyLength::Fixed(n) = length
+                && n > self.site.config.max_body
+            {
+                self.refuse(StatusCode::PAYLOAD_TOO_LARGE, too_large(&self.site));
+                return;
+            }
+            *self.reading.borrow_mut() = Reading::Body {
+                framing,
+                read: Vec::new(),
+                target: BodyTarget::Collect(request, resource),
+            };
+        }
+        if expect && nothing_after && matches!(*self.reading.borrow(), Reading::Body { .. }) {
+            self.send_continue();
+        }
+    }
+
+    /// The body was read whole: a collected one is rendered, a streamed one ends.
+    fn end_body(&self) {
+        let reading = std::mem::replace(&mut *self.reading.borrow_mut(), Reading::Head);
+        let Reading::Body { read, target, .. } = reading else {
+            return;
+        };
+        match target {
+            BodyTarget::Collect(request, resource) => {
+                request.body().set_content(read);
+                self.render(request, resource);
+            }
+            BodyTarget::Stream(request) => {
+                request.body().push(read);
+                request.body().end(Ok(()));
+                request.body().flush();
+                if request.closes_connection() {
+                    self.stop_reading();
+                }
+            }
+        }
+    }
+
+    /// Queues the request and renders it.
+    fn render(&self, request: Rc<Request>, resource: Rc<dyn Resource>) {
+        if request.closes_connection() && !request.body().is_incomplete() {
             self.stop_reading();
         }
         self.queue.borrow_mut().push_back(request.clone());
         if self.queue.borrow().len() >= MAX_PIPELINED {
             self.paused.set(true);
-            transport.pause_producing();
+            self.sync_pause();
         }
-        let resource = self.site.resource_for(&request);
         let rendered =
             std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| resource.render(&request)));
         match rendered {
@@ -361,7 +577,11 @@ impl Channel {
                 for request in behind {
                     request.disconnected();
                 }
-                transport.lose_connection();
+                if self.cut_body.get() {
+                    self.linger_close(transport);
+                } else {
+                    transport.lose_connection();
+                }
                 return;
             }
         }
@@ -374,8 +594,9 @@ impl Channel {
             self.send_refusal(refusal);
             return;
         }
-        if self.queue.borrow().is_empty() && self.continue_owed.replace(false) {
-            let waiting = matches!(&*self.reading.borrow(), Reading::Body { collected, .. } if collected.is_empty())
+        if self.continue_owed.get() && self.body_is_next() {
+            self.continue_owed.set(false);
+            let waiting = matches!(&*self.reading.borrow(), Reading::Body { read, .. } if read.is_empty())
                 && self.input.borrow().is_empty();
             if waiting {
                 transport.write(b"HTTP/1.1 100 Continue\r\n\r\n");
@@ -383,13 +604,9 @@ impl Channel {
         }
         if self.paused.get() && self.queue.borrow().len() < MAX_PIPELINED {
             self.paused.set(false);
-            transport.resume_producing();
-            if let Some(me) = self.me.upgrade()
-                && let Some(reactor) = self.reactor.borrow().clone()
-            {
-                // Requests already buffered are parsed after this call returns.
-                reactor.call_soon(move || me.process());
-            }
+            self.sync_pause();
+            // Requests already buffered are parsed after this call returns.
+            self.process_soon();
         }
         self.arm_timer();
     }
@@ -404,6 +621,8 @@ impl Channel {
         } else {
             match &*self.reading.borrow() {
                 Reading::Stopped => None,
+                // A streamed body backed up waits for its resource, not for the client.
+                Reading::Body { .. } if self.body_blocked.get() => None,
                 Reading::Body { .. } => Some(Timeout::Body),
                 // Nothing is timed while a request is being answered or parsing waits.
                 _ if !self.queue.borrow().is_empty()
@@ -481,12 +700,16 @@ impl Channel {
 enum Step {
     NeedMore,
     Progress,
-    Continue,
-    Request(RequestHead, Vec<u8>),
+    /// A complete request without a body.
+    Request(RequestHead),
+    /// A head whose body follows.
+    Head(RequestHead),
+    /// The body being read is complete.
+    BodyDone,
     Refuse(StatusCode, String),
 }
 
-/// One step of the parser over `input`: a head, some body, or a complete request.
+/// One step of the parser over `input`: a head, or some of a body into `read`.
 fn step(reading: &mut Reading, input: &[u8], consumed: &mut usize, site: &SiteInner) -> Step {
     match reading {
         Reading::Stopped => Step::NeedMore,
@@ -495,37 +718,27 @@ fn step(reading: &mut Reading, input: &[u8], consumed: &mut usize, site: &SiteIn
             Err(error) => Step::Refuse(error.status(), error.to_string()),
             Ok(Some((head, used))) => {
                 *consumed += used;
-                let input = &input[used..];
-                let body = match head.body {
-                    BodyLength::Empty => return Step::Request(head, Vec::new()),
-                    BodyLength::Fixed(n) if n > site.config.max_body => {
-                        return Step::Refuse(StatusCode::PAYLOAD_TOO_LARGE, too_large(site));
-                    }
-                    BodyLength::Fixed(n) => BodyReader::Fixed(n),
-                    BodyLength::Chunked => BodyReader::Chunked(ChunkedDecoder::new()),
-                };
-                let expect = head.expect_continue;
-                *reading = Reading::Body {
-                    head: Some(Box::new(head)),
-                    body,
-                    collected: Vec::new(),
-                };
-                if expect && input.is_empty() {
-                    Step::Continue
+                if head.body == BodyLength::Empty {
+                    Step::Request(head)
                 } else {
-                    Step::Progress
+                    Step::Head(head)
                 }
             }
         },
         Reading::Body {
-            head,
-            body,
-            collected,
+            framing,
+            read,
+            target,
         } => {
-            let done = match body {
+            // A streamed body has no limit but its resource's.
+            let limit = match target {
+                BodyTarget::Collect(..) => Some(site.config.max_body),
+                BodyTarget::Stream(_) => None,
+            };
+            let done = match framing {
                 BodyReader::Fixed(left) => {
                     let take = (*left).min(input.len() as u64) as usize;
-                    collected.extend_from_slice(&input[..take]);
+                    read.extend_from_slice(&input[..take]);
                     *consumed += take;
                     *left -= take as u64;
                     if *left > 0 && take == 0 {
@@ -540,10 +753,12 @@ fn step(reading: &mut Reading, input: &[u8], consumed: &mut usize, site: &SiteIn
                             return Step::Refuse(StatusCode::BAD_REQUEST, error.to_string());
                         }
                     };
-                    if collected.len() as u64 + decoded.data.len() as u64 > site.config.max_body {
+                    if let Some(limit) = limit
+                        && read.len() as u64 + decoded.data.len() as u64 > limit
+                    {
                         return Step::Refuse(StatusCode::PAYLOAD_TOO_LARGE, too_large(site));
                     }
-                    collected.extend_from_slice(decoded.data);
+                    read.extend_from_slice(decoded.data);
                     let (used, done) = (decoded.consumed, decoded.done);
                     *consumed += used;
                     if used == 0 && !done {
@@ -552,16 +767,7 @@ fn step(reading: &mut Reading, input: &[u8], consumed: &mut usize, site: &SiteIn
                     done
                 }
             };
-            if !done {
-                return Step::Progress;
-            }
-            let head = head.take();
-            let body = std::mem::take(collected);
-            *reading = Reading::Head;
-            match head {
-                Some(head) => Step::Request(*head, body),
-                None => Step::NeedMore,
-            }
+            if done { Step::BodyDone } else { Step::Progress }
         }
     }
 }
@@ -592,6 +798,7 @@ impl Protocol for HttpChannel {
                 && !self.0.refused.get()
                 && let Some(t) = self.0.transport()
             {
+                self.0.transport_paused.set(true);
                 t.pause_producing();
             }
             return;
@@ -607,10 +814,15 @@ impl Protocol for HttpChannel {
         if let Some((_, call)) = self.0.timer.borrow_mut().take() {
             let _ = call.cancel();
         }
-        *self.0.reading.borrow_mut() = Reading::Stopped;
+        let reading = std::mem::replace(&mut *self.0.reading.borrow_mut(), Reading::Stopped);
         let queue: Vec<Rc<Request>> = self.0.queue.borrow_mut().drain(..).collect();
         for request in queue {
             request.disconnected();
+        }
+        if let Some(request) = reading.streaming() {
+            // Answered already, its body still arriving.
+            request.body().end(Err(BodyError::Disconnected));
+            request.body().flush();
         }
         self.0.transport.borrow_mut().take();
     }

@@ -15,17 +15,18 @@
 //! | [`Render`] (`Body`, `Later`, `Deferred`, `future`) | `render` returning bytes or `NOT_DONE_YET` |
 //! | [`StaticFile`] (types, index files, listings, ranges, 304s, streamed bodies) | `static.File` |
 //! | [`Request::register_producer`] | `Request.registerProducer` |
+//! | [`Resource::streams_body`], [`Request::deliver_body`], [`BodyReceiver`] | none: Twisted buffers every request body (its #4688) |
 //! | [`Agent`] (`request`), [`get_page`], [`Response`], [`AgentError`] | `client.Agent`, `readBody`, `getPage` |
 //! | [`parse`] | `http.HTTPChannel`'s parsing, sans I/O |
 //!
-//! Not here yet: request bodies streamed to the resource (they are collected, up to
-//! [`SiteConfig::max_body`]); the Agent's connection pool, redirects, content decoding and
+//! Not here yet: the Agent's connection pool, redirects, content decoding and
 //! streamed bodies (each request uses a new connection and collects its body).
 //!
 //! Invariant: resources answer only through their [`Request`]; the connection's channel
 //! alone writes to the transport, in request order.
 
 pub mod agent;
+mod body;
 mod channel;
 mod date;
 pub mod parse;
@@ -35,6 +36,7 @@ mod site;
 mod static_file;
 
 pub use agent::{Agent, AgentError, Response, get_page};
+pub use body::{BODY_BACKLOG, BodyError, BodyReceiver};
 pub use channel::MAX_PIPELINED;
 pub use request::{Request, RequestDone};
 pub use resource::{Node, NotFound, Render, Resource};

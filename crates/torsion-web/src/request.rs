@@ -19,6 +19,7 @@ use http::{HeaderMap, HeaderName, HeaderValue, Method, StatusCode, Version};
 use torsion::net::{Address, Producer};
 use torsion::{Deferred, Failure, Resolver};
 
+use crate::body::{BodyError, BodyReceiver, RequestBody};
 use crate::parse::{LAST_CHUNK, RequestHead, encode_chunk};
 
 /// Why a request took no more output.
@@ -43,9 +44,12 @@ impl fmt::Display for RequestDone {
 
 impl std::error::Error for RequestDone {}
 
-/// Told when a request has output or has finished.
+/// The connection a request belongs to.
 pub(crate) trait Channel {
+    /// The request has output, or has finished.
     fn output_ready(&self);
+    /// The request's streamed body was given a receiver or resumed: reading may go on.
+    fn body_wanted(&self);
 }
 
 /// An HTTP request (Twisted's `Request`): read it, then answer with
@@ -55,7 +59,7 @@ pub struct Request {
     head: RequestHead,
     path: String,
     query: Option<String>,
-    body: Vec<u8>,
+    body: RequestBody,
     client: Address,
     host: Address,
     args: OnceCell<HashMap<String, Vec<String>>>,
@@ -98,7 +102,6 @@ pub(crate) enum ProducerState {
 impl Request {
     pub(crate) fn new(
         head: RequestHead,
-        body: Vec<u8>,
         client: Address,
         host: Address,
         channel: Weak<dyn Channel>,
@@ -118,7 +121,7 @@ impl Request {
             head,
             path,
             query,
-            body,
+            body: RequestBody::default(),
             client,
             host,
             args: OnceCell::new(),
@@ -217,8 +220,39 @@ impl Request {
         &self.host
     }
 
-    /// The request body, whole (Twisted's `content`).
+    /// The request body, whole (Twisted's `content`); empty under a resource that
+    /// [streams](crate::Resource::streams_body) its bodies, which reads them with
+    /// [`deliver_body`](Request::deliver_body).
     pub fn content(&self) -> &[u8] {
+        self.body.content()
+    }
+
+    /// Gives the body to `receiver` (Twisted's `deliverBody`, on the server side): a
+    /// collected body at once; a streamed one as it arrives, paced by
+    /// [`pause_body`](Request::pause_body) and [`resume_body`](Request::resume_body).
+    /// A streamed body goes to one receiver: another is told
+    /// [`BodyError::AlreadyDelivered`](crate::BodyError::AlreadyDelivered).
+    pub fn deliver_body(&self, receiver: impl BodyReceiver) {
+        self.body.deliver(Box::new(receiver));
+        self.wake_body();
+    }
+
+    /// Stops delivering a streamed body until [`resume_body`](Request::resume_body)
+    /// (Twisted's `pauseProducing` on the body): past
+    /// [`BODY_BACKLOG`](crate::BODY_BACKLOG) waiting bytes, the connection stops reading.
+    pub fn pause_body(&self) {
+        self.body.set_paused(true);
+    }
+
+    /// Delivers a paused streamed body again (Twisted's `resumeProducing`).
+    pub fn resume_body(&self) {
+        self.body.set_paused(false);
+        self.body.flush();
+        self.wake_body();
+    }
+
+    /// The body, for the channel.
+    pub(crate) fn body(&self) -> &RequestBody {
         &self.body
     }
 
@@ -464,6 +498,8 @@ impl Request {
             response.out.clear();
             std::mem::take(&mut response.waiters)
         };
+        self.body.end(Err(BodyError::Disconnected));
+        self.body.flush();
         for waiter in waiters {
             let _ = waiter.try_errback(RequestDone::Disconnected);
         }
@@ -475,6 +511,29 @@ impl Request {
             format_args!("rendering {} {} failed", self.method(), self.uri()),
             failure,
         );
+        self.end_with_error(
+            StatusCode::INTERNAL_SERVER_ERROR,
+            "500 Internal Server Error\n",
+            failure,
+        );
+    }
+
+    /// Answers `status` with `text` and closes, for a streamed body the channel refused
+    /// (malformed or timed out) while its resource was answering; a response already begun
+    /// is cut short instead.
+    pub(crate) fn refuse(&self, status: StatusCode, text: &str, why: BodyError) {
+        self.response.borrow_mut().close = true;
+        self.end_with_error(status, text, &Failure::new(why));
+    }
+
+    /// Whether the status line and headers were written.
+    pub(crate) fn head_started(&self) -> bool {
+        self.response.borrow().head_written
+    }
+
+    /// Answers `code` with `text` if nothing was written yet; else ends the response
+    /// without its proper end, `notify_finish` failing with `failure`.
+    fn end_with_error(&self, code: StatusCode, text: &str, failure: &Failure) {
         let written = self.response.borrow().head_written;
         if written {
             // Part of the response is out: end it without its proper end (no last chunk),
@@ -494,14 +553,20 @@ impl Request {
             }
             return;
         }
-        self.set_response_code(StatusCode::INTERNAL_SERVER_ERROR);
+        self.set_response_code(code);
         self.set_header(CONTENT_TYPE.as_str(), "text/plain; charset=utf-8");
-        let _ = self.respond(b"500 Internal Server Error\n");
+        let _ = self.respond(text.as_bytes());
     }
 
     fn wake(&self) {
         if let Some(channel) = self.channel.upgrade() {
             channel.output_ready();
+        }
+    }
+
+    fn wake_body(&self) {
+        if let Some(channel) = self.channel.upgrade() {
+            channel.body_wanted();
         }
     }
 
@@ -544,6 +609,11 @@ impl Request {
             if !headers.contains_key(CONTENT_TYPE) {
                 headers.insert(CONTENT_TYPE, HeaderValue::from_static("text/html"));
             }
+        }
+        if self.body.is_incomplete() {
+            // The rest of the body will not be read: the connection cannot carry another
+            // request.
+            response.close = true;
         }
         let asked_close = headers
             .get(CONNECTION)

@@ -95,6 +95,17 @@ pub trait Resource: 'static {
         None
     }
 
+    /// Whether this resource reads request bodies as they arrive (no Twisted equivalent:
+    /// Twisted buffers every body, its #4688). `false` by default: the body is collected
+    /// whole, up to [`SiteConfig::max_body`](crate::SiteConfig::max_body), before
+    /// [`render`](Resource::render). `true`: `render` is called as soon as the head is in
+    /// and reads the body with [`Request::deliver_body`], at its own pace and with no
+    /// size limit but its own.
+    fn streams_body(&self, request: &Request) -> bool {
+        let _ = request;
+        false
+    }
+
     /// Answers the request (Twisted's `render`): by default, dispatches on the method.
     fn render(&self, request: &Rc<Request>) -> Render {
         let method = request.method().clone();
@@ -222,6 +233,11 @@ impl Node {
 impl Resource for Node {
     fn child(&self, name: &str, _request: &Request) -> Option<Rc<dyn Resource>> {
         self.get_child(name)
+    }
+
+    fn streams_body(&self, request: &Request) -> bool {
+        self.get_child("")
+            .is_some_and(|index| index.streams_body(request))
     }
 
     fn render(&self, request: &Rc<Request>) -> Render {

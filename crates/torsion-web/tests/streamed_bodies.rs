@@ -1,0 +1,538 @@
+//! Request bodies streamed to resources as they arrive, over real loopback sockets: large
+//! uploads past the site's collection limit, rendering before the body, back-pressure
+//! from a paused resource (the client is slowed, the server's memory bounded), chunked
+//! uploads, `Expect: 100-continue`, and bodies that end badly (the client goes away, a
+//! malformed chunk, a stall, a response finished before the body was read).
+
+use std::cell::RefCell;
+use std::io::{BufReader, Read, Write};
+use std::net::TcpStream;
+use std::rc::Rc;
+use std::time::{Duration, Instant};
+
+use http::Method;
+use torsion::Reactor;
+use torsion::time::ReactorTime;
+use torsion_web::{BodyError, BodyReceiver, Node, Render, Request, Resource, SiteConfig};
+
+mod common;
+use common::{connect, read_response, serve, try_read_response};
+
+thread_local! {
+    /// What the receivers saw, in the reactor's thread.
+    static SEEN: RefCell<Vec<Seen>> = const { RefCell::new(Vec::new()) };
+}
+
+/// One body as a receiver saw it.
+#[derive(Debug, Clone, Default)]
+struct Seen {
+    calls: usize,
+    bytes: u64,
+    /// A simple checksum of the bytes, in order.
+    sum: u64,
+    end: Option<Result<(), BodyError>>,
+}
+
+fn seen() -> Vec<Seen> {
+    SEEN.with(|s| s.borrow().clone())
+}
+
+fn checksum(sum: u64, data: &[u8]) -> u64 {
+    data.iter()
+        .fold(sum, |s, &b| s.wrapping_mul(31).wrapping_add(u64::from(b)))
+}
+
+/// Records the body into `SEEN[index]`, and answers the request with what it saw once
+/// the body ends well (if `answer`).
+struct Recorder {
+    index: usize,
+    request: Option<Rc<Request>>,
+}
+
+impl Recorder {
+    fn new(request: &Rc<Request>, answer: bool) -> Recorder {
+        let index = SEEN.with(|s| {
+            let mut s = s.borrow_mut();
+            s.push(Seen::default());
+            s.len() - 1
+        });
+        Recorder {
+            index,
+            request: answer.then(|| request.clone()),
+        }
+    }
+
+    fn with<T>(&self, f: impl FnOnce(&mut Seen) -> T) -> T {
+        SEEN.with(|s| f(&mut s.borrow_mut()[self.index]))
+    }
+}
+
+impl BodyReceiver for Recorder {
+    fn data_received(&mut self, data: &[u8]) {
+        self.with(|s| {
+            s.calls += 1;
+            s.bytes += data.len() as u64;
+            s.sum = checksum(s.sum, data);
+        });
+    }
+
+    fn body_finished(&mut self, result: Result<(), BodyError>) {
+        let ok = result.is_ok();
+        let (bytes, sum) = self.with(|s| {
+            assert!(s.end.is_none(), "body_finished twice");
+            s.end = Some(result);
+            (s.bytes, s.sum)
+        });
+        if let Some(request) = self.request.take()
+            && ok
+        {
+            let _ = request.write(format!("{bytes} {sum}").as_bytes());
+            let _ = request.finish();
+        }
+    }
+}
+
+/// Streams its bodies to a [`Recorder`] and answers with their length and checksum.
+struct Upload;
+
+impl Resource for Upload {
+    fn allowed_methods(&self) -> Vec<Method> {
+        vec![Method::POST, Method::PUT]
+    }
+    fn streams_body(&self, _request: &Request) -> bool {
+        true
+    }
+    fn render_post(&self, request: &Rc<Request>) -> Render {
+        request.deliver_body(Recorder::new(request, true));
+        Render::Later
+    }
+    fn render_put(&self, request: &Rc<Request>) -> Render {
+        // Answers at once, before any of the body; tells the client so.
+        let _ = request.write(b"started\n");
+        request.deliver_body(Recorder::new(request, true));
+        request.deliver_body(Recorder::new(request, false));
+        Render::Later
+    }
+}
+
+/// Pauses its bodies for `pause` seconds at first, then takes them.
+struct Paused(f64);
+
+impl Resource for Paused {
+    fn allowed_methods(&self) -> Vec<Method> {
+        vec![Method::POST]
+    }
+    fn streams_body(&self, _request: &Request) -> bool {
+        true
+    }
+    fn render_post(&self, request: &Rc<Request>) -> Render {
+        request.pause_body();
+        request.deliver_body(Recorder::new(request, true));
+        let r = request.clone();
+        Reactor::current()
+            .unwrap()
+            .call_later(self.0, move || r.resume_body());
+        Render::Later
+    }
+}
+
+/// Answers 401 at once, never reading the body.
+struct Refuses;
+
+impl Resource for Refuses {
+    fn allowed_methods(&self) -> Vec<Method> {
+        vec![Method::POST]
+    }
+    fn streams_body(&self, _request: &Request) -> bool {
+        true
+    }
+    fn render_post(&self, request: &Rc<Request>) -> Render {
+        request.deliver_body(Recorder::new(request, false));
+        request.set_response_code(http::StatusCode::UNAUTHORIZED);
+        Render::text("no")
+    }
+}
+
+/// Collects its bodies (the default) and answers with their length.
+struct Collected;
+
+impl Resource for Collected {
+    fn allowed_methods(&self) -> Vec<Method> {
+        vec![Method::POST]
+    }
+    fn render_post(&self, request: &Rc<Request>) -> Render {
+        // deliver_body works on a collected body too: at once.
+        request.deliver_body(Recorder::new(request, false));
+        Render::text(request.content().len().to_string())
+    }
+}
+
+struct Hello;
+
+impl Resource for Hello {
+    fn render_get(&self, _request: &Rc<Request>) -> Render {
+        Render::text("hello")
+    }
+}
+
+fn root(pause: f64) -> Rc<dyn Resource> {
+    let root = Node::new();
+    root.put_child("upload", Rc::new(Upload));
+    root.put_child("paused", Rc::new(Paused(pause)));
+    root.put_child("refuses", Rc::new(Refuses));
+    root.put_child("collected", Rc::new(Collected));
+    root.put_child("hello", Rc::new(Hello));
+    Rc::new(root)
+}
+
+/// A site whose collected bodies are limited to 1 KiB.
+fn config() -> SiteConfig {
+    SiteConfig {
+        max_body: 1024,
+        ..SiteConfig::default()
+    }
+}
+
+/// Runs `client` against the test site, then returns its result and what the receivers
+/// saw.
+fn with_site<T: Send + 'static>(
+    pause: f64,
+    config: SiteConfig,
+    client: impl FnOnce(u16) -> T + Send + 'static,
+) -> (T, Vec<Seen>) {
+    SEEN.with(|s| s.borrow_mut().clear());
+    let out = serve(root(pause), config, client);
+    (out, seen())
+}
+
+fn pattern(n: usize) -> Vec<u8> {
+    (0..n).map(|i| (i * 7 % 251) as u8).collect()
+}
+
+#[test]
+fn a_large_upload_streams_past_the_collection_limit_and_keeps_the_connection() {
+    let body = pattern(8 << 20);
+    let expected = format!("{} {}", body.len(), checksum(0, &body));
+    let ((answer, collected, hello), seen) = with_site(0.0, config(), move |port| {
+        let (mut stream, mut reader) = connect(port);
+        let head = format!(
+            "POST /upload HTTP/1.1\r\nHost: x\r\nContent-Length: {}\r\n\r\n",
+            body.len()
+        );
+        stream.write_all(head.as_bytes()).unwrap();
+        stream.write_all(&body).unwrap();
+        let answer = read_response(&mut reader, false);
+        // The same body to a collecting resource is over its limit.
+        stream
+            .write_all(b"POST /collected HTTP/1.1\r\nHost: x\r\nContent-Length: 2048\r\n\r\n")
+            .unwrap();
+        let collected = read_response(&mut reader, false);
+        let (mut stream, mut reader) = connect(port);
+        stream
+            .write_all(b"GET /hello HTTP/1.1\r\nHost: x\r\n\r\n")
+            .unwrap();
+        (answer, collected, read_response(&mut reader, false))
+    });
+    assert_eq!(answer.status, 200);
+    assert_eq!(String::from_utf8_lossy(&answer.body), expected);
+    assert_eq!(collected.status, 413);
+    assert_eq!(hello.body, b"hello");
+    assert_eq!(seen[0].end, Some(Ok(())));
+    assert!(
+        seen[0].calls > 4,
+        "8 MiB arrived in {} calls: not streamed",
+        seen[0].calls
+    );
+}
+
+#[test]
+fn a_streamed_resource_answers_before_the_body_is_sent() {
+    let ((first, rest), seen) = with_site(0.0, config(), |port| {
+        let (mut stream, mut reader) = connect(port);
+        stream
+            .write_all(b"PUT /upload HTTP/1.1\r\nHost: x\r\nContent-Length: 10\r\n\r\n")
+            .unwrap();
+        // The resource renders at the head: its first bytes come before the body is sent.
+        let mut first = Vec::new();
+        let mut byte = [0];
+        while !first.ends_with(b"started\n") {
+            reader.read_exact(&mut byte).unwrap();
+            first.push(byte[0]);
+        }
+        stream.write_all(b"0123456789").unwrap();
+        let mut rest = Vec::new();
+        while !rest.ends_with(b"0\r\n\r\n") {
+            reader.read_exact(&mut byte).unwrap();
+            rest.push(byte[0]);
+        }
+        (
+            String::from_utf8_lossy(&first).into_owned(),
+            String::from_utf8_lossy(&rest).into_owned(),
+        )
+    });
+    assert!(first.starts_with("HTTP/1.1 200 OK"), "{first:?}");
+    assert!(
+        rest.contains(&format!("10 {}", checksum(0, b"0123456789"))),
+        "{rest:?}"
+    );
+    assert_eq!(seen.len(), 2);
+    assert_eq!(seen[0].bytes, 10);
+    assert_eq!(seen[0].end, Some(Ok(())));
+    // A second receiver for the same body is refused.
+    assert_eq!(seen[1].end, Some(Err(BodyError::AlreadyDelivered)));
+    assert_eq!(seen[1].bytes, 0);
+}
+
+#[test]
+fn a_chunked_upload_streams_in_order() {
+    let body = pattern(300_000);
+    let expected = format!("{} {}", body.len(), checksum(0, &body));
+    let (answer, seen) = with_site(0.0, config(), move |port| {
+        let (mut stream, mut reader) = connect(port);
+        stream
+            .write_all(b"POST /upload HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: chunked\r\n\r\n")
+            .unwrap();
+        for chunk in body.chunks(7_777) {
+            stream
+                .write_all(format!("{:x};ext=1\r\n", chunk.len()).as_bytes())
+                .unwrap();
+            stream.write_all(chunk).unwrap();
+            stream.write_all(b"\r\n").unwrap();
+        }
+        stream.write_all(b"0\r\n\r\n").unwrap();
+        read_response(&mut reader, false)
+    });
+    assert_eq!(String::from_utf8_lossy(&answer.body), expected);
+    assert_eq!(seen[0].end, Some(Ok(())));
+}
+
+#[test]
+fn a_paused_resource_slows_the_client_and_bounds_the_server() {
+    // The resource takes nothing for a second; its body timeout is shorter, and must not
+    // fire while the resource (not the client) is the one waiting.
+    let config = SiteConfig {
+        body_timeout: Some(Duration::from_millis(300)),
+        ..config()
+    };
+    let total = 64 << 20;
+    let ((accepted_while_paused, answer), seen) = with_site(1.0, config, move |port| {
+        let stream = TcpStream::connect(("127.0.0.1", port)).unwrap();
+        let mut writer = stream.try_clone().unwrap();
+        writer
+            .write_all(
+                format!("POST /paused HTTP/1.1\r\nHost: x\r\nContent-Length: {total}\r\n\r\n")
+                    .as_bytes(),
+            )
+            .unwrap();
+        let block = vec![b'x'; 64 * 1024];
+        // For 0.6 s (the resource is paused), write what the server lets through.
+        writer.set_nonblocking(true).unwrap();
+        let start = Instant::now();
+        let mut sent = 0usize;
+        while start.elapsed() < Duration::from_millis(600) {
+            match writer.write(&block[..block.len().min(total - sent)]) {
+                Ok(n) => sent += n,
+                Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => {
+                    std::thread::sleep(Duration::from_millis(5));
+                }
+                Err(e) => panic!("{e}"),
+            }
+        }
+        let accepted_while_paused = sent;
+        writer.set_nonblocking(false).unwrap();
+        while sent < total {
+            let n = (total - sent).min(block.len());
+            writer.write_all(&block[..n]).unwrap();
+            sent += n;
+        }
+        stream
+            .set_read_timeout(Some(Duration::from_secs(10)))
+            .unwrap();
+        let mut reader = BufReader::new(stream);
+        (accepted_while_paused, read_response(&mut reader, false))
+    });
+    assert_eq!(
+        answer.status,
+        200,
+        "{:?}",
+        String::from_utf8_lossy(&answer.body)
+    );
+    assert!(
+        String::from_utf8_lossy(&answer.body).starts_with(&format!("{total} ")),
+        "{:?}",
+        String::from_utf8_lossy(&answer.body)
+    );
+    assert_eq!(seen[0].end, Some(Ok(())));
+    // Socket buffers on both sides plus the server's backlog, not the 64 MiB.
+    assert!(
+        accepted_while_paused < 24 << 20,
+        "{accepted_while_paused} bytes accepted while the resource was paused"
+    );
+}
+
+#[test]
+fn expect_continue_is_sent_to_a_resource_that_reads_and_not_to_one_that_refuses() {
+    let ((reads, refuses), seen) = with_site(0.0, config(), |port| {
+        let (mut stream, mut reader) = connect(port);
+        stream
+            .write_all(
+                b"POST /upload HTTP/1.1\r\nHost: x\r\nContent-Length: 5\r\nExpect: 100-continue\r\n\r\n",
+            )
+            .unwrap();
+        let cont = read_response(&mut reader, false);
+        stream.write_all(b"hello").unwrap();
+        let answer = read_response(&mut reader, false);
+        let reads = (cont.status, answer.status, answer.body);
+
+        let (mut stream, mut reader) = connect(port);
+        stream
+            .write_all(
+                b"POST /refuses HTTP/1.1\r\nHost: x\r\nContent-Length: 5\r\nExpect: 100-continue\r\n\r\n",
+            )
+            .unwrap();
+        let answer = read_response(&mut reader, false);
+        let mut rest = Vec::new();
+        let closed = reader.read_to_end(&mut rest).is_ok() && rest.is_empty();
+        (
+            reads,
+            (
+                answer.status,
+                answer.header("connection").map(str::to_string),
+                closed,
+            ),
+        )
+    });
+    assert_eq!(reads.0, 100);
+    assert_eq!(reads.1, 200);
+    assert_eq!(
+        String::from_utf8_lossy(&reads.2),
+        format!("5 {}", checksum(0, b"hello"))
+    );
+    // No 100 Continue: the answer, and a close, since the body was never read.
+    assert_eq!(refuses.0, 401);
+    assert_eq!(refuses.1.as_deref(), Some("close"));
+    assert!(refuses.2, "the connection stayed open with the body unread");
+    assert_eq!(seen[1].end, Some(Err(BodyError::NotRead)));
+}
+
+#[test]
+fn a_response_finished_before_the_body_arrives_whole_and_the_connection_closes() {
+    // The client sends its whole 2 MiB body although the answer came first: it must read
+    // that answer, not a reset.
+    let (answer, seen) = with_site(0.0, config(), |port| {
+        let (mut stream, mut reader) = connect(port);
+        let body = vec![b'y'; 2 << 20];
+        stream
+            .write_all(
+                format!(
+                    "POST /refuses HTTP/1.1\r\nHost: x\r\nContent-Length: {}\r\n\r\n",
+                    body.len()
+                )
+                .as_bytes(),
+            )
+            .unwrap();
+        let writer = std::thread::spawn(move || {
+            let _ = stream.write_all(&body);
+        });
+        let answer = try_read_response(&mut reader, false).map(|r| (r.status, r.body));
+        let _ = writer.join();
+        answer.map_err(|e| e.kind())
+    });
+    assert_eq!(answer, Ok((401, b"no".to_vec())));
+    assert_eq!(seen[0].end, Some(Err(BodyError::NotRead)));
+}
+
+#[test]
+fn a_client_gone_mid_body_ends_the_body_with_disconnected() {
+    let ((), seen) = with_site(0.0, config(), |port| {
+        let (mut stream, _reader) = connect(port);
+        stream
+            .write_all(b"POST /upload HTTP/1.1\r\nHost: x\r\nContent-Length: 1000\r\n\r\nonly this")
+            .unwrap();
+        std::thread::sleep(Duration::from_millis(200));
+        drop(stream);
+        std::thread::sleep(Duration::from_millis(200));
+    });
+    assert_eq!(seen[0].bytes, 9);
+    assert_eq!(seen[0].end, Some(Err(BodyError::Disconnected)));
+}
+
+#[test]
+fn a_malformed_chunk_mid_stream_is_400_to_the_client_and_malformed_to_the_resource() {
+    let ((status, closed), seen) = with_site(0.0, config(), |port| {
+        let (mut stream, mut reader) = connect(port);
+        stream
+            .write_all(
+                b"POST /upload HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: chunked\r\n\r\n5\r\nhello\r\n-3\r\nabc\r\n",
+            )
+            .unwrap();
+        let answer = read_response(&mut reader, false);
+        let mut rest = Vec::new();
+        let closed = reader.read_to_end(&mut rest).is_ok() && rest.is_empty();
+        (answer.status, closed)
+    });
+    assert_eq!(status, 400);
+    assert!(closed);
+    assert_eq!(seen[0].bytes, 5);
+    assert!(
+        matches!(seen[0].end, Some(Err(BodyError::Malformed(_)))),
+        "{:?}",
+        seen[0].end
+    );
+}
+
+#[test]
+fn a_stalled_streamed_body_is_408_and_timed_out() {
+    let config = SiteConfig {
+        body_timeout: Some(Duration::from_millis(200)),
+        ..config()
+    };
+    let (status, seen) = with_site(0.0, config, |port| {
+        let (mut stream, mut reader) = connect(port);
+        stream
+            .write_all(b"POST /upload HTTP/1.1\r\nHost: x\r\nContent-Length: 10\r\n\r\nabc")
+            .unwrap();
+        read_response(&mut reader, false).status
+    });
+    assert_eq!(status, 408);
+    assert_eq!(seen[0].end, Some(Err(BodyError::TimedOut)));
+}
+
+#[test]
+fn a_collected_body_is_delivered_whole_at_once() {
+    let (answer, seen) = with_site(0.0, config(), |port| {
+        let (mut stream, mut reader) = connect(port);
+        stream
+            .write_all(b"POST /collected HTTP/1.1\r\nHost: x\r\nContent-Length: 6\r\n\r\nabcdef")
+            .unwrap();
+        read_response(&mut reader, false)
+    });
+    assert_eq!(answer.body, b"6");
+    assert_eq!(seen[0].calls, 1);
+    assert_eq!(seen[0].bytes, 6);
+    assert_eq!(seen[0].end, Some(Ok(())));
+}
+
+#[test]
+fn pipelined_after_a_streamed_body_in_one_write() {
+    let (bodies, seen) = with_site(0.0, config(), |port| {
+        let (mut stream, mut reader) = connect(port);
+        stream
+            .write_all(
+                b"POST /upload HTTP/1.1\r\nHost: x\r\nContent-Length: 3\r\n\r\nabcGET /hello HTTP/1.1\r\nHost: x\r\n\r\nPOST /upload HTTP/1.1\r\nHost: x\r\nContent-Length: 2\r\n\r\nde",
+            )
+            .unwrap();
+        (0..3)
+            .map(|_| String::from_utf8_lossy(&read_response(&mut reader, false).body).into_owned())
+            .collect::<Vec<_>>()
+    });
+    assert_eq!(
+        bodies,
+        [
+            format!("3 {}", checksum(0, b"abc")),
+            "hello".to_string(),
+            format!("2 {}", checksum(0, b"de")),
+        ]
+    );
+    assert_eq!(seen.len(), 2);
+}
