@@ -40,6 +40,9 @@ pub const MAX_PIPELINED: usize = 16;
 /// reading.
 const MAX_DROPPED: usize = 1 << 20;
 
+/// The largest output buffer kept for the next response.
+const MAX_SPARE: usize = 64 * 1024;
+
 /// How long a refused connection reads and drops what the client still sends before it
 /// closes (so the refusal is not lost to a reset).
 const REFUSAL_LINGER: f64 = 2.0;
@@ -70,6 +73,8 @@ impl HttpChannel {
             body_blocked: Cell::new(false),
             transport_paused: Cell::new(false),
             cut_body: Cell::new(false),
+            spare: RefCell::new(Vec::new()),
+            pump_owed: Cell::new(false),
         }))
     }
 }
@@ -95,6 +100,11 @@ pub(crate) struct Channel {
     /// A body was left unread (its response finished first, or it was refused): the
     /// connection closes lingering, so the client reads the response, not a reset.
     cut_body: Cell<bool>,
+    /// An output buffer lent to each new request and taken back by [`Channel::pump`]:
+    /// responses are formatted without an allocation each.
+    spare: RefCell<Vec<u8>>,
+    /// Output became ready while `process` ran: it pumps once it ends.
+    pump_owed: Cell<bool>,
     /// A response said close, or a request was refused: no more requests are read.
     closing: Cell<bool>,
     /// The answer to a refused request, sent once the responses before it are out.
@@ -106,7 +116,8 @@ pub(crate) struct Channel {
     output_blocked: Cell<bool>,
     /// Bytes read and dropped since reading stopped.
     dropped: Cell<usize>,
-    /// `process` is running: the timers are set once, when it ends.
+    /// `process` is running: the timers are set, and the output pumped, once, when it
+    /// ends.
     processing: Cell<bool>,
     /// A refusal is out and the connection closes after [`REFUSAL_LINGER`]: reading goes
     /// on until then, so the client, still sending its body, reads the answer.
@@ -166,7 +177,12 @@ enum Timeout {
 
 impl request::Channel for Channel {
     fn output_ready(&self) {
-        self.pump();
+        if self.processing.get() {
+            // Once, when the burst is parsed: its responses go out together.
+            self.pump_owed.set(true);
+        } else {
+            self.pump();
+        }
     }
 
     fn body_wanted(&self) {
@@ -247,7 +263,11 @@ impl Channel {
             input.drain(..parsed);
         }
         self.processing.set(false);
-        self.arm_timer();
+        if self.pump_owed.replace(false) {
+            self.pump();
+        } else {
+            self.arm_timer();
+        }
     }
 
     /// Whether the transport holds more output than its high-water mark: a client that
@@ -436,7 +456,8 @@ impl Channel {
     fn new_request(&self, head: RequestHead) -> Option<(Rc<Request>, Rc<dyn Resource>)> {
         let transport = self.transport()?;
         let me: Weak<dyn request::Channel> = self.me.clone();
-        let request = Request::new(head, self.client.clone(), transport.host(), me);
+        let out = std::mem::take(&mut *self.spare.borrow_mut());
+        let request = Request::new(head, self.client.clone(), transport.host(), me, out);
         let resource = self.site.resource_for(&request);
         Some((request, resource))
     }
@@ -507,10 +528,6 @@ impl Channel {
             self.stop_reading();
         }
         self.queue.borrow_mut().push_back(request.clone());
-        if self.queue.borrow().len() >= MAX_PIPELINED {
-            self.paused.set(true);
-            self.sync_pause();
-        }
         let rendered =
             std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| resource.render(&request)));
         match rendered {
@@ -537,7 +554,18 @@ impl Channel {
             }
             Err(payload) => request.fail(&Failure::from_panic(&*payload)),
         }
-        self.pump();
+        let full = self.queue.borrow().len() >= MAX_PIPELINED;
+        if self.processing.get() && !request.closes_connection() && !full {
+            self.pump_owed.set(true);
+        } else {
+            // A response that closes stops the parsing of what follows it now; a full
+            // queue lets the finished responses out before it counts.
+            self.pump();
+        }
+        if self.queue.borrow().len() >= MAX_PIPELINED {
+            self.paused.set(true);
+            self.sync_pause();
+        }
     }
 
     /// Writes the output of the requests at the front of the queue, in order, and moves
@@ -549,9 +577,14 @@ impl Channel {
         loop {
             let front = self.queue.borrow().front().cloned();
             let Some(front) = front else { break };
-            let (out, finished) = front.take_output();
+            let spare = std::mem::take(&mut *self.spare.borrow_mut());
+            let (mut out, finished) = front.take_output(spare);
             if !out.is_empty() {
                 transport.write(&out);
+            }
+            if out.capacity() <= MAX_SPARE {
+                out.clear();
+                *self.spare.borrow_mut() = out;
             }
             match front.take_producer() {
                 ProducerState::Pending(producer, streaming) => {

@@ -16,6 +16,16 @@ thread_local! {
 /// The current time as an HTTP date (`Sun, 06 Nov 1994 08:49:37 GMT`), from a cache
 /// refreshed once a second.
 pub(crate) fn now() -> HeaderValue {
+    with_now(HeaderValue::clone)
+}
+
+/// Appends [`now`] to `out`.
+pub(crate) fn write_now(out: &mut Vec<u8>) {
+    with_now(|date| out.extend_from_slice(date.as_bytes()));
+}
+
+/// Runs `f` on the cached date, made anew if the second changed.
+fn with_now<T>(f: impl FnOnce(&HeaderValue) -> T) -> T {
     let now = SystemTime::now();
     let second = now
         .duration_since(UNIX_EPOCH)
@@ -23,15 +33,15 @@ pub(crate) fn now() -> HeaderValue {
         .unwrap_or(0);
     CACHE.with(|cache| {
         let mut cache = cache.borrow_mut();
-        if let Some((at, value)) = cache.as_ref()
-            && *at == second
-        {
-            return value.clone();
+        if cache.as_ref().is_none_or(|(at, _)| *at != second) {
+            let value = HeaderValue::from_str(&httpdate::fmt_http_date(now))
+                .unwrap_or_else(|_| HeaderValue::from_static("Thu, 01 Jan 1970 00:00:00 GMT"));
+            *cache = Some((second, value));
         }
-        let value = HeaderValue::from_str(&httpdate::fmt_http_date(now))
-            .unwrap_or_else(|_| HeaderValue::from_static("Thu, 01 Jan 1970 00:00:00 GMT"));
-        *cache = Some((second, value.clone()));
-        value
+        match cache.as_ref() {
+            Some((_, value)) => f(value),
+            None => f(&HeaderValue::from_static("Thu, 01 Jan 1970 00:00:00 GMT")),
+        }
     })
 }
 

@@ -14,7 +14,7 @@ use std::collections::HashMap;
 use std::fmt;
 use std::rc::{Rc, Weak};
 
-use http::header::{CONNECTION, CONTENT_LENGTH, CONTENT_TYPE, DATE, LOCATION, TRANSFER_ENCODING};
+use http::header::{CONNECTION, CONTENT_LENGTH, CONTENT_TYPE, DATE, LOCATION};
 use http::{HeaderMap, HeaderName, HeaderValue, Method, StatusCode, Version};
 use torsion::net::{Address, Producer};
 use torsion::{Deferred, Failure, Resolver};
@@ -57,21 +57,24 @@ pub(crate) trait Channel {
 /// [`write`](Request::write) and [`finish`](Request::finish).
 pub struct Request {
     head: RequestHead,
-    path: String,
-    query: Option<String>,
+    /// Where the path ends in the target (at its `?`, or its end).
+    path_end: usize,
     body: RequestBody,
     client: Address,
     host: Address,
     args: OnceCell<HashMap<String, Vec<String>>>,
     prepath: RefCell<Vec<String>>,
-    postpath: RefCell<Vec<String>>,
+    /// Split and decoded when first asked for (a leaf at the root never asks).
+    postpath: RefCell<Option<Vec<String>>>,
     response: RefCell<Response>,
     channel: Weak<dyn Channel>,
 }
 
 struct Response {
     code: StatusCode,
-    headers: HeaderMap,
+    /// Set with `set_header`, one value per name, in the order first set (a handful: a
+    /// list costs less than a map).
+    headers: Vec<(HeaderName, HeaderValue)>,
     /// The status line and headers are in `out` (or were sent).
     head_written: bool,
     chunked: bool,
@@ -100,42 +103,35 @@ pub(crate) enum ProducerState {
 }
 
 impl Request {
+    /// A request for `head`; its response is formatted into `out` (a buffer the channel
+    /// lends, to save an allocation per response).
     pub(crate) fn new(
         head: RequestHead,
         client: Address,
         host: Address,
         channel: Weak<dyn Channel>,
+        out: Vec<u8>,
     ) -> Rc<Request> {
-        let (path, query) = match head.target.split_once('?') {
-            Some((path, query)) => (path.to_string(), Some(query.to_string())),
-            None => (head.target.clone(), None),
-        };
-        let postpath = path
-            .strip_prefix('/')
-            .unwrap_or(&path)
-            .split('/')
-            .map(percent_decode)
-            .collect();
+        let path_end = head.target.find('?').unwrap_or(head.target.len());
         let close = !head.keep_alive;
         Rc::new(Request {
             head,
-            path,
-            query,
+            path_end,
             body: RequestBody::default(),
             client,
             host,
             args: OnceCell::new(),
             prepath: RefCell::new(Vec::new()),
-            postpath: RefCell::new(postpath),
+            postpath: RefCell::new(None),
             response: RefCell::new(Response {
                 code: StatusCode::OK,
-                headers: HeaderMap::new(),
+                headers: Vec::new(),
                 head_written: false,
                 chunked: false,
                 finished: false,
                 disconnected: false,
                 close,
-                out: Vec::new(),
+                out,
                 waiters: Vec::new(),
                 producer: ProducerState::None,
                 sent: 0,
@@ -156,7 +152,12 @@ impl Request {
 
     /// The path, without the query, not decoded (Twisted's `path`).
     pub fn path(&self) -> &str {
-        &self.path
+        &self.head.target[..self.path_end]
+    }
+
+    /// The query, after the `?`, not decoded.
+    fn query(&self) -> Option<&str> {
+        self.head.target.get(self.path_end + 1..)
     }
 
     /// HTTP/1.0 or HTTP/1.1 (Twisted's `clientproto`).
@@ -178,7 +179,7 @@ impl Request {
     pub fn args(&self) -> &HashMap<String, Vec<String>> {
         self.args.get_or_init(|| {
             let mut args: HashMap<String, Vec<String>> = HashMap::new();
-            if let Some(query) = &self.query {
+            if let Some(query) = self.query() {
                 for (name, value) in form_urlencoded::parse(query.as_bytes()) {
                     args.entry(name.into_owned())
                         .or_default()
@@ -264,16 +265,27 @@ impl Request {
     /// The path segments not walked yet, decoded (Twisted's `postpath`): under a leaf
     /// resource, the rest of the path.
     pub fn postpath(&self) -> Vec<String> {
-        self.postpath.borrow().clone()
+        self.with_postpath(|postpath| postpath.clone())
+    }
+
+    /// Runs `f` on `postpath`, split from the path the first time.
+    fn with_postpath<T>(&self, f: impl FnOnce(&mut Vec<String>) -> T) -> T {
+        let mut postpath = self.postpath.borrow_mut();
+        let postpath = postpath.get_or_insert_with(|| {
+            let path = self.path();
+            path.strip_prefix('/')
+                .unwrap_or(path)
+                .split('/')
+                .map(percent_decode)
+                .collect()
+        });
+        f(postpath)
     }
 
     /// Moves the next segment from `postpath` to `prepath`; `None` at the end.
     pub(crate) fn walk(&self) -> Option<String> {
-        let mut postpath = self.postpath.borrow_mut();
-        if postpath.is_empty() {
-            return None;
-        }
-        let segment = postpath.remove(0);
+        let segment =
+            self.with_postpath(|postpath| (!postpath.is_empty()).then(|| postpath.remove(0)))?;
         self.prepath.borrow_mut().push(segment.clone());
         Some(segment)
     }
@@ -311,8 +323,12 @@ impl Request {
             return;
         };
         let mut response = self.response.borrow_mut();
-        if !response.head_written {
-            response.headers.insert(name, value);
+        if response.head_written {
+            return;
+        }
+        match response.headers.iter_mut().find(|(n, _)| *n == name) {
+            Some(slot) => slot.1 = value,
+            None => response.headers.push((name, value)),
         }
     }
 
@@ -476,10 +492,15 @@ impl Request {
         self.response.borrow().disconnected
     }
 
-    /// The formatted output not yet taken, and whether the request is finished.
-    pub(crate) fn take_output(&self) -> (Vec<u8>, bool) {
+    /// The formatted output not yet taken, and whether the request is finished; `spare`
+    /// (empty) takes its place, so a buffer goes back and forth instead of being made
+    /// anew.
+    pub(crate) fn take_output(&self, spare: Vec<u8>) -> (Vec<u8>, bool) {
         let mut response = self.response.borrow_mut();
-        (std::mem::take(&mut response.out), response.finished)
+        (
+            std::mem::replace(&mut response.out, spare),
+            response.finished,
+        )
     }
 
     /// Whether the connection must close after this response.
@@ -587,16 +608,17 @@ impl Request {
         } else {
             "HTTP/1.1"
         };
-        let mut headers = std::mem::take(&mut response.headers);
-        // Written straight into the head, not through the map (one less allocation each).
+        let has = |name: &HeaderName| response.headers.iter().any(|(n, _)| n == name);
         let mut length_line = None;
+        let mut chunked_line = false;
+        let mut type_line = false;
         if status_has_body(code) {
-            if !headers.contains_key(CONTENT_LENGTH) {
+            if !has(&CONTENT_LENGTH) {
                 match length {
                     Some(n) => length_line = Some(n),
                     None if self.head.version == Version::HTTP_11 => {
                         if self.head.method != Method::HEAD {
-                            headers.insert(TRANSFER_ENCODING, HeaderValue::from_static("chunked"));
+                            chunked_line = true;
                             response.chunked = true;
                         }
                     }
@@ -606,28 +628,27 @@ impl Request {
                     None => response.close = true,
                 }
             }
-            if !headers.contains_key(CONTENT_TYPE) {
-                headers.insert(CONTENT_TYPE, HeaderValue::from_static("text/html"));
-            }
+            type_line = !has(&CONTENT_TYPE);
         }
         if self.body.is_incomplete() {
             // The rest of the body will not be read: the connection cannot carry another
             // request.
             response.close = true;
         }
-        let asked_close = headers
-            .get(CONNECTION)
-            .and_then(|v| v.to_str().ok())
-            .is_some_and(|v| v.eq_ignore_ascii_case("close"));
-        if asked_close {
-            response.close = true;
-        }
-        if response.close {
-            headers.insert(CONNECTION, HeaderValue::from_static("close"));
-        } else if self.head.version == Version::HTTP_10 {
-            headers.insert(CONNECTION, HeaderValue::from_static("keep-alive"));
-        }
-        let out = &mut response.out;
+        let asked_close = response.headers.iter().any(|(n, v)| {
+            *n == CONNECTION && v.to_str().is_ok_and(|v| v.eq_ignore_ascii_case("close"))
+        });
+        response.close |= asked_close;
+        // Ours replaces the resource's when the connection closes, or on HTTP/1.0.
+        let own_connection = response.close || self.head.version == Version::HTTP_10;
+        let has_date = has(&DATE);
+        let Response {
+            out,
+            headers,
+            close,
+            ..
+        } = &mut *response;
+        // The usual headers are written straight in, not through `headers`.
         out.reserve(256);
         out.extend_from_slice(version.as_bytes());
         out.push(b' ');
@@ -635,23 +656,37 @@ impl Request {
         out.push(b' ');
         out.extend_from_slice(code.canonical_reason().unwrap_or("Unknown").as_bytes());
         out.extend_from_slice(b"\r\n");
-        if !headers.contains_key(DATE) {
+        if !has_date {
             out.extend_from_slice(b"date: ");
-            out.extend_from_slice(crate::date::now().as_bytes());
+            crate::date::write_now(out);
             out.extend_from_slice(b"\r\n");
         }
         if let Some(n) = length_line {
-            use std::io::Write as _;
-            let _ = write!(out, "content-length: {n}\r\n");
+            out.extend_from_slice(b"content-length: ");
+            write_decimal(out, n);
+            out.extend_from_slice(b"\r\n");
         }
-        for (name, value) in &headers {
+        if chunked_line {
+            out.extend_from_slice(b"transfer-encoding: chunked\r\n");
+        }
+        if type_line {
+            out.extend_from_slice(b"content-type: text/html\r\n");
+        }
+        if *close {
+            out.extend_from_slice(b"connection: close\r\n");
+        } else if self.head.version == Version::HTTP_10 {
+            out.extend_from_slice(b"connection: keep-alive\r\n");
+        }
+        for (name, value) in headers.iter() {
+            if own_connection && *name == CONNECTION {
+                continue;
+            }
             out.extend_from_slice(name.as_str().as_bytes());
             out.extend_from_slice(b": ");
             out.extend_from_slice(value.as_bytes());
             out.extend_from_slice(b"\r\n");
         }
         out.extend_from_slice(b"\r\n");
-        response.headers = headers;
     }
 }
 
@@ -675,6 +710,21 @@ impl fmt::Debug for Request {
             .field("client", &self.client)
             .finish_non_exhaustive()
     }
+}
+
+/// Appends `n` in decimal.
+fn write_decimal(out: &mut Vec<u8>, mut n: u64) {
+    let mut digits = [0u8; 20];
+    let mut at = digits.len();
+    loop {
+        at -= 1;
+        digits[at] = b'0' + (n % 10) as u8;
+        n /= 10;
+        if n == 0 {
+            break;
+        }
+    }
+    out.extend_from_slice(&digits[at..]);
 }
 
 /// Whether a response with this status has a body (not 1xx, 204 or 304).

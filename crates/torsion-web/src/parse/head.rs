@@ -9,7 +9,8 @@
 //! would find past that byte can never win over the limit on a longer buffer; and the
 //! errors are told apart only by bytes `httparse` has already read.
 
-use http::header::{CONNECTION, CONTENT_LENGTH, EXPECT, HOST, TRANSFER_ENCODING};
+use std::mem::MaybeUninit;
+
 use http::{HeaderMap, HeaderName, HeaderValue, Method, Version};
 
 use super::error::ParseError;
@@ -120,16 +121,18 @@ pub fn parse_request_head(
 
     // A header line takes at least 3 bytes ("a:\n"): more slots than that could never fill.
     let slots = limits.max_headers.min(limits.max_head_bytes / 3 + 1);
-    let mut stack = [httparse::EMPTY_HEADER; STACK_HEADERS];
+    // Left uninitialized: httparse initializes the slots it fills (filling 100 empty
+    // ones first was a tenth of the parse).
+    let mut stack = [const { MaybeUninit::<httparse::Header<'_>>::uninit() }; STACK_HEADERS];
     let mut heap = Vec::new();
-    let headers: &mut [httparse::Header<'_>] = if slots <= STACK_HEADERS {
+    let headers: &mut [MaybeUninit<httparse::Header<'_>>] = if slots <= STACK_HEADERS {
         &mut stack[..slots]
     } else {
-        heap.resize(slots, httparse::EMPTY_HEADER);
+        heap.resize_with(slots, MaybeUninit::uninit);
         &mut heap
     };
-    let mut request = httparse::Request::new(headers);
-    match request.parse(window) {
+    let mut request = httparse::Request::new(&mut []);
+    match request.parse_with_uninit_headers(window, headers) {
         Ok(httparse::Status::Complete(n)) => {
             let head = build(&request)?;
             Ok(Some((head, start + n)))
@@ -294,19 +297,46 @@ fn build(request: &httparse::Request<'_, '_>) -> Result<RequestHead, ParseError>
         _ => return Err(ParseError::VersionNotSupported),
     };
 
+    // The headers that frame the request are looked at on the way, as raw bytes (one
+    // pass, no map lookups).
     let mut headers = HeaderMap::try_with_capacity(request.headers.len())
         .map_err(|_| ParseError::TooManyHeaders)?;
+    let mut hosts = 0;
+    let mut content_length = None;
+    let mut encodings = 0;
+    let mut chunked = false;
+    let (mut close, mut keep) = (false, false);
+    let mut expect_continue = false;
     for header in request.headers.iter() {
-        let name = HeaderName::from_bytes(header.name.as_bytes())
+        let raw = trim_ows(header.value);
+        let name = header.name.as_bytes();
+        if name.eq_ignore_ascii_case(b"host") {
+            hosts += 1;
+        } else if name.eq_ignore_ascii_case(b"content-length") {
+            let n = parse_content_length(raw)?;
+            if content_length.is_some_and(|seen| seen != n) {
+                return Err(ParseError::BadRequest("conflicting Content-Length values"));
+            }
+            content_length = Some(n);
+        } else if name.eq_ignore_ascii_case(b"transfer-encoding") {
+            encodings += 1;
+            chunked = raw.eq_ignore_ascii_case(b"chunked");
+        } else if name.eq_ignore_ascii_case(b"connection") {
+            let (c, k) = connection_options(raw);
+            close |= c;
+            keep |= k;
+        } else if name.eq_ignore_ascii_case(b"expect") {
+            expect_continue |= raw.eq_ignore_ascii_case(b"100-continue");
+        }
+        let name = HeaderName::from_bytes(name)
             .map_err(|_| ParseError::BadRequest("invalid header name"))?;
-        let value = HeaderValue::from_bytes(trim_ows(header.value))
+        let value = HeaderValue::from_bytes(raw)
             .map_err(|_| ParseError::BadRequest("invalid character in a header value"))?;
         headers
             .try_append(name, value)
             .map_err(|_| ParseError::TooManyHeaders)?;
     }
 
-    let hosts = headers.get_all(HOST).iter().count();
     if hosts > 1 {
         return Err(ParseError::BadRequest("more than one Host header"));
     }
@@ -316,12 +346,10 @@ fn build(request: &httparse::Request<'_, '_>) -> Result<RequestHead, ParseError>
         ));
     }
 
-    let content_length = content_length(&headers)?;
-    let mut encodings = headers.get_all(TRANSFER_ENCODING).iter();
-    let body = match (encodings.next(), content_length) {
-        (None, None | Some(0)) => BodyLength::Empty,
-        (None, Some(n)) => BodyLength::Fixed(n),
-        (Some(encoding), content_length) => {
+    let body = match (encodings, content_length) {
+        (0, None | Some(0)) => BodyLength::Empty,
+        (0, Some(n)) => BodyLength::Fixed(n),
+        (_, content_length) => {
             if version == Version::HTTP_10 {
                 return Err(ParseError::BadRequest("Transfer-Encoding on HTTP/1.0"));
             }
@@ -330,12 +358,12 @@ fn build(request: &httparse::Request<'_, '_>) -> Result<RequestHead, ParseError>
                     "both Transfer-Encoding and Content-Length (a request smuggling attempt)",
                 ));
             }
-            if encodings.next().is_some() {
+            if encodings > 1 {
                 return Err(ParseError::BadRequest(
                     "more than one Transfer-Encoding header",
                 ));
             }
-            if !encoding.as_bytes().eq_ignore_ascii_case(b"chunked") {
+            if !chunked {
                 return Err(ParseError::BadRequest(
                     "Transfer-Encoding other than chunked",
                 ));
@@ -344,16 +372,11 @@ fn build(request: &httparse::Request<'_, '_>) -> Result<RequestHead, ParseError>
         }
     };
 
-    let (close, keep) = connection_options(&headers);
     let keep_alive = match version {
         Version::HTTP_11 => !close,
         _ => keep && !close,
     };
-    let expect_continue = version == Version::HTTP_11
-        && headers
-            .get_all(EXPECT)
-            .iter()
-            .any(|v| v.as_bytes().eq_ignore_ascii_case(b"100-continue"));
+    let expect_continue = version == Version::HTTP_11 && expect_continue;
 
     Ok(RequestHead {
         method,
@@ -366,41 +389,30 @@ fn build(request: &httparse::Request<'_, '_>) -> Result<RequestHead, ParseError>
     })
 }
 
-/// The one `Content-Length` of a head, if any: every value must be digits only and all
-/// must be equal (RFC 9110 §8.6; CVE-2020-10108).
-fn content_length(headers: &HeaderMap) -> Result<Option<u64>, ParseError> {
-    let mut length = None;
-    for value in headers.get_all(CONTENT_LENGTH) {
-        let digits = value.as_bytes();
-        if digits.is_empty() || !digits.iter().all(u8::is_ascii_digit) {
-            return Err(ParseError::BadRequest(
-                "Content-Length is not a single decimal number",
-            ));
-        }
-        let n = digits
-            .iter()
-            .try_fold(0u64, |n, &d| {
-                n.checked_mul(10)?.checked_add(u64::from(d - b'0'))
-            })
-            .ok_or(ParseError::BadRequest("Content-Length overflows"))?;
-        if length.is_some_and(|seen| seen != n) {
-            return Err(ParseError::BadRequest("conflicting Content-Length values"));
-        }
-        length = Some(n);
+/// One `Content-Length` value: digits only (RFC 9110 §8.6; CVE-2020-10108); the
+/// caller checks that repeated values agree.
+fn parse_content_length(digits: &[u8]) -> Result<u64, ParseError> {
+    if digits.is_empty() || !digits.iter().all(u8::is_ascii_digit) {
+        return Err(ParseError::BadRequest(
+            "Content-Length is not a single decimal number",
+        ));
     }
-    Ok(length)
+    digits
+        .iter()
+        .try_fold(0u64, |n, &d| {
+            n.checked_mul(10)?.checked_add(u64::from(d - b'0'))
+        })
+        .ok_or(ParseError::BadRequest("Content-Length overflows"))
 }
 
-/// Whether the `Connection` headers hold the options `close` and `keep-alive`.
-fn connection_options(headers: &HeaderMap) -> (bool, bool) {
+/// Whether a `Connection` header's value holds the options `close` and `keep-alive`.
+fn connection_options(value: &[u8]) -> (bool, bool) {
     let mut close = false;
     let mut keep = false;
-    for value in headers.get_all(CONNECTION) {
-        for option in value.as_bytes().split(|&b| b == b',') {
-            let option = trim_ows(option);
-            close |= option.eq_ignore_ascii_case(b"close");
-            keep |= option.eq_ignore_ascii_case(b"keep-alive");
-        }
+    for option in value.split(|&b| b == b',') {
+        let option = trim_ows(option);
+        close |= option.eq_ignore_ascii_case(b"close");
+        keep |= option.eq_ignore_ascii_case(b"keep-alive");
     }
     (close, keep)
 }
