@@ -1295,27 +1295,12 @@ fn text_log_on_stderr_has_namespace_and_level_markers() {
 #[test]
 fn echo_over_an_ssl_endpoint_echoes_through_tls() {
     let dir = TempDir::new("ssl");
-    let mut ca_params = rcgen::CertificateParams::new(Vec::<String>::new()).expect("CA params");
-    ca_params.is_ca = rcgen::IsCa::Ca(rcgen::BasicConstraints::Unconstrained);
-    let ca_key = rcgen::KeyPair::generate().expect("CA key");
-    let ca = rcgen::CertifiedIssuer::self_signed(ca_params, ca_key).expect("CA");
-    let key = rcgen::KeyPair::generate().expect("server key");
-    let cert = rcgen::CertificateParams::new(vec!["localhost".to_string()])
-        .expect("server params")
-        .signed_by(&key, &ca)
-        .expect("server certificate");
-    fs::write(dir.join("cert.pem"), cert.pem()).expect("write cert.pem");
-    fs::write(dir.join("key.pem"), key.serialize_pem()).expect("write key.pem");
-    let listen = format!(
-        "ssl:0:privateKey={}:certKey={}:interface=127.0.0.1",
-        dir.join("key.pem").display(),
-        dir.join("cert.pem").display()
-    );
+    let (listen, ca) = ssl_listen(&dir);
     let mut runner = Torsion::start(["echo", "--listen", listen.as_str()]);
     let addr = runner.listening();
 
     let mut roots = rustls::RootCertStore::empty();
-    roots.add(ca.der().clone()).expect("the CA as a root");
+    roots.add(ca).expect("the CA as a root");
     let config = rustls::ClientConfig::builder_with_provider(Arc::new(
         rustls::crypto::ring::default_provider(),
     ))
@@ -1342,6 +1327,35 @@ fn echo_over_an_ssl_endpoint_echoes_through_tls() {
     assert!(rest.is_empty());
     let stopped = runner.stop();
     stopped.assert_code(0);
+}
+
+/// An `ssl:` endpoint on a loopback port with a certificate for `localhost` from a new
+/// authority, written into `dir` (`ca.pem` too); the authority's certificate.
+fn ssl_listen(dir: &TempDir) -> (String, rustls::pki_types::CertificateDer<'static>) {
+    let mut ca_params = rcgen::CertificateParams::new(Vec::<String>::new()).expect("CA params");
+    ca_params.is_ca = rcgen::IsCa::Ca(rcgen::BasicConstraints::Unconstrained);
+    // Names of their own: OpenSSL takes a leaf named like its issuer for self-signed.
+    ca_params
+        .distinguished_name
+        .push(rcgen::DnType::CommonName, "torsion test authority");
+    let ca_key = rcgen::KeyPair::generate().expect("CA key");
+    let ca = rcgen::CertifiedIssuer::self_signed(ca_params, ca_key).expect("CA");
+    let key = rcgen::KeyPair::generate().expect("server key");
+    let mut params =
+        rcgen::CertificateParams::new(vec!["localhost".to_string()]).expect("server params");
+    params
+        .distinguished_name
+        .push(rcgen::DnType::CommonName, "localhost");
+    let cert = params.signed_by(&key, &ca).expect("server certificate");
+    fs::write(dir.join("cert.pem"), cert.pem()).expect("write cert.pem");
+    fs::write(dir.join("key.pem"), key.serialize_pem()).expect("write key.pem");
+    fs::write(dir.join("ca.pem"), ca.pem()).expect("write ca.pem");
+    let listen = format!(
+        "ssl:0:privateKey={}:certKey={}:interface=127.0.0.1",
+        dir.join("key.pem").display(),
+        dir.join("cert.pem").display()
+    );
+    (listen, ca.der().clone())
 }
 
 /// 13. `torsion web --path DIR`: the poems directory over HTTP, byte exact, with a
@@ -1382,6 +1396,63 @@ fn web_serves_a_directory_over_http_and_logs_each_request() {
             && line.contains("GET /science.txt HTTP/1.1")
             && line.contains(" 206 10 ")
     });
+    runner.stop().assert_code(0);
+}
+
+/// 14. `torsion web` over `ssl:`: curl, trusting the authority and checking the name,
+///     downloads a poem over HTTPS, twice on one connection.
+#[test]
+fn web_serves_a_directory_over_https() {
+    let dir = TempDir::new("web-ssl");
+    let (listen, _) = ssl_listen(&dir);
+    let poems = poem_path("science.txt");
+    let path = poems.parent().expect("the poems directory");
+    let mut runner = Torsion::start([
+        "web",
+        "--listen",
+        listen.as_str(),
+        "--path",
+        path.to_str().expect("utf-8"),
+    ]);
+    let port = runner.listening().port();
+    let url = format!("https://localhost:{port}/science.txt");
+    let output = Command::new("curl")
+        .args([
+            "-sS",
+            "--cacert",
+            dir.join("ca.pem").to_str().expect("utf-8"),
+            "--resolve",
+            &format!("localhost:{port}:127.0.0.1"),
+            "-w",
+            "%{num_connects}\n",
+            &url,
+            &url,
+        ])
+        .output();
+    let output = match output {
+        Ok(output) => output,
+        Err(_) if std::env::var_os("TORSION_REQUIRE_INTEROP").is_none() => {
+            eprintln!("skipped: curl is not installed");
+            runner.stop();
+            return;
+        }
+        Err(e) => panic!("curl is required (TORSION_REQUIRE_INTEROP is set): {e}"),
+    };
+    assert!(
+        output.status.success(),
+        "{}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+    let poem = read_poem("science.txt");
+    let mut expected = poem.clone();
+    expected.extend_from_slice(b"1\n");
+    expected.extend_from_slice(&poem);
+    // The second download reuses the connection: no new connect.
+    expected.extend_from_slice(b"0\n");
+    assert_eq!(
+        String::from_utf8_lossy(&output.stdout),
+        String::from_utf8_lossy(&expected)
+    );
     runner.stop().assert_code(0);
 }
 

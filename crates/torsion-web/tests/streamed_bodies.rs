@@ -536,3 +536,72 @@ fn pipelined_after_a_streamed_body_in_one_write() {
     );
     assert_eq!(seen.len(), 2);
 }
+
+#[test]
+fn curl_streams_a_chunked_upload_from_its_stdin() {
+    let body = pattern(4 << 20);
+    let expected = format!("{} {}", body.len(), checksum(0, &body));
+    let (output, seen) = with_site(0.0, config(), move |port| {
+        common::run_peer(
+            "curl",
+            &[
+                "-s",
+                "-T",
+                "-",
+                "-X",
+                "POST",
+                "-H",
+                "Transfer-Encoding: chunked",
+                &format!("http://127.0.0.1:{port}/upload"),
+            ],
+            &body,
+        )
+    });
+    let Some(output) = output else { return };
+    assert_eq!(String::from_utf8_lossy(&output.stdout), expected);
+    assert_eq!(seen[0].end, Some(Ok(())));
+}
+
+const TWISTED_UPLOAD: &str = r#"
+import sys
+from io import BytesIO
+from twisted.internet import reactor, defer
+from twisted.web.client import Agent, readBody, FileBodyProducer
+port, size = int(sys.argv[1]), int(sys.argv[2])
+body = bytes((i * 7 % 251) for i in range(size))
+out = []
+@defer.inlineCallbacks
+def main():
+    try:
+        r = yield Agent(reactor).request(b"POST", b"http://127.0.0.1:%d/upload" % port, None, FileBodyProducer(BytesIO(body)))
+        out.append("%d %s" % (r.code, (yield readBody(r)).decode()))
+    except Exception as e:
+        out.append("error %r" % (e,))
+    reactor.stop()
+reactor.callWhenRunning(main)
+reactor.callLater(20, reactor.stop)
+reactor.run()
+print("\n".join(out))
+"#;
+
+#[test]
+fn twisted_agent_uploads_a_body_the_resource_streams() {
+    let size = 3 << 20;
+    let body = pattern(size);
+    let expected = format!("200 {} {}\n", body.len(), checksum(0, &body));
+    let (output, seen) = with_site(0.0, config(), move |port| {
+        common::run_peer(
+            &common::twisted_python(),
+            &["-c", TWISTED_UPLOAD, &port.to_string(), &size.to_string()],
+            b"",
+        )
+    });
+    let Some(output) = output else { return };
+    assert_eq!(
+        String::from_utf8_lossy(&output.stdout),
+        expected,
+        "{}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+    assert_eq!(seen[0].end, Some(Ok(())));
+}

@@ -169,3 +169,41 @@ pub fn exchange(port: u16, raw: &[u8]) -> (Response, bool) {
     let closed = reader.read_to_end(&mut rest).is_ok() && rest.is_empty();
     (response, closed)
 }
+
+/// Runs a peer program `cmd args` with `stdin` written to it, once it is started; `None`
+/// if it cannot be started (the test is skipped, or fails when `TORSION_REQUIRE_INTEROP`
+/// is set, as in `.ci/run`).
+pub fn run_peer(cmd: &str, args: &[&str], stdin: &[u8]) -> Option<std::process::Output> {
+    use std::process::{Command, Stdio};
+    let child = Command::new(cmd)
+        .args(args)
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn();
+    let mut child = match child {
+        Ok(child) => child,
+        Err(_) => {
+            assert!(
+                std::env::var_os("TORSION_REQUIRE_INTEROP").is_none(),
+                "{cmd} is required (TORSION_REQUIRE_INTEROP is set): install it"
+            );
+            eprintln!("skipped: {cmd} is not installed");
+            return None;
+        }
+    };
+    let mut input = child.stdin.take().unwrap();
+    let stdin = stdin.to_vec();
+    let feeder = thread::spawn(move || {
+        let _ = input.write_all(&stdin);
+    });
+    let output = child.wait_with_output().unwrap();
+    let _ = feeder.join();
+    Some(output)
+}
+
+/// The Python with Twisted: `TORSION_INTEROP_PYTHON` (set by `.ci/run`), or a local venv.
+pub fn twisted_python() -> String {
+    std::env::var("TORSION_INTEROP_PYTHON")
+        .unwrap_or_else(|_| "/work/venv-twisted/bin/python".to_string())
+}
