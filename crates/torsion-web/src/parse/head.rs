@@ -11,6 +11,7 @@
 
 use std::mem::MaybeUninit;
 
+use bytes::Bytes;
 use http::{HeaderMap, HeaderName, HeaderValue, Method, Version};
 
 use super::error::ParseError;
@@ -22,6 +23,9 @@ const MAX_EMPTY_LINES: usize = 8;
 
 /// Header slots kept on the stack; a larger [`Limits::max_headers`] uses the heap.
 const STACK_HEADERS: usize = 100;
+
+/// From this many headers on, their values are slices of one copy of the head.
+const SHARED_VALUES_FROM: usize = 3;
 
 /// How a request's body is framed, as its head says.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -134,7 +138,7 @@ pub fn parse_request_head(
     let mut request = httparse::Request::new(&mut []);
     match request.parse_with_uninit_headers(window, headers) {
         Ok(httparse::Status::Complete(n)) => {
-            let head = build(&request)?;
+            let head = build(&request, &window[..n])?;
             Ok(Some((head, start + n)))
         }
         Ok(httparse::Status::Partial) => {
@@ -281,8 +285,8 @@ fn trim_ows(value: &[u8]) -> &[u8] {
     &value[start..end]
 }
 
-/// The head `httparse` read, checked and framed.
-fn build(request: &httparse::Request<'_, '_>) -> Result<RequestHead, ParseError> {
+/// The head `httparse` read from `wire`, checked and framed.
+fn build(request: &httparse::Request<'_, '_>, wire: &[u8]) -> Result<RequestHead, ParseError> {
     let method = request
         .method
         .and_then(|m| Method::from_bytes(m.as_bytes()).ok())
@@ -307,6 +311,10 @@ fn build(request: &httparse::Request<'_, '_>) -> Result<RequestHead, ParseError>
     let mut chunked = false;
     let (mut close, mut keep) = (false, false);
     let mut expect_continue = false;
+    // With a few headers or more, their values share one copy of the head instead of
+    // each having its own.
+    let shared =
+        (request.headers.len() >= SHARED_VALUES_FROM).then(|| Bytes::copy_from_slice(wire));
     for header in request.headers.iter() {
         let raw = trim_ows(header.value);
         let name = header.name.as_bytes();
@@ -330,8 +338,14 @@ fn build(request: &httparse::Request<'_, '_>) -> Result<RequestHead, ParseError>
         }
         let name = HeaderName::from_bytes(name)
             .map_err(|_| ParseError::BadRequest("invalid header name"))?;
-        let value = HeaderValue::from_bytes(raw)
-            .map_err(|_| ParseError::BadRequest("invalid character in a header value"))?;
+        // `raw` lies within `wire`, which `shared` copies.
+        let value = match (&shared, offset_in(wire, raw)) {
+            (Some(shared), Some(at)) => {
+                HeaderValue::from_maybe_shared(shared.slice(at..at + raw.len()))
+            }
+            _ => HeaderValue::from_bytes(raw),
+        }
+        .map_err(|_| ParseError::BadRequest("invalid character in a header value"))?;
         headers
             .try_append(name, value)
             .map_err(|_| ParseError::TooManyHeaders)?;
@@ -387,6 +401,12 @@ fn build(request: &httparse::Request<'_, '_>) -> Result<RequestHead, ParseError>
         keep_alive,
         expect_continue,
     })
+}
+
+/// Where `inner`, a slice of `outer`, starts in it (`None` if it is not one).
+fn offset_in(outer: &[u8], inner: &[u8]) -> Option<usize> {
+    let at = (inner.as_ptr() as usize).checked_sub(outer.as_ptr() as usize)?;
+    (at + inner.len() <= outer.len()).then_some(at)
 }
 
 /// One `Content-Length` value: digits only (RFC 9110 §8.6; CVE-2020-10108); the
