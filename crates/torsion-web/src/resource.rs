@@ -110,9 +110,8 @@ pub trait Resource: 'static {
     fn render(&self, request: &Rc<Request>) -> Render {
         let method = request.method().clone();
         if method == Method::GET || method == Method::HEAD {
-            if self.allowed_methods().contains(&Method::GET) {
-                return self.render_get(request);
-            }
+            // Straight there (its default answers 405): no list made per request.
+            return self.render_get(request);
         } else if self.allowed_methods().contains(&method) {
             return match method {
                 Method::POST => self.render_post(request),
