@@ -34,7 +34,10 @@ mod resource;
 mod site;
 mod static_file;
 
-pub use agent::{Agent, AgentError, Response, get_page};
+pub use agent::{
+    Agent, AgentError, Body, ContentDecoderAgent, HttpClient, Pool, RedirectAgent, Response,
+    get_page,
+};
 pub use channel::MAX_PIPELINED;
 pub use request::{Request, RequestDone};
 pub use resource::{Node, NotFound, Render, Resource};

@@ -169,3 +169,5 @@ pub fn exchange(port: u16, raw: &[u8]) -> (Response, bool) {
     let closed = reader.read_to_end(&mut rest).is_ok() && rest.is_empty();
     (response, closed)
 }
+
+pub mod agent;
