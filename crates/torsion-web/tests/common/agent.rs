@@ -54,17 +54,9 @@ pub fn serve_tls(reactor: &Reactor, root: Rc<dyn Resource>, identity: Identity) 
         .unwrap()
 }
 
-/// Runs the reactor until `d` fires (10 s at most) and returns its outcome.
+/// Runs the reactor until `d` fires (10 s at most) and returns its outcome (for a test
+/// with one request: a reactor runs once).
 pub fn wait<T: 'static>(reactor: &Reactor, d: Deferred<T>) -> Result<T, Failure> {
-    wait_for(reactor, d, Duration::from_secs(10))
-}
-
-/// Runs the reactor until `d` fires (`limit` at most) and returns its outcome.
-pub fn wait_for<T: 'static>(
-    reactor: &Reactor,
-    d: Deferred<T>,
-    limit: Duration,
-) -> Result<T, Failure> {
     let out: Rc<RefCell<Option<Result<T, Failure>>>> = Rc::default();
     let (o, r) = (out.clone(), reactor.clone());
     drop(d.add_both(move |result: Result<T, Failure>| {
@@ -74,7 +66,7 @@ pub fn wait_for<T: 'static>(
     }));
     if out.borrow().is_none() {
         let r = reactor.clone();
-        let guard = reactor.call_later(limit, move || {
+        let guard = reactor.call_later(10.0, move || {
             let _ = r.stop();
         });
         reactor.run().unwrap();
@@ -82,16 +74,53 @@ pub fn wait_for<T: 'static>(
     }
     out.borrow_mut()
         .take()
-        .unwrap_or_else(|| panic!("the request did not finish within {limit:?}"))
+        .expect("the request did not finish within 10 s")
 }
 
-/// Runs the reactor for `time`.
-pub fn run_for(reactor: &Reactor, time: Duration) {
+/// Runs the test `body` on a fresh reactor (20 s at most; its failure or panic fails the
+/// test), then checks that no request left its timeout behind.
+pub fn run<F, Fut>(body: F)
+where
+    F: FnOnce(Reactor) -> Fut + 'static,
+    Fut: Future<Output = Result<(), Failure>> + 'static,
+{
+    let reactor = Reactor::new().unwrap();
+    let out: Rc<RefCell<Option<Result<(), Failure>>>> = Rc::default();
+    let (o, r) = (out.clone(), reactor.clone());
+    reactor.call_when_running(move || {
+        let test = torsion::spawn(body(r.clone()));
+        drop(test.add_both(move |result: Result<(), Failure>| {
+            *o.borrow_mut() = Some(result);
+            let _ = r.stop();
+            Ok::<(), Failure>(())
+        }));
+    });
     let r = reactor.clone();
-    reactor.call_later(time, move || {
+    let guard = reactor.call_later(20.0, move || {
         let _ = r.stop();
     });
     reactor.run().unwrap();
+    let _ = guard.cancel();
+    match out.borrow_mut().take() {
+        Some(Ok(())) => {}
+        Some(Err(failure)) => panic!("the test failed: {failure:#}"),
+        None => panic!("the test did not finish within 20 s"),
+    }
+    let timers: Vec<String> = reactor
+        .delayed_calls()
+        .into_iter()
+        .map(|c| c.location.to_string())
+        .filter(|l| l.contains("agent/mod.rs"))
+        .collect();
+    assert!(
+        timers.is_empty(),
+        "request timeouts left behind: {timers:?}"
+    );
+}
+
+/// Waits `time` on `reactor`.
+pub async fn sleep(reactor: &Reactor, time: Duration) {
+    let _ = torsion::task::sleep(reactor, time).await;
 }
 
 /// `hello world`.
