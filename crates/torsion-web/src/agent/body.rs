@@ -122,22 +122,30 @@ struct WriterInner {
     declared: Option<u64>,
     written: Cell<u64>,
     closed: Cell<bool>,
+    /// Fails the request (from the next turn of the loop) when the producer writes past
+    /// its length.
+    on_excess: Box<dyn Fn(Failure)>,
 }
 
 impl BodyWriter {
-    pub(crate) fn new(transport: Transport, declared: Option<u64>) -> BodyWriter {
+    pub(crate) fn new(
+        transport: Transport,
+        declared: Option<u64>,
+        on_excess: Box<dyn Fn(Failure)>,
+    ) -> BodyWriter {
         BodyWriter(Rc::new(WriterInner {
             transport,
             chunked: declared.is_none(),
             declared,
             written: Cell::new(0),
             closed: Cell::new(false),
+            on_excess,
         }))
     }
 
     /// Writes part of the body. Past the announced length, the excess is dropped and the
     /// request fails with [`AgentError::WrongBodyLength`](crate::AgentError::WrongBodyLength)
-    /// once the producer is done; after the request has ended, writes are dropped.
+    /// (Twisted's `ExcessWrite`); after the request has ended, writes are dropped.
     pub fn write(&self, data: &[u8]) {
         let w = &self.0;
         if w.closed.get() || data.is_empty() {
@@ -150,9 +158,17 @@ impl BodyWriter {
             w.transport
                 .write_sequence(&[size.as_bytes(), data, b"\r\n"]);
         } else {
-            let room = w.declared.unwrap_or(0).saturating_sub(before);
+            let declared = w.declared.unwrap_or(0);
+            let room = declared.saturating_sub(before);
             let n = (data.len() as u64).min(room) as usize;
             w.transport.write(&data[..n]);
+            if n < data.len() {
+                w.closed.set(true);
+                (w.on_excess)(Failure::new(super::AgentError::WrongBodyLength {
+                    declared,
+                    written: w.written.get(),
+                }));
+            }
         }
     }
 

@@ -307,9 +307,19 @@ impl HttpConnection {
                         Body::Producer(p) => Some(p.clone()),
                         _ => None,
                     };
-                    let writer = producer
-                        .as_ref()
-                        .map(|p| BodyWriter::new(transport.clone(), p.length()));
+                    let seq = st.seq;
+                    let writer = producer.as_ref().map(|p| {
+                        let weak = Rc::downgrade(shared);
+                        let on_excess = Box::new(move |failure: Failure| {
+                            if let Some(shared) = weak.upgrade() {
+                                shared.with_exchange(seq, |ex| {
+                                    ex.abort.get_or_insert(failure);
+                                });
+                                shared.schedule_pump();
+                            }
+                        });
+                        BodyWriter::new(transport.clone(), p.length(), on_excess)
+                    });
                     st.phase = Phase::Head(Exchange {
                         seq: st.seq,
                         method: out.method.clone(),
