@@ -188,3 +188,88 @@ fn urls_that_cannot_be_requested_fail_at_once() {
         "{failure}"
     );
 }
+
+/// Python's `http.server` answering with the client's port, in HTTP/1.0 (its default:
+/// one connection per request) or HTTP/1.1 (keep-alive); prints its port first.
+const PY_PORT_SERVER: &str = r#"
+import http.server, sys
+class H(http.server.BaseHTTPRequestHandler):
+    protocol_version = sys.argv[1]
+    def do_GET(self):
+        body = str(self.client_address[1]).encode()
+        self.send_response(200)
+        self.send_header("Content-Length", str(len(body)))
+        self.end_headers()
+        self.wfile.write(body)
+    def log_message(self, *args):
+        pass
+s = http.server.HTTPServer(("127.0.0.1", 0), H)
+print(s.server_address[1], flush=True)
+s.serve_forever()
+"#;
+
+/// Runs `PY_PORT_SERVER` speaking `version`; the child and its port, or `None` without
+/// python3.
+fn python_port_server(version: &str) -> Option<(std::process::Child, u16)> {
+    use std::io::BufRead;
+    let child = std::process::Command::new("python3")
+        .args(["-c", PY_PORT_SERVER, version])
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::inherit())
+        .spawn();
+    let Ok(mut child) = child else {
+        assert!(
+            std::env::var_os("TORSION_REQUIRE_INTEROP").is_none(),
+            "python3 is required (TORSION_REQUIRE_INTEROP is set)"
+        );
+        eprintln!("skipped: python3 is not installed");
+        return None;
+    };
+    let mut line = String::new();
+    std::io::BufReader::new(child.stdout.take().unwrap())
+        .read_line(&mut line)
+        .unwrap();
+    let port = line.trim().parse().unwrap();
+    Some((child, port))
+}
+
+#[test]
+fn python_http_server_keeps_http_1_1_connections_and_not_http_1_0_ones() {
+    for (version, kept) in [("HTTP/1.1", true), ("HTTP/1.0", false)] {
+        let Some((mut child, port)) = python_port_server(version) else {
+            return;
+        };
+        let url = format!("http://127.0.0.1:{port}/");
+        let seen: std::rc::Rc<std::cell::RefCell<Option<(Vec<String>, usize)>>> =
+            std::rc::Rc::default();
+        let out = seen.clone();
+        common::agent::run(move |reactor| async move {
+            let agent = Agent::new(&reactor);
+            let mut ports = Vec::new();
+            for _ in 0..3 {
+                let (response, body) = agent
+                    .fetch(Method::GET, &url, HeaderMap::new(), Body::Empty)
+                    .await?;
+                assert_eq!(response.status, 200);
+                ports.push(String::from_utf8(body).unwrap());
+            }
+            let idle = agent.pool().idle_connections();
+            agent.pool().close_cached_connections().await?;
+            *out.borrow_mut() = Some((ports, idle));
+            Ok(())
+        });
+        let _ = child.kill();
+        let _ = child.wait();
+        let (ports, idle) = seen.borrow_mut().take().unwrap();
+        if kept {
+            assert!(ports.iter().all(|p| *p == ports[0]), "{version}: {ports:?}");
+            assert_eq!(idle, 1, "{version}");
+        } else {
+            assert!(
+                ports[0] != ports[1] && ports[1] != ports[2],
+                "{version}: {ports:?}"
+            );
+            assert_eq!(idle, 0, "{version}");
+        }
+    }
+}
