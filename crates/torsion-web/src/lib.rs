@@ -1,4 +1,5 @@
-//! torsion's `twisted.web`: an HTTP/1.1 server of [`Resource`]s for torsion's reactor.
+//! torsion's `twisted.web`: an HTTP/1.1 server of [`Resource`]s for torsion's reactor, and
+//! its client, the [`Agent`].
 //!
 //! A [`Site`] is the factory: listen with it on any stream endpoint (TCP, UNIX, TLS). Each
 //! connection's channel parses requests with [`parse`] (httparse underneath, with the
@@ -6,6 +7,10 @@
 //! path from the site's root to a resource, and writes the responses in order, pipelined
 //! or not, with keep-alive, chunked bodies both ways, `Expect: 100-continue`, the limits
 //! (431, 414, 413) and the timeouts (408, idle close).
+//!
+//! The [`Agent`] requests over a persistent [`Pool`] of connections, gives each
+//! [`Response`] at its head and streams its body with back-pressure; [`RedirectAgent`] and
+//! [`ContentDecoderAgent`] wrap it (see [`agent`]).
 //!
 //! | torsion-web | Twisted |
 //! |---|---|
@@ -15,12 +20,18 @@
 //! | [`Render`] (`Body`, `Later`, `Deferred`, `future`) | `render` returning bytes or `NOT_DONE_YET` |
 //! | [`StaticFile`] (types, index files, listings, ranges, 304s, streamed bodies) | `static.File` |
 //! | [`Request::register_producer`] | `Request.registerProducer` |
-//! | [`Agent`] (`request`), [`get_page`], [`Response`], [`AgentError`] | `client.Agent`, `readBody`, `getPage` |
+//! | [`Agent`] (`request`), [`HttpClient`] (`fetch`), [`AgentError`] | `client.Agent`, `IAgent` |
+//! | [`Response`] (`collect_body`, `deliver_body`), [`agent::BodyReceiver`], [`agent::BodyControl`] | `IResponse`, `readBody`, `deliverBody` |
+//! | [`Body`], [`agent::BodyProducer`], [`agent::FileBodyProducer`] | `IBodyProducer`, `FileBodyProducer` |
+//! | [`Pool`] (`close_cached_connections`) | `HTTPConnectionPool` |
+//! | [`RedirectAgent`], [`ContentDecoderAgent`] | `RedirectAgent`, `ContentDecoderAgent` + `GzipDecoder` |
+//! | [`get_page`] | `getPage` (removed from Twisted) |
 //! | [`parse`] | `http.HTTPChannel`'s parsing, sans I/O |
 //!
 //! Not here yet: request bodies streamed to the resource (they are collected, up to
-//! [`SiteConfig::max_body`]); the Agent's connection pool, redirects, content decoding and
-//! streamed bodies (each request uses a new connection and collects its body).
+//! [`SiteConfig::max_body`]); on the client side, proxies (`ProxyAgent`), cookies
+//! (`CookieAgent`), `BrowserLikeRedirectAgent`, and pipelining (one request at a time per
+//! connection).
 //!
 //! Invariant: resources answer only through their [`Request`]; the connection's channel
 //! alone writes to the transport, in request order.

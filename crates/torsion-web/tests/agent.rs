@@ -233,6 +233,9 @@ fn python_port_server(version: &str) -> Option<(std::process::Child, u16)> {
     Some((child, port))
 }
 
+/// The ports the responses came from, and how many connections were kept.
+type Seen = (Vec<String>, usize);
+
 #[test]
 fn python_http_server_keeps_http_1_1_connections_and_not_http_1_0_ones() {
     for (version, kept) in [("HTTP/1.1", true), ("HTTP/1.0", false)] {
@@ -240,8 +243,7 @@ fn python_http_server_keeps_http_1_1_connections_and_not_http_1_0_ones() {
             return;
         };
         let url = format!("http://127.0.0.1:{port}/");
-        let seen: std::rc::Rc<std::cell::RefCell<Option<(Vec<String>, usize)>>> =
-            std::rc::Rc::default();
+        let seen: Rc<std::cell::RefCell<Option<Seen>>> = Rc::default();
         let out = seen.clone();
         common::agent::run(move |reactor| async move {
             let agent = Agent::new(&reactor);

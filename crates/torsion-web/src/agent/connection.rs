@@ -497,10 +497,10 @@ impl Shared {
     fn put_back(&self, seq: u64, receiver: Box<dyn BodyReceiver>) {
         let mut receiver = Some(receiver);
         self.with_exchange(seq, |ex| {
-            if matches!(ex.slot, Slot::Busy) {
-                if let Some(r) = receiver.take() {
-                    ex.slot = Slot::Attached(r);
-                }
+            if matches!(ex.slot, Slot::Busy)
+                && let Some(r) = receiver.take()
+            {
+                ex.slot = Slot::Attached(r);
             }
         });
         // Dropped here if the exchange is gone (it cannot be: it ends through the pump).
@@ -666,7 +666,8 @@ impl Shared {
                 }
             };
         }
-        if ex.paused {
+        if ex.paused && !ex.complete {
+            // A body complete on the wire ends even while paused: nothing more is read.
             st.phase = Phase::Body(ex);
             return Step::Wait;
         }

@@ -112,10 +112,10 @@ fn decode_response(mut response: Response) -> Response {
     let rest = codings[..codings.len() - 1].join(", ");
     response.headers.remove(CONTENT_ENCODING);
     response.headers.remove(CONTENT_LENGTH);
-    if !rest.is_empty() {
-        if let Ok(value) = HeaderValue::from_str(&rest) {
-            response.headers.insert(CONTENT_ENCODING, value);
-        }
+    if !rest.is_empty()
+        && let Ok(value) = HeaderValue::from_str(&rest)
+    {
+        response.headers.insert(CONTENT_ENCODING, value);
     }
     if let Some(source) = response.take_body() {
         response.set_body(Box::new(GzipBody(source)));
