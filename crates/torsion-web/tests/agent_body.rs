@@ -559,3 +559,60 @@ fn responses_are_debug_and_list_their_redirect_chain() {
         Ok(())
     });
 }
+
+/// Pauses after its first piece, for good.
+struct PauseForGood {
+    control: Option<BodyControl>,
+    body: Vec<u8>,
+    done: Option<Resolver<Vec<u8>>>,
+}
+
+impl BodyReceiver for PauseForGood {
+    fn body_started(&mut self, control: BodyControl) {
+        self.control = Some(control);
+    }
+    fn data_received(&mut self, data: &[u8]) {
+        self.body.extend_from_slice(data);
+        if let Some(control) = &self.control {
+            control.pause();
+        }
+    }
+    fn body_finished(&mut self, result: Result<(), Failure>) {
+        if let Some(done) = self.done.take() {
+            let _ = match result {
+                Ok(()) => done.try_callback(std::mem::take(&mut self.body)),
+                Err(f) => done.try_errback(f),
+            };
+        }
+    }
+}
+
+#[test]
+fn a_body_complete_in_its_first_piece_ends_though_its_receiver_paused() {
+    run(|reactor| async move {
+        let root = Node::new();
+        root.put_child("port", Rc::new(ClientPort::default()));
+        let port = serve(&reactor, Rc::new(root));
+        let agent = Agent::new(&reactor);
+        let url = format!("http://127.0.0.1:{port}/port");
+        let response = agent
+            .request(Method::GET, &url, HeaderMap::new(), Body::Empty)
+            .await?;
+        let (resolver, done) = Deferred::new();
+        response.deliver_body(PauseForGood {
+            control: None,
+            body: Vec::new(),
+            done: Some(resolver),
+        });
+        let body = done.await?;
+        assert!(!body.is_empty());
+        // And the connection, reading again, went back to the pool.
+        assert_eq!(agent.pool().idle_connections(), 1);
+        let (_, again) = agent
+            .fetch(Method::GET, &url, HeaderMap::new(), Body::Empty)
+            .await?;
+        assert_eq!(again, body);
+        agent.pool().close_cached_connections().await?;
+        Ok(())
+    });
+}

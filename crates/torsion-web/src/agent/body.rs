@@ -43,6 +43,7 @@ impl Body {
     }
 
     /// Whether the body can be sent again (for a retry or a redirect): empty or bytes.
+    /// Twisted retries only requests without a body (its #7843).
     pub fn is_replayable(&self) -> bool {
         !matches!(self, Body::Producer(_))
     }
@@ -172,7 +173,8 @@ impl BodyWriter {
         }
     }
 
-    /// How many bytes the producer has written.
+    /// How many bytes the producer has written (what Twisted's `LengthEnforcingConsumer`
+    /// counts).
     pub fn written(&self) -> u64 {
         self.0.written.get()
     }

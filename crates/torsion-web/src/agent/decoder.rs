@@ -58,7 +58,7 @@ impl<A: HttpClient + 'static> ContentDecoderAgent<A> {
         }
     }
 
-    /// The wrapped agent.
+    /// The wrapped agent (Twisted's `_agent`).
     pub fn inner(&self) -> &A {
         &self.inner
     }

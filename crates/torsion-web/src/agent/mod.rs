@@ -62,7 +62,8 @@ pub trait HttpClient {
         body: Body,
     ) -> Deferred<Response>;
 
-    /// Requests `url` and reads the whole body: the response (its body read) and the body.
+    /// Requests `url` and reads the whole body (Twisted's `request` then `readBody`): the
+    /// response (its body read) and the body.
     fn fetch(
         &self,
         method: Method,
@@ -160,7 +161,7 @@ impl Agent {
         self
     }
 
-    /// The agent's pool.
+    /// The agent's pool (Twisted's `Agent._pool`).
     pub fn pool(&self) -> &Pool {
         &self.pool
     }

@@ -175,7 +175,7 @@ impl Pool {
         self
     }
 
-    /// Whether connections are kept between requests.
+    /// Whether connections are kept between requests (Twisted's `persistent`).
     pub fn is_persistent(&self) -> bool {
         self.0.persistent
     }
@@ -184,7 +184,8 @@ impl Pool {
         self.0.retry.get()
     }
 
-    /// How many idle connections the pool holds, over all keys.
+    /// How many idle connections the pool holds, over all keys (the size of Twisted's
+    /// `_connections`).
     pub fn idle_connections(&self) -> usize {
         self.0.idle.borrow().values().map(Vec::len).sum()
     }

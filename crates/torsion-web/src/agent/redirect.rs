@@ -114,7 +114,7 @@ impl<A: HttpClient + 'static> RedirectAgent<A> {
         self
     }
 
-    /// The wrapped agent.
+    /// The wrapped agent (Twisted's `_agent`).
     pub fn inner(&self) -> &A {
         &self.inner
     }

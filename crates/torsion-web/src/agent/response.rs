@@ -245,12 +245,14 @@ impl Response {
         }
     }
 
-    /// The value of header `name` if it is there and is text.
+    /// The value of header `name` if it is there and is text (Twisted's
+    /// `headers.getRawHeaders(name)[0]`).
     pub fn header(&self, name: &str) -> Option<&str> {
         self.headers.get(name).and_then(|v| v.to_str().ok())
     }
 
-    /// The URLs requested to get here, the first request's first and this one's last.
+    /// The URLs requested to get here, the first request's first and this one's last
+    /// (Twisted's chain of `previousResponse`s, flattened).
     pub fn redirect_chain(&self) -> Vec<&str> {
         let mut chain = vec![self.url.as_str()];
         let mut at = self;
