@@ -295,6 +295,11 @@ impl HttpConnection {
     pub(crate) fn request(&self, out: Outgoing, on_done: OnDone) -> Deferred<Response> {
         let shared = &self.0;
         let (resolver, d) = Deferred::new();
+        // The producer's length, asked before the state is borrowed (it is user code).
+        let declared = match &out.body {
+            Body::Producer(p) => p.length(),
+            _ => None,
+        };
         let started = {
             let mut st = shared.state.borrow_mut();
             let usable = matches!(st.phase, Phase::Idle) && !st.lost && st.eof.is_none();
@@ -308,7 +313,7 @@ impl HttpConnection {
                         _ => None,
                     };
                     let seq = st.seq;
-                    let writer = producer.as_ref().map(|p| {
+                    let writer = producer.as_ref().map(|_| {
                         let weak = Rc::downgrade(shared);
                         let on_excess = Box::new(move |failure: Failure| {
                             if let Some(shared) = weak.upgrade() {
@@ -318,7 +323,7 @@ impl HttpConnection {
                                 shared.schedule_pump();
                             }
                         });
-                        BodyWriter::new(transport.clone(), p.length(), on_excess)
+                        BodyWriter::new(transport.clone(), declared, on_excess)
                     });
                     st.phase = Phase::Head(Exchange {
                         seq: st.seq,
