@@ -5,7 +5,7 @@
 //! [`SiteConfig::max_body`](crate::SiteConfig::max_body)), and a resource that says so
 //! ([`Resource::streams_body`](crate::Resource::streams_body)) is rendered as soon as the
 //! head is in and reads the body as it arrives: [`Request::deliver_body`] hands it to a
-//! [`BodyReceiver`] (Twisted's `IProtocol` given to `IResponse.deliverBody`, on the server
+//! [`RequestBodyReceiver`] (Twisted's `IProtocol` given to `IResponse.deliverBody`, on the server
 //! side), which can pause and resume it ([`Request::pause_body`],
 //! [`Request::resume_body`]). Bytes not yet taken wait here; past [`BODY_BACKLOG`] of
 //! them the connection stops reading, so a slow receiver holds a bounded amount of memory
@@ -13,7 +13,7 @@
 //!
 //! Invariant: a receiver is never called while this module's `RefCell` is borrowed (it
 //! may pause, resume or answer the request from inside its calls), and it is told
-//! [`body_finished`](BodyReceiver::body_finished) exactly once, after every byte.
+//! [`body_finished`](RequestBodyReceiver::body_finished) exactly once, after every byte.
 //!
 //! [`Request::deliver_body`]: crate::Request::deliver_body
 //! [`Request::pause_body`]: crate::Request::pause_body
@@ -31,16 +31,16 @@ pub const BODY_BACKLOG: usize = 64 * 1024;
 /// # Examples
 ///
 /// ```
-/// use torsion_web::{BodyError, BodyReceiver};
+/// use torsion_web::{RequestBodyError, RequestBodyReceiver};
 ///
 /// /// Counts the bytes of an upload.
 /// struct Count(u64);
 ///
-/// impl BodyReceiver for Count {
+/// impl RequestBodyReceiver for Count {
 ///     fn data_received(&mut self, data: &[u8]) {
 ///         self.0 += data.len() as u64;
 ///     }
-///     fn body_finished(&mut self, result: Result<(), BodyError>) {
+///     fn body_finished(&mut self, result: Result<(), RequestBodyError>) {
 ///         match result {
 ///             Ok(()) => println!("{} bytes", self.0),
 ///             Err(why) => println!("cut short after {} bytes: {why}", self.0),
@@ -48,18 +48,18 @@ pub const BODY_BACKLOG: usize = 64 * 1024;
 ///     }
 /// }
 /// ```
-pub trait BodyReceiver: 'static {
+pub trait RequestBodyReceiver: 'static {
     /// Some of the body, in order (Twisted's `dataReceived`).
     fn data_received(&mut self, data: &[u8]);
 
     /// The body is complete (`Ok`), or will not be (Twisted's `connectionLost` with
     /// `ResponseDone` or a failure); called once, last.
-    fn body_finished(&mut self, result: Result<(), BodyError>);
+    fn body_finished(&mut self, result: Result<(), RequestBodyError>);
 }
 
 /// Why a request body ended before it was complete.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub enum BodyError {
+pub enum RequestBodyError {
     /// The client went away.
     Disconnected,
     /// The body's framing is broken (a bad chunk); the client was answered 400.
@@ -74,23 +74,23 @@ pub enum BodyError {
     AlreadyDelivered,
 }
 
-impl fmt::Display for BodyError {
+impl fmt::Display for RequestBodyError {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match self {
-            BodyError::Disconnected => f.write_str("the client went away during the body"),
-            BodyError::Malformed(why) => write!(f, "the request body is malformed: {why}"),
-            BodyError::TimedOut => f.write_str("the client stopped sending the body"),
-            BodyError::NotRead => {
+            RequestBodyError::Disconnected => f.write_str("the client went away during the body"),
+            RequestBodyError::Malformed(why) => write!(f, "the request body is malformed: {why}"),
+            RequestBodyError::TimedOut => f.write_str("the client stopped sending the body"),
+            RequestBodyError::NotRead => {
                 f.write_str("the response was finished before the request body was read")
             }
-            BodyError::AlreadyDelivered => {
+            RequestBodyError::AlreadyDelivered => {
                 f.write_str("the request body was delivered to another receiver already")
             }
         }
     }
 }
 
-impl std::error::Error for BodyError {}
+impl std::error::Error for RequestBodyError {}
 
 /// A request's body: collected whole (the default), or streamed once the channel starts
 /// it.
@@ -108,7 +108,7 @@ pub(crate) struct Stream {
     receiver: Slot,
     paused: bool,
     /// How the body ended, once it did and until the receiver is told.
-    end: Option<Result<(), BodyError>>,
+    end: Option<Result<(), RequestBodyError>>,
     /// Whether the body ended (told or not).
     ended: bool,
 }
@@ -116,7 +116,7 @@ pub(crate) struct Stream {
 enum Slot {
     /// No receiver yet.
     Waiting,
-    Given(Box<dyn BodyReceiver>),
+    Given(Box<dyn RequestBodyReceiver>),
     /// Out of the slot while it is being called.
     Calling,
     /// Told that the body finished.
@@ -172,7 +172,7 @@ impl RequestBody {
 
     /// A streamed body ended, completely or not (the caller flushes next); only the first
     /// end counts.
-    pub(crate) fn end(&self, result: Result<(), BodyError>) {
+    pub(crate) fn end(&self, result: Result<(), RequestBodyError>) {
         if let Some(stream) = self.stream.get() {
             let mut stream = stream.borrow_mut();
             if !stream.ended {
@@ -188,7 +188,7 @@ impl RequestBody {
 
     /// Gives the body to `receiver`: a collected one at once, a streamed one as it
     /// arrives.
-    pub(crate) fn deliver(&self, mut receiver: Box<dyn BodyReceiver>) {
+    pub(crate) fn deliver(&self, mut receiver: Box<dyn RequestBodyReceiver>) {
         let Some(stream) = self.stream.get() else {
             let content = self.content();
             if !content.is_empty() {
@@ -207,7 +207,7 @@ impl RequestBody {
             }
         };
         match refused {
-            Some(mut receiver) => receiver.body_finished(Err(BodyError::AlreadyDelivered)),
+            Some(mut receiver) => receiver.body_finished(Err(RequestBodyError::AlreadyDelivered)),
             None => self.flush(),
         }
     }

@@ -27,7 +27,7 @@ use torsion::protocol::Protocol;
 use torsion::time::{DelayedCall, ReactorTime};
 use torsion::{Failure, Reactor};
 
-use crate::body::{BODY_BACKLOG, BodyError};
+use crate::body::{BODY_BACKLOG, RequestBodyError};
 use crate::parse::{BodyLength, ChunkedDecoder, RequestHead, parse_request_head};
 use crate::request::{self, ProducerState, Request};
 use crate::resource::{Render, Resource};
@@ -297,7 +297,7 @@ impl Channel {
 
     /// No more requests are read on this connection: what arrives is dropped (and read,
     /// so that closing does not reset the connection). A body being read is cut: a
-    /// streamed one ends with [`BodyError::NotRead`].
+    /// streamed one ends with [`RequestBodyError::NotRead`].
     fn stop_reading(&self) {
         self.closing.set(true);
         let was = std::mem::replace(&mut *self.reading.borrow_mut(), Reading::Stopped);
@@ -308,7 +308,7 @@ impl Channel {
         if let Reading::Body { target, .. } = was {
             self.cut_body.set(true);
             if let BodyTarget::Stream(request) = target {
-                request.body().end(Err(BodyError::NotRead));
+                request.body().end(Err(RequestBodyError::NotRead));
                 request.body().flush();
             }
         }
@@ -392,9 +392,9 @@ impl Channel {
     fn refuse(&self, status: StatusCode, why: String) {
         let streaming = self.reading.borrow().streaming();
         let error = if status == StatusCode::REQUEST_TIMEOUT {
-            BodyError::TimedOut
+            RequestBodyError::TimedOut
         } else {
-            BodyError::Malformed(why.clone())
+            RequestBodyError::Malformed(why.clone())
         };
         if let Some(request) = &streaming {
             request.body().end(Err(error.clone()));
@@ -854,7 +854,7 @@ impl Protocol for HttpChannel {
         }
         if let Some(request) = reading.streaming() {
             // Answered already, its body still arriving.
-            request.body().end(Err(BodyError::Disconnected));
+            request.body().end(Err(RequestBodyError::Disconnected));
             request.body().flush();
         }
         self.0.transport.borrow_mut().take();

@@ -19,7 +19,7 @@ use http::{HeaderMap, HeaderName, HeaderValue, Method, StatusCode, Version};
 use torsion::net::{Address, Producer};
 use torsion::{Deferred, Failure, Resolver};
 
-use crate::body::{BodyError, BodyReceiver, RequestBody};
+use crate::body::{RequestBody, RequestBodyError, RequestBodyReceiver};
 use crate::parse::{LAST_CHUNK, RequestHead, encode_chunk};
 
 /// Why a request took no more output.
@@ -232,8 +232,8 @@ impl Request {
     /// collected body at once; a streamed one as it arrives, paced by
     /// [`pause_body`](Request::pause_body) and [`resume_body`](Request::resume_body).
     /// A streamed body goes to one receiver: another is told
-    /// [`BodyError::AlreadyDelivered`](crate::BodyError::AlreadyDelivered).
-    pub fn deliver_body(&self, receiver: impl BodyReceiver) {
+    /// [`RequestBodyError::AlreadyDelivered`](crate::RequestBodyError::AlreadyDelivered).
+    pub fn deliver_body(&self, receiver: impl RequestBodyReceiver) {
         self.body.deliver(Box::new(receiver));
         self.wake_body();
     }
@@ -519,7 +519,7 @@ impl Request {
             response.out.clear();
             std::mem::take(&mut response.waiters)
         };
-        self.body.end(Err(BodyError::Disconnected));
+        self.body.end(Err(RequestBodyError::Disconnected));
         self.body.flush();
         for waiter in waiters {
             let _ = waiter.try_errback(RequestDone::Disconnected);
@@ -542,7 +542,7 @@ impl Request {
     /// Answers `status` with `text` and closes, for a streamed body the channel refused
     /// (malformed or timed out) while its resource was answering; a response already begun
     /// is cut short instead.
-    pub(crate) fn refuse(&self, status: StatusCode, text: &str, why: BodyError) {
+    pub(crate) fn refuse(&self, status: StatusCode, text: &str, why: RequestBodyError) {
         self.response.borrow_mut().close = true;
         self.end_with_error(status, text, &Failure::new(why));
     }

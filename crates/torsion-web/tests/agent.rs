@@ -1,115 +1,24 @@
 //! The HTTP client against real servers over loopback (Twisted's
 //! `twisted.web.test.test_agent`): torsion's own server (plain and HTTPS, fixed, chunked
-//! and error responses), Python's `http.server`, a server that never answers, and bad
-//! URLs.
+//! and error responses), Python's `http.server` (HTTP/1.0, and HTTP/1.1 with keep-alive),
+//! a server that never answers, and bad URLs.
 
-use std::cell::RefCell;
 use std::rc::Rc;
 use std::time::Duration;
 
 use http::{HeaderMap, Method};
-use torsion::net::tcp::ListenOptions;
+use torsion::Reactor;
 use torsion::protocol::Protocol;
-use torsion::time::ReactorTime;
-use torsion::tls::{ClientConfig, Identity, Roots, ServerConfig};
-use torsion::{Deferred, Failure, Reactor};
-use torsion_web::{Agent, AgentError, Node, Render, Request, Resource, Response, Site, get_page};
+use torsion::tls::ClientConfig;
+use torsion_web::agent::{Agent, AgentError, Body, HttpClient, Response};
+use torsion_web::get_page;
 
-struct Hello;
-
-impl Resource for Hello {
-    fn render_get(&self, _request: &Rc<Request>) -> Render {
-        Render::text("hello world")
-    }
-}
-
-struct Echo;
-
-impl Resource for Echo {
-    fn allowed_methods(&self) -> Vec<Method> {
-        vec![Method::POST]
-    }
-    fn render_post(&self, request: &Rc<Request>) -> Render {
-        Render::Body(request.content().to_vec())
-    }
-}
-
-/// Written in parts, later: chunked.
-struct Parts;
-
-impl Resource for Parts {
-    fn render_get(&self, request: &Rc<Request>) -> Render {
-        let request = request.clone();
-        Reactor::current().unwrap().call_later(0.01, move || {
-            let _ = request.write(b"one ");
-            let _ = request.write(b"two");
-            let _ = request.finish();
-        });
-        Render::Later
-    }
-}
-
-fn site() -> Rc<Site> {
-    let root = Node::new();
-    root.put_child("hello", Rc::new(Hello));
-    root.put_child("echo", Rc::new(Echo));
-    root.put_child("parts", Rc::new(Parts));
-    Site::new(Rc::new(root))
-}
-
-fn local() -> ListenOptions {
-    ListenOptions {
-        interface: [127, 0, 0, 1].into(),
-        ..Default::default()
-    }
-}
+mod common;
+use common::agent::{local, self_signed, serve_tls, site_root, wait};
 
 /// Serves the test site on 127.0.0.1; its port.
 fn serve(reactor: &Reactor) -> u16 {
-    reactor
-        .listen_tcp_with(0, site(), local())
-        .unwrap()
-        .host()
-        .port()
-        .unwrap()
-}
-
-/// A self-signed identity for `localhost`, and the roots that trust it.
-fn self_signed() -> (Identity, Roots) {
-    let made = rcgen::generate_simple_self_signed(vec!["localhost".to_string()]).unwrap();
-    let identity = Identity::from_pem(&made.cert.pem(), &made.signing_key.serialize_pem()).unwrap();
-    let mut roots = Roots::new();
-    roots.add(made.cert.der().clone()).unwrap();
-    (identity, roots)
-}
-
-/// Serves the test site over TLS with `identity` on 127.0.0.1; its port.
-fn serve_tls(reactor: &Reactor, identity: Identity) -> u16 {
-    reactor
-        .listen_tls_with(0, site(), &ServerConfig::new(identity).unwrap(), local())
-        .unwrap()
-        .host()
-        .port()
-        .unwrap()
-}
-
-/// Runs the reactor until `d` fires (10 s at most) and returns its outcome.
-fn wait<T: 'static>(reactor: &Reactor, d: Deferred<T>) -> Result<T, Failure> {
-    let out: Rc<RefCell<Option<Result<T, Failure>>>> = Rc::default();
-    let (o, r) = (out.clone(), reactor.clone());
-    drop(d.add_both(move |result: Result<T, Failure>| {
-        *o.borrow_mut() = Some(result);
-        let _ = r.stop();
-        Ok::<(), Failure>(())
-    }));
-    let r = reactor.clone();
-    reactor.call_later(10.0, move || {
-        let _ = r.stop();
-    });
-    reactor.run().unwrap();
-    out.borrow_mut()
-        .take()
-        .expect("the request did not finish within 10 s")
+    common::agent::serve(reactor, site_root())
 }
 
 #[test]
@@ -129,15 +38,15 @@ fn a_post_body_is_sent_and_a_chunked_response_assembled() {
     let reactor = Reactor::new().unwrap();
     let port = serve(&reactor);
     let agent = Agent::new(&reactor);
-    let posted = agent.request(
+    let posted = agent.fetch(
         Method::POST,
         &format!("http://127.0.0.1:{port}/echo"),
         HeaderMap::new(),
-        Some(b"sent".to_vec()),
+        Body::from("sent"),
     );
-    let echoed: Response = wait(&reactor, posted).unwrap();
+    let (echoed, body): (Response, Vec<u8>) = wait(&reactor, posted).unwrap();
     assert_eq!(echoed.status, 200);
-    assert_eq!(echoed.body, b"sent");
+    assert_eq!(body, b"sent");
     let reactor = Reactor::new().unwrap();
     let port = serve(&reactor);
     let parts = wait(
@@ -167,26 +76,26 @@ fn get_page_fails_on_an_error_status() {
 fn https_is_verified_against_the_given_roots() {
     let (identity, roots) = self_signed();
     let reactor = Reactor::new().unwrap();
-    let port = serve_tls(&reactor, identity);
+    let port = serve_tls(&reactor, site_root(), identity);
     let trusting = Agent::new(&reactor).tls(ClientConfig::builder().roots(roots).build().unwrap());
     let url = format!("https://localhost:{port}/hello");
-    let page = wait(
+    let (_, page) = wait(
         &reactor,
-        trusting.request(Method::GET, &url, HeaderMap::new(), None),
+        trusting.fetch(Method::GET, &url, HeaderMap::new(), Body::Empty),
     )
     .unwrap();
-    assert_eq!(page.body, b"hello world");
+    assert_eq!(page, b"hello world");
     // The roots of another authority: refused.
     let (identity, _) = self_signed();
     let (_, other_roots) = self_signed();
     let reactor = Reactor::new().unwrap();
-    let port = serve_tls(&reactor, identity);
+    let port = serve_tls(&reactor, site_root(), identity);
     let wary =
         Agent::new(&reactor).tls(ClientConfig::builder().roots(other_roots).build().unwrap());
     let url = format!("https://localhost:{port}/hello");
     let failure = wait(
         &reactor,
-        wary.request(Method::GET, &url, HeaderMap::new(), None),
+        wary.request(Method::GET, &url, HeaderMap::new(), Body::Empty),
     )
     .unwrap_err();
     assert!(failure.check::<torsion::tls::TlsError>(), "{failure}");
@@ -256,7 +165,7 @@ fn a_server_that_never_answers_times_out() {
             Method::GET,
             &format!("http://127.0.0.1:{port}/"),
             HeaderMap::new(),
-            None,
+            Body::Empty,
         ),
     )
     .unwrap_err();
@@ -278,4 +187,91 @@ fn urls_that_cannot_be_requested_fail_at_once() {
         ),
         "{failure}"
     );
+}
+
+/// Python's `http.server` answering with the client's port, in HTTP/1.0 (its default:
+/// one connection per request) or HTTP/1.1 (keep-alive); prints its port first.
+const PY_PORT_SERVER: &str = r#"
+import http.server, sys
+class H(http.server.BaseHTTPRequestHandler):
+    protocol_version = sys.argv[1]
+    def do_GET(self):
+        body = str(self.client_address[1]).encode()
+        self.send_response(200)
+        self.send_header("Content-Length", str(len(body)))
+        self.end_headers()
+        self.wfile.write(body)
+    def log_message(self, *args):
+        pass
+s = http.server.HTTPServer(("127.0.0.1", 0), H)
+print(s.server_address[1], flush=True)
+s.serve_forever()
+"#;
+
+/// Runs `PY_PORT_SERVER` speaking `version`; the child and its port, or `None` without
+/// python3.
+fn python_port_server(version: &str) -> Option<(std::process::Child, u16)> {
+    use std::io::BufRead;
+    let child = std::process::Command::new("python3")
+        .args(["-c", PY_PORT_SERVER, version])
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::inherit())
+        .spawn();
+    let Ok(mut child) = child else {
+        assert!(
+            std::env::var_os("TORSION_REQUIRE_INTEROP").is_none(),
+            "python3 is required (TORSION_REQUIRE_INTEROP is set)"
+        );
+        eprintln!("skipped: python3 is not installed");
+        return None;
+    };
+    let mut line = String::new();
+    std::io::BufReader::new(child.stdout.take().unwrap())
+        .read_line(&mut line)
+        .unwrap();
+    let port = line.trim().parse().unwrap();
+    Some((child, port))
+}
+
+/// The ports the responses came from, and how many connections were kept.
+type Seen = (Vec<String>, usize);
+
+#[test]
+fn python_http_server_keeps_http_1_1_connections_and_not_http_1_0_ones() {
+    for (version, kept) in [("HTTP/1.1", true), ("HTTP/1.0", false)] {
+        let Some((mut child, port)) = python_port_server(version) else {
+            return;
+        };
+        let url = format!("http://127.0.0.1:{port}/");
+        let seen: Rc<std::cell::RefCell<Option<Seen>>> = Rc::default();
+        let out = seen.clone();
+        common::agent::run(move |reactor| async move {
+            let agent = Agent::new(&reactor);
+            let mut ports = Vec::new();
+            for _ in 0..3 {
+                let (response, body) = agent
+                    .fetch(Method::GET, &url, HeaderMap::new(), Body::Empty)
+                    .await?;
+                assert_eq!(response.status, 200);
+                ports.push(String::from_utf8(body).unwrap());
+            }
+            let idle = agent.pool().idle_connections();
+            agent.pool().close_cached_connections().await?;
+            *out.borrow_mut() = Some((ports, idle));
+            Ok(())
+        });
+        let _ = child.kill();
+        let _ = child.wait();
+        let (ports, idle) = seen.borrow_mut().take().unwrap();
+        if kept {
+            assert!(ports.iter().all(|p| *p == ports[0]), "{version}: {ports:?}");
+            assert_eq!(idle, 1, "{version}");
+        } else {
+            assert!(
+                ports[0] != ports[1] && ports[1] != ports[2],
+                "{version}: {ports:?}"
+            );
+            assert_eq!(idle, 0, "{version}");
+        }
+    }
 }

@@ -13,7 +13,9 @@ use std::time::{Duration, Instant};
 use http::Method;
 use torsion::Reactor;
 use torsion::time::ReactorTime;
-use torsion_web::{BodyError, BodyReceiver, Node, Render, Request, Resource, SiteConfig};
+use torsion_web::{
+    Node, Render, Request, RequestBodyError, RequestBodyReceiver, Resource, SiteConfig,
+};
 
 mod common;
 use common::{connect, read_response, serve, try_read_response};
@@ -30,7 +32,7 @@ struct Seen {
     bytes: u64,
     /// A simple checksum of the bytes, in order.
     sum: u64,
-    end: Option<Result<(), BodyError>>,
+    end: Option<Result<(), RequestBodyError>>,
 }
 
 fn seen() -> Vec<Seen> {
@@ -67,7 +69,7 @@ impl Recorder {
     }
 }
 
-impl BodyReceiver for Recorder {
+impl RequestBodyReceiver for Recorder {
     fn data_received(&mut self, data: &[u8]) {
         self.with(|s| {
             s.calls += 1;
@@ -76,7 +78,7 @@ impl BodyReceiver for Recorder {
         });
     }
 
-    fn body_finished(&mut self, result: Result<(), BodyError>) {
+    fn body_finished(&mut self, result: Result<(), RequestBodyError>) {
         let ok = result.is_ok();
         let (bytes, sum) = self.with(|s| {
             assert!(s.end.is_none(), "body_finished twice");
@@ -279,7 +281,7 @@ fn a_streamed_resource_answers_before_the_body_is_sent() {
     assert_eq!(seen[0].bytes, 10);
     assert_eq!(seen[0].end, Some(Ok(())));
     // A second receiver for the same body is refused.
-    assert_eq!(seen[1].end, Some(Err(BodyError::AlreadyDelivered)));
+    assert_eq!(seen[1].end, Some(Err(RequestBodyError::AlreadyDelivered)));
     assert_eq!(seen[1].bytes, 0);
 }
 
@@ -412,7 +414,7 @@ fn expect_continue_is_sent_to_a_resource_that_reads_and_not_to_one_that_refuses(
     assert_eq!(refuses.0, 401);
     assert_eq!(refuses.1.as_deref(), Some("close"));
     assert!(refuses.2, "the connection stayed open with the body unread");
-    assert_eq!(seen[1].end, Some(Err(BodyError::NotRead)));
+    assert_eq!(seen[1].end, Some(Err(RequestBodyError::NotRead)));
 }
 
 #[test]
@@ -439,7 +441,7 @@ fn a_response_finished_before_the_body_arrives_whole_and_the_connection_closes()
         answer.map_err(|e| e.kind())
     });
     assert_eq!(answer, Ok((401, b"no".to_vec())));
-    assert_eq!(seen[0].end, Some(Err(BodyError::NotRead)));
+    assert_eq!(seen[0].end, Some(Err(RequestBodyError::NotRead)));
 }
 
 #[test]
@@ -454,7 +456,7 @@ fn a_client_gone_mid_body_ends_the_body_with_disconnected() {
         std::thread::sleep(Duration::from_millis(200));
     });
     assert_eq!(seen[0].bytes, 9);
-    assert_eq!(seen[0].end, Some(Err(BodyError::Disconnected)));
+    assert_eq!(seen[0].end, Some(Err(RequestBodyError::Disconnected)));
 }
 
 #[test]
@@ -475,7 +477,7 @@ fn a_malformed_chunk_mid_stream_is_400_to_the_client_and_malformed_to_the_resour
     assert!(closed);
     assert_eq!(seen[0].bytes, 5);
     assert!(
-        matches!(seen[0].end, Some(Err(BodyError::Malformed(_)))),
+        matches!(seen[0].end, Some(Err(RequestBodyError::Malformed(_)))),
         "{:?}",
         seen[0].end
     );
@@ -495,7 +497,7 @@ fn a_stalled_streamed_body_is_408_and_timed_out() {
         read_response(&mut reader, false).status
     });
     assert_eq!(status, 408);
-    assert_eq!(seen[0].end, Some(Err(BodyError::TimedOut)));
+    assert_eq!(seen[0].end, Some(Err(RequestBodyError::TimedOut)));
 }
 
 #[test]

@@ -207,3 +207,5 @@ pub fn twisted_python() -> String {
     std::env::var("TORSION_INTEROP_PYTHON")
         .unwrap_or_else(|_| "/work/venv-twisted/bin/python".to_string())
 }
+
+pub mod agent;
