@@ -4,70 +4,34 @@
 //! server (whose `loseConnection` sends `close_notify`).
 //!
 //! The peers are separate programs: `openssl` from `PATH`, and Twisted from a Python that
-//! can import `twisted`, `OpenSSL` and `service_identity` (`$TORSION_INTEROP_PYTHON`, else
-//! `/work/venv-twisted/bin/python`, else `python3`) running `tests/interop/twisted_peer.py`.
+//! can import `twisted`, `OpenSSL` and `service_identity` (`$TORSION_INTEROP_PYTHON`, else the venv `tests/interop/setup.sh` makes) running the repository's `tests/interop/tls_peer.py`.
 //! A missing peer skips its test (a `skipped:` line on stderr), or fails it when
 //! `TORSION_REQUIRE_INTEROP=1`. Every peer is killed after 20 s, every reactor stopped.
 
 mod common;
 
 use std::cell::RefCell;
-use std::io::{BufRead, BufReader, Read, Write};
-use std::path::{Path, PathBuf};
-use std::process::{Command, ExitStatus, Stdio};
+use std::path::PathBuf;
+use std::process::Command;
 use std::rc::Rc;
-use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::mpsc;
-use std::sync::{Arc, Mutex};
-use std::thread::JoinHandle;
-use std::time::{Duration, Instant};
+use std::sync::atomic::Ordering;
 
+use common::interop::{Peer, need, peer_script, run_until, runs, twisted_python};
 use common::pki::Pki;
-use common::{Log, TempDir, log, push, safety_stop};
+use common::{Log, TempDir, log, push};
 use torsion::Reactor;
 use torsion::defer::Failure;
 use torsion::error::ConnectionDone;
 use torsion::net::tcp::ListenOptions;
 use torsion::net::{Address, Connector, Transport};
 use torsion::protocol::{ClientFactory, Factory, Protocol};
-use torsion::time::ReactorTime;
 use torsion::tls::{
     CertificateDer, ClientConfig, Identity, ProtocolVersion, ServerConfig, TlsClientFactory,
     TlsError, TlsInfo,
 };
 
-/// How long a peer may live before it is killed.
-const PEER_LIFETIME: Duration = Duration::from_secs(20);
-
 // ---------------------------------------------------------------------------------------
-// Finding the peers.
-
-/// Whether a missing peer fails the test instead of skipping it.
-fn required() -> bool {
-    std::env::var("TORSION_REQUIRE_INTEROP").is_ok_and(|v| v == "1")
-}
-
-/// `Some(found)`, or `None` after saying the test is skipped (a panic naming what to
-/// install when peers are required).
-fn need<T>(found: Option<T>, what: &str, install: &str) -> Option<T> {
-    if found.is_none() {
-        if required() {
-            panic!("TORSION_REQUIRE_INTEROP=1 and {what} is missing: {install}");
-        }
-        eprintln!("skipped: {what} is missing ({install})");
-    }
-    found
-}
-
-fn runs(program: &str, args: &[&str]) -> bool {
-    Command::new(program)
-        .args(args)
-        .stdin(Stdio::null())
-        .stdout(Stdio::null())
-        .stderr(Stdio::null())
-        .status()
-        .is_ok_and(|s| s.success())
-}
+// The peers.
 
 /// The `openssl` command line tool.
 fn openssl() -> Option<&'static str> {
@@ -79,171 +43,12 @@ fn openssl() -> Option<&'static str> {
 }
 
 /// A Python with Twisted's TLS support.
-fn twisted_python() -> Option<String> {
-    let mut candidates = Vec::new();
-    if let Ok(p) = std::env::var("TORSION_INTEROP_PYTHON") {
-        candidates.push(p);
-    }
-    candidates.push("/work/venv-twisted/bin/python".into());
-    candidates.push("python3".into());
-    let found = candidates
-        .into_iter()
-        .find(|p| runs(p, &["-c", "import twisted, OpenSSL, service_identity"]));
-    need(
-        found,
-        "a Python with twisted[tls] (set TORSION_INTEROP_PYTHON)",
-        "python3 -m venv /work/venv-twisted && /work/venv-twisted/bin/pip install 'twisted[tls]'",
-    )
+fn twisted_tls_python() -> Option<String> {
+    twisted_python("twisted, OpenSSL, service_identity")
 }
 
 fn twisted_script() -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/interop/twisted_peer.py")
-}
-
-// ---------------------------------------------------------------------------------------
-// A peer process.
-
-/// What a peer printed and how it ended.
-struct Finished {
-    status: ExitStatus,
-    killed: bool,
-    stdout: String,
-    stderr: String,
-}
-
-impl Finished {
-    /// Both streams, for assertions that do not care which one a line went to.
-    fn all(&self) -> String {
-        format!("{}\n{}", self.stdout, self.stderr)
-    }
-}
-
-impl std::fmt::Debug for Finished {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        write!(
-            f,
-            "{} (killed: {})\n--- stdout\n{}\n--- stderr\n{}",
-            self.status, self.killed, self.stdout, self.stderr
-        )
-    }
-}
-
-/// A running peer: its standard output line by line, killed after [`PEER_LIFETIME`] or
-/// when dropped.
-struct Peer {
-    lines: mpsc::Receiver<String>,
-    stdout: Arc<Mutex<String>>,
-    stderr: Arc<Mutex<String>>,
-    exited: Arc<AtomicBool>,
-    kill: Arc<AtomicBool>,
-    watchdog: Option<JoinHandle<(ExitStatus, bool)>>,
-    readers: Vec<JoinHandle<()>>,
-}
-
-impl Peer {
-    /// Starts `command`, writing `input` to its standard input and then closing it.
-    fn spawn(command: &mut Command, input: &[u8]) -> Peer {
-        let mut child = command
-            .stdin(Stdio::piped())
-            .stdout(Stdio::piped())
-            .stderr(Stdio::piped())
-            .spawn()
-            .unwrap_or_else(|e| panic!("cannot start {command:?}: {e}"));
-        let mut stdin = child.stdin.take().unwrap();
-        let input = input.to_vec();
-        let mut readers = vec![std::thread::spawn(move || {
-            let _ = stdin.write_all(&input);
-        })];
-        let (tx, lines) = mpsc::channel();
-        let stdout = Arc::new(Mutex::new(String::new()));
-        let out = child.stdout.take().unwrap();
-        let o = stdout.clone();
-        readers.push(std::thread::spawn(move || {
-            for line in BufReader::new(out).lines() {
-                let Ok(line) = line else { break };
-                o.lock().unwrap().push_str(&format!("{line}\n"));
-                let _ = tx.send(line);
-            }
-        }));
-        let stderr = Arc::new(Mutex::new(String::new()));
-        let mut err = child.stderr.take().unwrap();
-        let e = stderr.clone();
-        readers.push(std::thread::spawn(move || {
-            let mut buf = Vec::new();
-            let _ = err.read_to_end(&mut buf);
-            e.lock().unwrap().push_str(&String::from_utf8_lossy(&buf));
-        }));
-        let exited = Arc::new(AtomicBool::new(false));
-        let kill = Arc::new(AtomicBool::new(false));
-        let (ex, k) = (exited.clone(), kill.clone());
-        let watchdog = std::thread::spawn(move || {
-            let start = Instant::now();
-            let mut killed = false;
-            loop {
-                if let Ok(Some(status)) = child.try_wait() {
-                    ex.store(true, Ordering::SeqCst);
-                    return (status, killed);
-                }
-                if !killed && (k.load(Ordering::SeqCst) || start.elapsed() > PEER_LIFETIME) {
-                    let _ = child.kill();
-                    killed = true;
-                }
-                std::thread::sleep(Duration::from_millis(5));
-            }
-        });
-        Peer {
-            lines,
-            stdout,
-            stderr,
-            exited,
-            kill,
-            watchdog: Some(watchdog),
-            readers,
-        }
-    }
-
-    /// Waits (10 s at most) for a line of standard output starting with `prefix`; returns
-    /// the rest of it.
-    fn line_starting(&self, prefix: &str) -> String {
-        let deadline = Instant::now() + Duration::from_secs(10);
-        loop {
-            let left = deadline.saturating_duration_since(Instant::now());
-            match self.lines.recv_timeout(left) {
-                Ok(line) if line.starts_with(prefix) => return line[prefix.len()..].to_string(),
-                Ok(_) => {}
-                Err(_) => panic!(
-                    "the peer printed no line starting with {prefix:?}\n--- stdout\n{}\n--- stderr\n{}",
-                    self.stdout.lock().unwrap(),
-                    self.stderr.lock().unwrap()
-                ),
-            }
-        }
-    }
-
-    /// A flag that turns true when the peer has exited.
-    fn exited(&self) -> Arc<AtomicBool> {
-        self.exited.clone()
-    }
-
-    /// Waits for the peer to exit (it is killed at the end of its lifetime).
-    fn finish(mut self) -> Finished {
-        let (status, killed) = self.watchdog.take().unwrap().join().unwrap();
-        for reader in self.readers.drain(..) {
-            let _ = reader.join();
-        }
-        Finished {
-            status,
-            killed,
-            stdout: self.stdout.lock().unwrap().clone(),
-            stderr: self.stderr.lock().unwrap().clone(),
-        }
-    }
-}
-
-impl Drop for Peer {
-    fn drop(&mut self) {
-        self.kill.store(true, Ordering::SeqCst);
-    }
+    peer_script("tls_peer.py")
 }
 
 // ---------------------------------------------------------------------------------------
@@ -381,24 +186,6 @@ fn connect_localhost(
         TlsClientFactory::new(config, "localhost", side.clone()),
     );
     side
-}
-
-/// Runs the reactor until `done` says so (checked every 5 ms), 20 s at most.
-fn run_until(reactor: &Reactor, done: impl Fn() -> bool + 'static) {
-    fn poll(reactor: Reactor, done: Rc<dyn Fn() -> bool>) {
-        if done() {
-            let _ = reactor.stop();
-        } else {
-            let r = reactor.clone();
-            reactor.call_later(0.005, move || poll(r, done));
-        }
-    }
-    let r = reactor.clone();
-    let done: Rc<dyn Fn() -> bool> = Rc::new(done);
-    reactor.call_soon(move || poll(r, done));
-    safety_stop(reactor, 20.0);
-    reactor.run().unwrap();
-    common::assert_not_timed_out();
 }
 
 fn has(log: &Log, prefix: &str) -> bool {
@@ -579,7 +366,7 @@ reactor_test! {
     }
 
     fn a_twisted_client_verifies_our_certificate_and_gets_its_echo(reactor: Reactor) {
-        let Some(python) = twisted_python() else { return };
+        let Some(python) = twisted_tls_python() else { return };
         let pki = Pki::new();
         let files = Files::new();
         let ca = files.write("ca.pem", &pki.ca_pem());
@@ -602,7 +389,7 @@ reactor_test! {
     }
 
     fn a_twisted_client_refuses_our_certificate_for_another_name(reactor: Reactor) {
-        let Some(python) = twisted_python() else { return };
+        let Some(python) = twisted_tls_python() else { return };
         let pki = Pki::new();
         let files = Files::new();
         let ca = files.write("ca.pem", &pki.ca_pem());
@@ -627,7 +414,7 @@ reactor_test! {
     }
 
     fn our_client_gets_a_twisted_servers_echo_and_its_close_notify(reactor: Reactor) {
-        let Some(python) = twisted_python() else { return };
+        let Some(python) = twisted_tls_python() else { return };
         let pki = Pki::new();
         let files = Files::new();
         let (cert, key) = pki.server_pem(&["localhost"]);

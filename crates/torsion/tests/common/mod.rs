@@ -1,6 +1,7 @@
 //! Shared by the integration tests: one test body per reactor backend.
 #![allow(dead_code)]
 
+pub mod interop;
 pub mod pki;
 
 /// Defines each test once per backend: `fn name(reactor: Reactor) { .. }` becomes the tests

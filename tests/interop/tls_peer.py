@@ -1,12 +1,12 @@
 """A Twisted TLS peer for torsion's interop tests (crates/torsion/tests/tls_interop.rs).
 
-    twisted_peer.py client PORT CA_PEM HOSTNAME MESSAGE
+    tls_peer.py client PORT CA_PEM HOSTNAME MESSAGE
         Connects to 127.0.0.1:PORT with optionsForClientTLS(HOSTNAME, trustRoot=CA_PEM):
         the server's certificate is verified against the authority and the name. Sends
         MESSAGE and a newline, waits for the same line to come back, then closes
         (close_notify). Prints HANDSHAKE, PEER-CN, VERSION, ECHO and LOST lines.
 
-    twisted_peer.py server CERT_PEM KEY_PEM
+    tls_peer.py server CERT_PEM KEY_PEM
         Listens on 127.0.0.1 on a free port (printed as "PORT n"), accepts one
         connection, echoes its first line and closes with loseConnection (close_notify).
 
