@@ -515,6 +515,12 @@ impl Channel {
                 request.body().push(read);
                 request.body().end(Ok(()));
                 request.body().flush();
+                // Nothing more of this body comes: what of it still waits for the resource
+                // (bounded, since reading stopped past BODY_BACKLOG) no longer holds up the
+                // requests after it.
+                if self.body_blocked.replace(false) {
+                    self.sync_pause();
+                }
                 if request.closes_connection() {
                     self.stop_reading();
                 }

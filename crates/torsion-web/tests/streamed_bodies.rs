@@ -169,6 +169,26 @@ impl Resource for Collected {
     }
 }
 
+/// Streams its bodies but never reads them, and answers 0.3 s after the head.
+struct AnswersLater;
+
+impl Resource for AnswersLater {
+    fn allowed_methods(&self) -> Vec<Method> {
+        vec![Method::POST]
+    }
+    fn streams_body(&self, _request: &Request) -> bool {
+        true
+    }
+    fn render_post(&self, request: &Rc<Request>) -> Render {
+        let r = request.clone();
+        Reactor::current().unwrap().call_later(0.3, move || {
+            let _ = r.write(b"later");
+            let _ = r.finish();
+        });
+        Render::Later
+    }
+}
+
 struct Hello;
 
 impl Resource for Hello {
@@ -184,6 +204,7 @@ fn root(pause: f64) -> Rc<dyn Resource> {
     root.put_child("refuses", Rc::new(Refuses));
     root.put_child("collected", Rc::new(Collected));
     root.put_child("hello", Rc::new(Hello));
+    root.put_child("later", Rc::new(AnswersLater));
     Rc::new(root)
 }
 
@@ -606,4 +627,34 @@ fn twisted_agent_uploads_a_body_the_resource_streams() {
         String::from_utf8_lossy(&output.stderr)
     );
     assert_eq!(seen[0].end, Some(Ok(())));
+}
+
+#[test]
+fn a_kept_connection_reads_on_after_a_whole_body_left_waiting_past_the_backlog() {
+    // The whole body (past BODY_BACKLOG) is in before the resource answers, without
+    // reading it: the connection is kept, and the next request on it is answered.
+    let body = vec![b'z'; 70_000];
+    let (answers, _) = with_site(0.0, config(), move |port| {
+        let (mut stream, mut reader) = connect(port);
+        stream
+            .set_read_timeout(Some(Duration::from_secs(3)))
+            .unwrap();
+        let head = format!(
+            "POST /later HTTP/1.1\r\nHost: x\r\nContent-Length: {}\r\n\r\n",
+            body.len()
+        );
+        stream.write_all(head.as_bytes()).unwrap();
+        stream.write_all(&body).unwrap();
+        let first = read_response(&mut reader, false);
+        stream
+            .write_all(b"GET /hello HTTP/1.1\r\nHost: x\r\n\r\n")
+            .unwrap();
+        let second = try_read_response(&mut reader, false).map(|r| (r.status, r.body));
+        (
+            (first.status, first.header("connection").map(str::to_string), first.body),
+            second.map_err(|e| e.kind()),
+        )
+    });
+    assert_eq!(answers.0, (200, None, b"later".to_vec()));
+    assert_eq!(answers.1, Ok((200, b"hello".to_vec())));
 }
