@@ -651,7 +651,11 @@ fn a_kept_connection_reads_on_after_a_whole_body_left_waiting_past_the_backlog()
             .unwrap();
         let second = try_read_response(&mut reader, false).map(|r| (r.status, r.body));
         (
-            (first.status, first.header("connection").map(str::to_string), first.body),
+            (
+                first.status,
+                first.header("connection").map(str::to_string),
+                first.body,
+            ),
             second.map_err(|e| e.kind()),
         )
     });

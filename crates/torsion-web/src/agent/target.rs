@@ -63,12 +63,13 @@ impl Target {
             let (host, after) = bracketed
                 .split_once(']')
                 .ok_or_else(|| AgentError::InvalidUrl(format!("bad IPv6 host in {url:?}")))?;
-            let port = match after {
-                "" => None,
-                _ => Some(after.strip_prefix(':').ok_or_else(|| {
-                    AgentError::InvalidUrl(format!("bad IPv6 host in {url:?}"))
-                })?),
-            };
+            let port =
+                match after {
+                    "" => None,
+                    _ => Some(after.strip_prefix(':').ok_or_else(|| {
+                        AgentError::InvalidUrl(format!("bad IPv6 host in {url:?}"))
+                    })?),
+                };
             (host.to_string(), port)
         } else {
             match authority.rsplit_once(':') {
