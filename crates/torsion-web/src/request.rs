@@ -14,7 +14,7 @@ use std::collections::HashMap;
 use std::fmt;
 use std::rc::{Rc, Weak};
 
-use http::header::{CONNECTION, CONTENT_LENGTH, CONTENT_TYPE, DATE, LOCATION};
+use http::header::{CONNECTION, CONTENT_LENGTH, CONTENT_TYPE, DATE, LOCATION, TRANSFER_ENCODING};
 use http::{HeaderMap, HeaderName, HeaderValue, Method, StatusCode, Version};
 use torsion::net::{Address, Producer};
 use torsion::{Deferred, Failure, Resolver};
@@ -678,7 +678,11 @@ impl Request {
             out.extend_from_slice(b"connection: keep-alive\r\n");
         }
         for (name, value) in headers.iter() {
-            if own_connection && *name == CONNECTION {
+            // Ours replace the resource's: Connection as above, Transfer-Encoding when we
+            // chunk.
+            if (own_connection && *name == CONNECTION)
+                || (chunked_line && *name == TRANSFER_ENCODING)
+            {
                 continue;
             }
             out.extend_from_slice(name.as_str().as_bytes());
