@@ -397,8 +397,10 @@ impl Channel {
             RequestBodyError::Malformed(why.clone())
         };
         if let Some(request) = &streaming {
+            // Before its receiver hears of the end (stop_reading tells it), since the
+            // resource may answer from there: that answer is the connection's last.
+            request.close_after();
             request.body().end(Err(error.clone()));
-            request.body().flush();
         }
         self.stop_reading();
         let logger = torsion::log::Logger::new("torsion_web::channel");

@@ -543,8 +543,13 @@ impl Request {
     /// (malformed or timed out) while its resource was answering; a response already begun
     /// is cut short instead.
     pub(crate) fn refuse(&self, status: StatusCode, text: &str, why: RequestBodyError) {
-        self.response.borrow_mut().close = true;
+        self.close_after();
         self.end_with_error(status, text, &Failure::new(why));
+    }
+
+    /// The connection closes after this response (its head says so, if not written yet).
+    pub(crate) fn close_after(&self) {
+        self.response.borrow_mut().close = true;
     }
 
     /// Whether the status line and headers were written.
