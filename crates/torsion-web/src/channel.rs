@@ -612,12 +612,16 @@ impl Channel {
             self.queue.borrow_mut().pop_front();
             self.site.log_access(&front);
             if front.closes_connection() {
-                self.stop_reading();
-                // Requests behind it will not be answered: tell them.
+                // Nothing goes out after this response: the requests behind it leave the
+                // queue, and a refusal waiting for them is dropped, before anyone is told
+                // (what they run may answer, and so pump again).
                 let behind: Vec<Rc<Request>> = self.queue.borrow_mut().drain(..).collect();
+                self.refusal.borrow_mut().take();
+                // They will not be answered: tell them.
                 for request in behind {
                     request.disconnected();
                 }
+                self.stop_reading();
                 if self.cut_body.get() {
                     self.linger_close(transport);
                 } else {

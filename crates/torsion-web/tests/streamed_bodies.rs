@@ -219,6 +219,21 @@ impl Resource for OnFailure {
     }
 }
 
+/// Answers 0.2 s later with `Connection: close`.
+struct ClosesLater;
+
+impl Resource for ClosesLater {
+    fn render_get(&self, request: &Rc<Request>) -> Render {
+        request.set_header("connection", "close");
+        let r = request.clone();
+        Reactor::current().unwrap().call_later(0.2, move || {
+            let _ = r.write(b"last");
+            let _ = r.finish();
+        });
+        Render::Later
+    }
+}
+
 struct Hello;
 
 impl Resource for Hello {
@@ -236,6 +251,7 @@ fn root(pause: f64) -> Rc<dyn Resource> {
     root.put_child("hello", Rc::new(Hello));
     root.put_child("later", Rc::new(AnswersLater));
     root.put_child("on-failure", Rc::new(OnFailure));
+    root.put_child("closes-later", Rc::new(ClosesLater));
     Rc::new(root)
 }
 
@@ -752,4 +768,33 @@ fn a_resource_answering_its_malformed_body_itself_closes_the_connection_after() 
     assert_eq!(answer.0, 503);
     assert_eq!(answer.1.as_deref(), Some("close"));
     assert_eq!((answer.2, answer.3.as_str()), (Ok(0), ""));
+}
+
+#[test]
+fn nothing_is_sent_after_a_response_that_closes_though_a_streamed_request_behind_it_answers() {
+    // The first response closes the connection; the streamed request behind it, its body
+    // cut, answers from body_finished: that answer must not follow the closing one.
+    let (answer, seen) = with_site(0.0, config(), |port| {
+        let (mut stream, mut reader) = connect(port);
+        stream
+            .write_all(
+                b"GET /closes-later HTTP/1.1\r\nHost: x\r\n\r\nPOST /on-failure HTTP/1.1\r\nHost: x\r\nContent-Length: 10\r\n\r\nabc",
+            )
+            .unwrap();
+        let answer = read_response(&mut reader, false);
+        stream
+            .set_read_timeout(Some(Duration::from_secs(3)))
+            .unwrap();
+        let mut rest = Vec::new();
+        let closed = reader.read_to_end(&mut rest).map_err(|e| e.kind());
+        (
+            answer.status,
+            answer.body,
+            closed,
+            String::from_utf8_lossy(&rest).into_owned(),
+        )
+    });
+    assert_eq!((answer.0, &answer.1[..]), (200, &b"last"[..]));
+    assert_eq!((answer.2, answer.3.as_str()), (Ok(0), ""));
+    assert!(seen.is_empty(), "AnswersFailure records nothing");
 }
