@@ -397,8 +397,10 @@ impl Channel {
             RequestBodyError::Malformed(why.clone())
         };
         if let Some(request) = &streaming {
+            // Before its receiver hears of the end (stop_reading tells it), since the
+            // resource may answer from there: that answer is the connection's last.
+            request.close_after();
             request.body().end(Err(error.clone()));
-            request.body().flush();
         }
         self.stop_reading();
         let logger = torsion::log::Logger::new("torsion_web::channel");
@@ -515,6 +517,12 @@ impl Channel {
                 request.body().push(read);
                 request.body().end(Ok(()));
                 request.body().flush();
+                // Nothing more of this body comes: what of it still waits for the resource
+                // (bounded, since reading stopped past BODY_BACKLOG) no longer holds up the
+                // requests after it.
+                if self.body_blocked.replace(false) {
+                    self.sync_pause();
+                }
                 if request.closes_connection() {
                     self.stop_reading();
                 }
@@ -604,12 +612,16 @@ impl Channel {
             self.queue.borrow_mut().pop_front();
             self.site.log_access(&front);
             if front.closes_connection() {
-                self.stop_reading();
-                // Requests behind it will not be answered: tell them.
+                // Nothing goes out after this response: the requests behind it leave the
+                // queue, and a refusal waiting for them is dropped, before anyone is told
+                // (what they run may answer, and so pump again).
                 let behind: Vec<Rc<Request>> = self.queue.borrow_mut().drain(..).collect();
+                self.refusal.borrow_mut().take();
+                // They will not be answered: tell them.
                 for request in behind {
                     request.disconnected();
                 }
+                self.stop_reading();
                 if self.cut_body.get() {
                     self.linger_close(transport);
                 } else {

@@ -14,7 +14,7 @@ use std::collections::HashMap;
 use std::fmt;
 use std::rc::{Rc, Weak};
 
-use http::header::{CONNECTION, CONTENT_LENGTH, CONTENT_TYPE, DATE, LOCATION};
+use http::header::{CONNECTION, CONTENT_LENGTH, CONTENT_TYPE, DATE, LOCATION, TRANSFER_ENCODING};
 use http::{HeaderMap, HeaderName, HeaderValue, Method, StatusCode, Version};
 use torsion::net::{Address, Producer};
 use torsion::{Deferred, Failure, Resolver};
@@ -543,8 +543,13 @@ impl Request {
     /// (malformed or timed out) while its resource was answering; a response already begun
     /// is cut short instead.
     pub(crate) fn refuse(&self, status: StatusCode, text: &str, why: RequestBodyError) {
-        self.response.borrow_mut().close = true;
+        self.close_after();
         self.end_with_error(status, text, &Failure::new(why));
+    }
+
+    /// The connection closes after this response (its head says so, if not written yet).
+    pub(crate) fn close_after(&self) {
+        self.response.borrow_mut().close = true;
     }
 
     /// Whether the status line and headers were written.
@@ -678,7 +683,11 @@ impl Request {
             out.extend_from_slice(b"connection: keep-alive\r\n");
         }
         for (name, value) in headers.iter() {
-            if own_connection && *name == CONNECTION {
+            // Ours replace the resource's: Connection as above, Transfer-Encoding when we
+            // chunk.
+            if (own_connection && *name == CONNECTION)
+                || (chunked_line && *name == TRANSFER_ENCODING)
+            {
                 continue;
             }
             out.extend_from_slice(name.as_str().as_bytes());

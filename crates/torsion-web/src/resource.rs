@@ -123,8 +123,10 @@ pub trait Resource: 'static {
         not_allowed(request, &self.allowed_methods())
     }
 
-    /// The methods this resource answers, for dispatch and for 405's `Allow` (GET, and so
-    /// HEAD, unless overridden). List every `render_*` you write.
+    /// The methods this resource answers (GET, and so HEAD, unless overridden), for 405's
+    /// `Allow` and for the dispatch of the other methods: GET and HEAD always go to
+    /// [`render_get`](Resource::render_get), whose default answers 405. List every
+    /// `render_*` you write.
     fn allowed_methods(&self) -> Vec<Method> {
         vec![Method::GET, Method::HEAD]
     }

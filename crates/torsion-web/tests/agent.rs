@@ -187,6 +187,28 @@ fn urls_that_cannot_be_requested_fail_at_once() {
         ),
         "{failure}"
     );
+    // The authority goes into the Host header as written: no line breaks, spaces or
+    // control characters in it (they would add headers of the URL's choosing), and
+    // nothing but a port after an IPv6 host.
+    let agent = Agent::new(&reactor);
+    for url in [
+        "http://[::1]\r\nX-Injected: yes/",
+        "http://[::1]\nX-Injected: yes/",
+        "http://[::1] x/",
+        "http://[::1]x/",
+        "http://exa\tmple.com/",
+        "http://example.com\r\nX-Injected: yes/",
+    ] {
+        let mut d = agent.request(Method::GET, url, HeaderMap::new(), Body::Empty);
+        let failure = d.take_result().expect(url).unwrap_err();
+        assert!(
+            matches!(
+                failure.downcast_ref::<AgentError>(),
+                Some(AgentError::InvalidUrl(_))
+            ),
+            "{url:?}: {failure}"
+        );
+    }
 }
 
 /// Python's `http.server` answering with the client's port, in HTTP/1.0 (its default:

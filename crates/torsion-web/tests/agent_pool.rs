@@ -317,6 +317,29 @@ fn a_post_on_a_stale_kept_connection_fails_saying_it_may_have_been_processed() {
 }
 
 #[test]
+fn a_connection_whose_request_said_close_is_not_kept() {
+    run(|reactor| async move {
+        // The server answers without a Connection header and keeps the connection; the
+        // request asked for a close, so the client must not send another on it (RFC 9112
+        // §9.6), and a POST after it goes on a new connection.
+        let (server, port) = flaky(&reactor);
+        let agent = Agent::new(&reactor);
+        let url = format!("http://127.0.0.1:{port}/");
+        let mut headers = HeaderMap::new();
+        headers.insert(http::header::CONNECTION, "close".parse().unwrap());
+        let (_, body) = agent.fetch(Method::GET, &url, headers, Body::Empty).await?;
+        assert_eq!(body, b"connection 0");
+        assert_eq!(agent.pool().idle_connections(), 0);
+        let (_, body) = agent
+            .fetch(Method::POST, &url, HeaderMap::new(), Body::from("once"))
+            .await?;
+        assert_eq!(body, b"connection 1");
+        assert_eq!(server.connections.get(), 2);
+        Ok(())
+    });
+}
+
+#[test]
 fn a_non_persistent_pool_sends_connection_close_and_keeps_nothing() {
     struct ConnectionHeader;
     impl Resource for ConnectionHeader {

@@ -184,6 +184,18 @@ impl Resource for Inline {
     }
 }
 
+/// Sets its own `Transfer-Encoding: chunked`, then writes without a length.
+struct OwnChunked;
+impl Resource for OwnChunked {
+    fn render_get(&self, request: &Rc<Request>) -> Render {
+        request.set_header("Transfer-Encoding", "chunked");
+        request.write(b"own ").unwrap();
+        request.write(b"chunks").unwrap();
+        request.finish().unwrap();
+        Render::Later
+    }
+}
+
 /// A 64 KiB body, counting renders.
 struct Big;
 impl Resource for Big {
@@ -205,6 +217,7 @@ fn root() -> Rc<dyn Resource> {
     root.put_child("fails", Rc::new(Fails));
     root.put_child("inline", Rc::new(Inline));
     root.put_child("big", Rc::new(Big));
+    root.put_child("own-chunked", Rc::new(OwnChunked));
     Rc::new(root)
 }
 
@@ -477,6 +490,27 @@ fn head_of_a_later_resource_has_no_body_and_no_chunk_framing() {
     });
     assert_eq!(head.status, 200);
     assert!(head.header("transfer-encoding").is_none());
+    assert_eq!(next.body, b"hello world");
+}
+
+#[test]
+fn a_transfer_encoding_set_by_the_resource_is_not_sent_twice() {
+    let (answer, next) = with_server(SiteConfig::default(), |port| {
+        let (mut s, mut r) = connect(port);
+        s.write_all(b"GET /own-chunked HTTP/1.1\r\nHost: x\r\n\r\n")
+            .unwrap();
+        let answer = read_response(&mut r, false);
+        s.write_all(GET).unwrap();
+        (answer, read_response(&mut r, false))
+    });
+    let encodings: Vec<&str> = answer
+        .headers
+        .iter()
+        .filter(|(n, _)| n.eq_ignore_ascii_case("transfer-encoding"))
+        .map(|(_, v)| v.as_str())
+        .collect();
+    assert_eq!(encodings, ["chunked"]);
+    assert_eq!(answer.body, b"own chunks");
     assert_eq!(next.body, b"hello world");
 }
 

@@ -169,6 +169,71 @@ impl Resource for Collected {
     }
 }
 
+/// Streams its bodies but never reads them, and answers 0.3 s after the head.
+struct AnswersLater;
+
+impl Resource for AnswersLater {
+    fn allowed_methods(&self) -> Vec<Method> {
+        vec![Method::POST]
+    }
+    fn streams_body(&self, _request: &Request) -> bool {
+        true
+    }
+    fn render_post(&self, request: &Rc<Request>) -> Render {
+        let r = request.clone();
+        Reactor::current().unwrap().call_later(0.3, move || {
+            let _ = r.write(b"later");
+            let _ = r.finish();
+        });
+        Render::Later
+    }
+}
+
+/// Answers its body's failure itself, from `body_finished`.
+struct AnswersFailure(Rc<Request>);
+
+impl RequestBodyReceiver for AnswersFailure {
+    fn data_received(&mut self, _data: &[u8]) {}
+    fn body_finished(&mut self, result: Result<(), RequestBodyError>) {
+        let status = if result.is_ok() { 200 } else { 503 };
+        self.0
+            .set_response_code(http::StatusCode::from_u16(status).unwrap());
+        let _ = self.0.write(format!("{result:?}").as_bytes());
+        let _ = self.0.finish();
+    }
+}
+
+/// Streams its bodies to [`AnswersFailure`].
+struct OnFailure;
+
+impl Resource for OnFailure {
+    fn allowed_methods(&self) -> Vec<Method> {
+        vec![Method::POST]
+    }
+    fn streams_body(&self, _request: &Request) -> bool {
+        true
+    }
+    fn render_post(&self, request: &Rc<Request>) -> Render {
+        request.deliver_body(AnswersFailure(request.clone()));
+        Render::Later
+    }
+}
+
+/// Answers 0.2 s later with `Connection: close`.
+struct ClosesLater;
+
+impl Resource for ClosesLater {
+    fn render_get(&self, request: &Rc<Request>) -> Render {
+        request.set_header("connection", "close");
+        let r = request.clone();
+        Reactor::current().unwrap().call_later(0.2, move || {
+            let _ = r.write(b"last");
+            let _ = r.finish();
+        });
+        Render::Later
+    }
+}
+
 struct Hello;
 
 impl Resource for Hello {
@@ -184,6 +249,9 @@ fn root(pause: f64) -> Rc<dyn Resource> {
     root.put_child("refuses", Rc::new(Refuses));
     root.put_child("collected", Rc::new(Collected));
     root.put_child("hello", Rc::new(Hello));
+    root.put_child("later", Rc::new(AnswersLater));
+    root.put_child("on-failure", Rc::new(OnFailure));
+    root.put_child("closes-later", Rc::new(ClosesLater));
     Rc::new(root)
 }
 
@@ -606,4 +674,127 @@ fn twisted_agent_uploads_a_body_the_resource_streams() {
         String::from_utf8_lossy(&output.stderr)
     );
     assert_eq!(seen[0].end, Some(Ok(())));
+}
+
+#[test]
+fn a_kept_connection_reads_on_after_a_whole_body_left_waiting_past_the_backlog() {
+    // The whole body (past BODY_BACKLOG) is in before the resource answers, without
+    // reading it: the connection is kept, and the next request on it is answered.
+    let body = vec![b'z'; 70_000];
+    let (answers, _) = with_site(0.0, config(), move |port| {
+        let (mut stream, mut reader) = connect(port);
+        stream
+            .set_read_timeout(Some(Duration::from_secs(3)))
+            .unwrap();
+        let head = format!(
+            "POST /later HTTP/1.1\r\nHost: x\r\nContent-Length: {}\r\n\r\n",
+            body.len()
+        );
+        stream.write_all(head.as_bytes()).unwrap();
+        stream.write_all(&body).unwrap();
+        let first = read_response(&mut reader, false);
+        stream
+            .write_all(b"GET /hello HTTP/1.1\r\nHost: x\r\n\r\n")
+            .unwrap();
+        let second = try_read_response(&mut reader, false).map(|r| (r.status, r.body));
+        (
+            (
+                first.status,
+                first.header("connection").map(str::to_string),
+                first.body,
+            ),
+            second.map_err(|e| e.kind()),
+        )
+    });
+    assert_eq!(answers.0, (200, None, b"later".to_vec()));
+    assert_eq!(answers.1, Ok((200, b"hello".to_vec())));
+}
+
+#[test]
+fn a_resource_answering_its_timed_out_body_itself_closes_the_connection_after() {
+    // The resource answers from body_finished(Err(TimedOut)): that answer is the last on
+    // the connection, which then closes (no second answer, no connection left open).
+    let config = SiteConfig {
+        body_timeout: Some(Duration::from_millis(200)),
+        ..config()
+    };
+    let (answer, _) = with_site(0.0, config, |port| {
+        let (mut stream, mut reader) = connect(port);
+        stream
+            .write_all(b"POST /on-failure HTTP/1.1\r\nHost: x\r\nContent-Length: 10\r\n\r\nabc")
+            .unwrap();
+        let answer = read_response(&mut reader, false);
+        stream
+            .set_read_timeout(Some(Duration::from_secs(3)))
+            .unwrap();
+        let mut rest = Vec::new();
+        let closed = reader.read_to_end(&mut rest).map_err(|e| e.kind());
+        (
+            answer.status,
+            answer.header("connection").map(str::to_string),
+            String::from_utf8_lossy(&answer.body).into_owned(),
+            closed,
+            String::from_utf8_lossy(&rest).into_owned(),
+        )
+    });
+    assert_eq!(answer.0, 503);
+    assert_eq!(answer.1.as_deref(), Some("close"));
+    assert_eq!(answer.2, "Err(TimedOut)");
+    assert_eq!((answer.3, answer.4.as_str()), (Ok(0), ""));
+}
+
+#[test]
+fn a_resource_answering_its_malformed_body_itself_closes_the_connection_after() {
+    let (answer, _) = with_site(0.0, config(), |port| {
+        let (mut stream, mut reader) = connect(port);
+        stream
+            .write_all(
+                b"POST /on-failure HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: chunked\r\n\r\n3\r\nabc\r\nzz\r\n",
+            )
+            .unwrap();
+        let answer = read_response(&mut reader, false);
+        stream
+            .set_read_timeout(Some(Duration::from_secs(3)))
+            .unwrap();
+        let mut rest = Vec::new();
+        let closed = reader.read_to_end(&mut rest).map_err(|e| e.kind());
+        (
+            answer.status,
+            answer.header("connection").map(str::to_string),
+            closed,
+            String::from_utf8_lossy(&rest).into_owned(),
+        )
+    });
+    assert_eq!(answer.0, 503);
+    assert_eq!(answer.1.as_deref(), Some("close"));
+    assert_eq!((answer.2, answer.3.as_str()), (Ok(0), ""));
+}
+
+#[test]
+fn nothing_is_sent_after_a_response_that_closes_though_a_streamed_request_behind_it_answers() {
+    // The first response closes the connection; the streamed request behind it, its body
+    // cut, answers from body_finished: that answer must not follow the closing one.
+    let (answer, seen) = with_site(0.0, config(), |port| {
+        let (mut stream, mut reader) = connect(port);
+        stream
+            .write_all(
+                b"GET /closes-later HTTP/1.1\r\nHost: x\r\n\r\nPOST /on-failure HTTP/1.1\r\nHost: x\r\nContent-Length: 10\r\n\r\nabc",
+            )
+            .unwrap();
+        let answer = read_response(&mut reader, false);
+        stream
+            .set_read_timeout(Some(Duration::from_secs(3)))
+            .unwrap();
+        let mut rest = Vec::new();
+        let closed = reader.read_to_end(&mut rest).map_err(|e| e.kind());
+        (
+            answer.status,
+            answer.body,
+            closed,
+            String::from_utf8_lossy(&rest).into_owned(),
+        )
+    });
+    assert_eq!((answer.0, &answer.1[..]), (200, &b"last"[..]));
+    assert_eq!((answer.2, answer.3.as_str()), (Ok(0), ""));
+    assert!(seen.is_empty(), "AnswersFailure records nothing");
 }

@@ -38,6 +38,8 @@ pub(crate) struct Outgoing {
     pub(crate) method: Method,
     pub(crate) url: String,
     pub(crate) head: Vec<u8>,
+    /// The head asks for the connection to close after this exchange.
+    pub(crate) closes: bool,
     pub(crate) body: Body,
 }
 
@@ -55,14 +57,14 @@ pub(crate) type OnDone = Box<dyn FnOnce(Ending)>;
 
 /// The head of a request (Twisted's `Request._writeHeaders`): the request line, the
 /// caller's headers less the framing ones, `Host`, the body's framing and, when the
-/// connection is not to be kept, `Connection: close`.
+/// connection is not to be kept, `Connection: close`; and whether it says so.
 pub(crate) fn request_head(
     method: &Method,
     target: &Target,
     headers: &HeaderMap,
     body: &Body,
     persistent: bool,
-) -> Vec<u8> {
+) -> (Vec<u8>, bool) {
     let mut out = Vec::with_capacity(128);
     out.extend_from_slice(method.as_str().as_bytes());
     out.push(b' ');
@@ -111,7 +113,7 @@ pub(crate) fn request_head(
         out.extend_from_slice(b"Connection: close\r\n");
     }
     out.extend_from_slice(b"\r\n");
-    out
+    (out, close)
 }
 
 /// A client connection: a cheap handle, held by the pool, the request in flight and the
@@ -183,6 +185,9 @@ struct Exchange {
     started: bool,
     paused: bool,
     abort: Option<Failure>,
+    /// The request said `Connection: close`: no other request goes on this connection
+    /// (RFC 9112 §9.6), whatever the response says.
+    closes: bool,
     request_written: bool,
     producer: Option<(Rc<dyn BodyProducer>, BodyWriter)>,
     on_done: Option<OnDone>,
@@ -342,6 +347,7 @@ impl HttpConnection {
                         started: false,
                         paused: false,
                         abort: None,
+                        closes: out.closes,
                         request_written: producer.is_none(),
                         producer: producer.clone().zip(writer.clone()),
                         on_done: Some(on_done),
@@ -580,7 +586,7 @@ impl Shared {
         let resolver = ex.resolver.take();
         ex.answered = true;
         ex.framing = head.body;
-        ex.keep_alive = head.keep_alive;
+        ex.keep_alive = head.keep_alive && !ex.closes;
         if let ResponseBody::Fixed(n) = head.body {
             ex.remaining = n;
         }

@@ -15,7 +15,8 @@ use http::{Method, StatusCode};
 #[derive(Debug, Clone, PartialEq, Eq)]
 #[non_exhaustive]
 pub enum AgentError {
-    /// The URL cannot be requested (not `http:` or `https:`, no host, a bad port).
+    /// The URL cannot be requested (not `http:` or `https:`, no host, a bad port, a space
+    /// or a control character in its host or path).
     InvalidUrl(String),
     /// The server's response is not valid HTTP.
     BadResponse(String),

@@ -190,7 +190,9 @@ impl Agent {
     ///
     /// `headers` are sent as given, but for the framing ones: `Host` is added if missing,
     /// `Content-Length` or `Transfer-Encoding: chunked` follows from `body`, and
-    /// `Connection: close` is sent when the pool is not persistent. A request on a kept
+    /// `Connection: close` is sent when the pool is not persistent or `headers` ask for it
+    /// (other `Connection` options are dropped); a connection whose request said close is
+    /// not kept, whatever the response says. A request on a kept
     /// connection that the server had closed is sent again on a new one when its method
     /// is idempotent (GET, HEAD, OPTIONS, TRACE, PUT, DELETE) and its body can be sent
     /// again; otherwise it fails with [`AgentError::ResponseNeverReceived`].
@@ -226,7 +228,8 @@ impl Agent {
             port: target.port,
             tls,
         };
-        let head = request_head(&method, &target, &headers, &body, self.pool.is_persistent());
+        let (head, closes) =
+            request_head(&method, &target, &headers, &body, self.pool.is_persistent());
         let (resolver, d) = Deferred::new();
         let call = Rc::new(Call {
             agent: self.clone(),
@@ -234,6 +237,7 @@ impl Agent {
             url: url.to_string(),
             key,
             head,
+            closes,
             body: RefCell::new(Some(body)),
             resolver: RefCell::new(Some(resolver)),
             timer: RefCell::new(None),
@@ -323,6 +327,8 @@ struct Call {
     url: String,
     key: PoolKey,
     head: Vec<u8>,
+    /// The head says `Connection: close`.
+    closes: bool,
     /// The body, until it is sent for the last time.
     body: RefCell<Option<Body>>,
     resolver: RefCell<Option<Resolver<Response>>>,
@@ -381,6 +387,7 @@ impl Call {
             method: self.method.clone(),
             url: self.url.clone(),
             head: self.head.clone(),
+            closes: self.closes,
             body,
         };
         let me = self.clone();

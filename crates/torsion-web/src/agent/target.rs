@@ -3,8 +3,9 @@
 //! `Location` against the URL that answered it (RFC 3986 §5.2, which Twisted's
 //! `_urljoin` follows).
 //!
-//! Invariant: a `Target` always has a host, a port and a path starting with `/`; the
-//! fragment never reaches it (it is not sent).
+//! Invariant: a `Target` always has a host, a port and a path starting with `/`, neither
+//! its authority nor its path holds a space or a control character (both are written into
+//! the request head as they are), and the fragment never reaches it (it is not sent).
 
 use super::error::AgentError;
 
@@ -46,6 +47,13 @@ impl Target {
         } else {
             path.to_string()
         };
+        // The authority is the Host header as written: a line break in it would add
+        // headers of the URL's choosing (Twisted's CVE-2019-12387 checks the whole URI).
+        if authority.bytes().any(|b| b <= b' ' || b == 0x7f) {
+            return Err(AgentError::InvalidUrl(format!(
+                "spaces or control characters in the host of {url:?}"
+            )));
+        }
         if authority.contains('@') {
             return Err(AgentError::InvalidUrl(
                 "credentials in URLs are not supported".into(),
@@ -55,7 +63,14 @@ impl Target {
             let (host, after) = bracketed
                 .split_once(']')
                 .ok_or_else(|| AgentError::InvalidUrl(format!("bad IPv6 host in {url:?}")))?;
-            (host.to_string(), after.strip_prefix(':'))
+            let port =
+                match after {
+                    "" => None,
+                    _ => Some(after.strip_prefix(':').ok_or_else(|| {
+                        AgentError::InvalidUrl(format!("bad IPv6 host in {url:?}"))
+                    })?),
+                };
+            (host.to_string(), port)
         } else {
             match authority.rsplit_once(':') {
                 Some((host, port)) => (host.to_string(), Some(port)),
@@ -216,6 +231,9 @@ mod tests {
         assert!(Target::parse("http://h:99999/").is_err());
         assert!(Target::parse("http://u:p@h/").is_err());
         assert!(Target::parse("http://h/a b").is_err());
+        assert!(Target::parse("http://[::1]\r\nX: y/").is_err());
+        assert!(Target::parse("http://[::1]x/").is_err());
+        assert!(Target::parse("http://h\t/").is_err());
     }
 
     #[test]
