@@ -228,7 +228,10 @@ impl RequestBody {
         loop {
             let (mut receiver, data, end) = {
                 let mut stream = cell.borrow_mut();
-                if stream.paused || !matches!(stream.receiver, Slot::Given(_)) {
+                // An error end has nothing left to deliver (what waited was dropped with
+                // it): a paused receiver is told at once, as Twisted's connectionLost.
+                let failed = stream.pending.is_empty() && matches!(stream.end, Some(Err(_)));
+                if (stream.paused && !failed) || !matches!(stream.receiver, Slot::Given(_)) {
                     return;
                 }
                 if stream.pending.is_empty() && stream.end.is_none() {

@@ -579,6 +579,8 @@ impl Request {
             }
             return;
         }
+        // The resource's headers (a Content-Length, a type) were for another answer.
+        self.response.borrow_mut().headers.clear();
         self.set_response_code(code);
         self.set_header(CONTENT_TYPE.as_str(), "text/plain; charset=utf-8");
         let _ = self.respond(text.as_bytes());

@@ -150,6 +150,11 @@ impl Resource for Panics {
         if request.arg("after_write").is_some() {
             request.write(b"partial").unwrap();
         }
+        if request.arg("with_length").is_some() {
+            // Headers for the answer it never gives: not the 500's.
+            request.set_header("content-length", "999");
+            request.set_header("content-type", "image/png");
+        }
         panic!("render panicked on purpose");
     }
 }
@@ -637,6 +642,24 @@ fn a_panic_in_render_is_500_and_the_connection_survives() {
     assert_eq!(a.status, 500);
     assert_eq!(b.status, 500);
     assert_eq!(c.body, b"hello world");
+}
+
+/// The 500 after a panic does not carry the headers the resource set for its own answer.
+#[test]
+fn a_500_does_not_keep_the_length_and_type_the_resource_had_set() {
+    let (a, b) = with_server(SiteConfig::default(), |port| {
+        let (mut s, mut r) = connect(port);
+        s.write_all(b"GET /panics?with_length=1 HTTP/1.1\r\nHost: x\r\n\r\n")
+            .unwrap();
+        let a = read_response(&mut r, false);
+        s.write_all(GET).unwrap();
+        (a, read_response(&mut r, false))
+    });
+    assert_eq!(a.status, 500);
+    assert_eq!(a.body, b"500 Internal Server Error\n");
+    assert_eq!(a.header("content-length"), Some("26"));
+    assert_eq!(a.header("content-type"), Some("text/plain; charset=utf-8"));
+    assert_eq!(b.body, b"hello world");
 }
 
 /// A panic after the first write does not end the chunked body with its last chunk.

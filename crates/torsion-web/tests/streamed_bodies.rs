@@ -798,3 +798,19 @@ fn nothing_is_sent_after_a_response_that_closes_though_a_streamed_request_behind
     assert_eq!((answer.2, answer.3.as_str()), (Ok(0), ""));
     assert!(seen.is_empty(), "AnswersFailure records nothing");
 }
+
+#[test]
+fn a_paused_receiver_is_told_at_once_that_the_client_went_away() {
+    // Paused for 30 s: the end must not wait for the resume.
+    let ((), seen) = with_site(30.0, config(), |port| {
+        let (mut stream, _reader) = connect(port);
+        stream
+            .write_all(b"POST /paused HTTP/1.1\r\nHost: x\r\nContent-Length: 1000\r\n\r\nsome")
+            .unwrap();
+        std::thread::sleep(Duration::from_millis(200));
+        drop(stream);
+        std::thread::sleep(Duration::from_millis(300));
+    });
+    assert_eq!(seen[0].end, Some(Err(RequestBodyError::Disconnected)));
+    assert_eq!(seen[0].bytes, 0, "a paused receiver gets no bytes");
+}
