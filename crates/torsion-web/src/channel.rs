@@ -20,6 +20,7 @@
 use std::cell::{Cell, RefCell};
 use std::collections::VecDeque;
 use std::rc::{Rc, Weak};
+use std::time::Duration;
 
 use http::StatusCode;
 use torsion::net::{Address, Transport};
@@ -75,6 +76,7 @@ impl HttpChannel {
             cut_body: Cell::new(false),
             spare: RefCell::new(Vec::new()),
             pump_owed: Cell::new(false),
+            since: Cell::new(0.0),
         }))
     }
 }
@@ -105,6 +107,9 @@ pub(crate) struct Channel {
     spare: RefCell<Vec<u8>>,
     /// Output became ready while `process` ran: it pumps once it ends.
     pump_owed: Cell<bool>,
+    /// When the running timer's period began (the reactor's seconds): the head's first
+    /// byte, or the last activity for the body and idle timers.
+    since: Cell<f64>,
     /// A response said close, or a request was refused: no more requests are read.
     closing: Cell<bool>,
     /// The answer to a refused request, sent once the responses before it are out.
@@ -233,7 +238,7 @@ impl Channel {
                 let head_done = was_head && !matches!(step, Step::NeedMore | Step::Refuse(..));
                 (step, head_done)
             };
-            if head_done {
+            if head_done && self.timer_kind() == Some(Timeout::Head) {
                 // The next head gets its own deadline.
                 self.cancel_timer();
             }
@@ -688,28 +693,59 @@ impl Channel {
                 Reading::Head => Some(Timeout::Idle),
             }
         };
-        let current = self.timer.borrow().as_ref().map(|(kind, _)| *kind);
-        // The head's deadline runs from the head's first byte: more bytes do not reset it.
-        if current == want && want != Some(Timeout::Body) {
+        let current = self.timer_kind();
+        let Some(reactor) = self.reactor.borrow().clone() else {
+            return;
+        };
+        if current == want {
+            // The head's deadline runs from the head's first byte: more bytes do not
+            // reset it. The body's and the idle one run from the last activity: the
+            // running timer is kept, and looks at `since` when it fires (no timer made
+            // anew per request or per read).
+            if want != Some(Timeout::Head) {
+                self.since.set(reactor.seconds());
+            }
             return;
         }
         if let Some((_, call)) = self.timer.borrow_mut().take() {
             let _ = call.cancel();
         }
         let Some(kind) = want else { return };
-        let delay = match kind {
+        let Some(delay) = self.timeout_of(kind) else {
+            return;
+        };
+        self.since.set(reactor.seconds());
+        self.schedule(&reactor, kind, delay);
+    }
+
+    fn timer_kind(&self) -> Option<Timeout> {
+        self.timer.borrow().as_ref().map(|(kind, _)| *kind)
+    }
+
+    fn timeout_of(&self, kind: Timeout) -> Option<Duration> {
+        match kind {
             Timeout::Head => self.site.config.head_timeout,
             Timeout::Body => self.site.config.body_timeout,
             Timeout::Idle => self.site.config.idle_timeout,
-        };
-        let Some(delay) = delay else { return };
-        let Some(reactor) = self.reactor.borrow().clone() else {
-            return;
-        };
+        }
+    }
+
+    /// Runs the timer `kind` for `delay`: when it fires, the time since `since` decides
+    /// whether it timed out or runs on for the rest.
+    fn schedule(&self, reactor: &Reactor, kind: Timeout, delay: Duration) {
         let me = self.me.clone();
         let call = reactor.call_later(delay, move || {
-            if let Some(me) = me.upgrade() {
-                me.timer.borrow_mut().take();
+            let Some(me) = me.upgrade() else { return };
+            me.timer.borrow_mut().take();
+            let (Some(timeout), Some(reactor)) = (me.timeout_of(kind), me.reactor.borrow().clone())
+            else {
+                return;
+            };
+            let idle = reactor.seconds() - me.since.get();
+            let left = timeout.as_secs_f64() - idle;
+            if left > 0.001 {
+                me.schedule(&reactor, kind, Duration::from_secs_f64(left));
+            } else {
                 me.timed_out(kind);
             }
         });
