@@ -1,4 +1,5 @@
-//! The Agent against twisted.web (real Twisted from PyPI, `tests/interop/twisted_web_server.py`):
+//! The Agent and `get_page` against twisted.web (real Twisted from PyPI, the repository's
+//! `tests/interop/twisted_web_server.py`):
 //! fixed and chunked bodies, keep-alive, request bodies, gzip through
 //! `EncodingResourceWrapper`, redirects, and a `Connection: close` response.
 //!
@@ -11,7 +12,7 @@ use std::process::{Child, Command, Stdio};
 use http::{HeaderMap, Method};
 use torsion::Failure;
 use torsion_web::agent::{
-    Agent, Body, ContentDecoderAgent, FileBodyProducer, HttpClient, RedirectAgent,
+    Agent, AgentError, Body, ContentDecoderAgent, FileBodyProducer, HttpClient, RedirectAgent,
 };
 
 mod common;
@@ -44,7 +45,7 @@ fn twisted_server() -> Option<TwistedServer> {
     };
     let script = concat!(
         env!("CARGO_MANIFEST_DIR"),
-        "/tests/interop/twisted_web_server.py"
+        "/../../tests/interop/twisted_web_server.py"
     );
     let mut child = Command::new(&python)
         .arg(script)
@@ -215,6 +216,28 @@ fn redirects_from_twisted_web_are_followed() {
             "one connection throughout"
         );
         agent.pool().close_cached_connections().await?;
+        Ok(())
+    });
+    drop(server);
+}
+
+#[test]
+fn get_page_downloads_from_twisted_web_through_its_redirect() {
+    let Some(server) = twisted_server() else {
+        return;
+    };
+    let base = format!("http://127.0.0.1:{}", server.port);
+    run(move |reactor| async move {
+        let page = torsion_web::get_page(&reactor, &format!("{base}/redirect")).await?;
+        assert_eq!(page, b"fixed body");
+        let page = torsion_web::get_page(&reactor, &format!("{base}/chunked")).await?;
+        assert_eq!(page, b"first, second, third");
+        let missing = torsion_web::get_page(&reactor, &format!("{base}/nowhere")).await;
+        let failure = missing.expect_err("a 404 is an error for get_page");
+        assert_eq!(
+            failure.downcast_ref::<AgentError>(),
+            Some(&AgentError::Status(http::StatusCode::NOT_FOUND))
+        );
         Ok(())
     });
     drop(server);

@@ -1,4 +1,4 @@
-"""A twisted.web Site for torsion-web's Agent to talk to (tests/agent_interop.rs).
+"""A twisted.web Site for torsion-web's Agent to talk to (crates/torsion-web/tests/agent_interop.rs).
 
 Listens on 127.0.0.1, port 0, prints the port on a line of its own, then serves until
 its standard input closes:
