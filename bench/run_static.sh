@@ -38,7 +38,10 @@
 #   ROUNDS [5]              single downloads per server
 #   CONCURRENCY [10]        downloads at once in the concurrent case
 #   CONC_ROUNDS [3]         concurrent rounds per server (0: skip the case)
-#   SERVERS ["nginx nginx-nosendfile torsion"]
+#   SERVERS ["nginx nginx-nosendfile torsion", and torsion-baseline with TORSION_BASELINE]
+#   TORSION [$CARGO_TARGET_DIR/release/torsion]   the runner to measure (built first)
+#   TORSION_BASELINE        another runner binary (say, an earlier build) to measure beside
+#                           it, as the server torsion-baseline
 #   SERVER_CPUS [0]  CLIENT_CPUS [1]   taskset CPU lists (servers; curl)
 #   CARGO_TARGET_DIR [<repo>/target]
 #   RESULTS_DIR [a new temporary directory]  raw JSON lines, nginx's files, server logs;
@@ -58,7 +61,8 @@ else
     CONC_ROUNDS="${CONC_ROUNDS:-3}"
 fi
 CONCURRENCY="${CONCURRENCY:-10}"
-SERVERS="${SERVERS:-nginx nginx-nosendfile torsion}"
+TORSION_BASELINE="${TORSION_BASELINE:-}"
+SERVERS="${SERVERS:-nginx nginx-nosendfile torsion${TORSION_BASELINE:+ torsion-baseline}}"
 SERVER_CPUS="${SERVER_CPUS:-0}"
 CLIENT_CPUS="${CLIENT_CPUS:-1}"
 RESULTS_DIR="${RESULTS_DIR:-$(mktemp -d -t torsion-staticbench.XXXXXX)}"
@@ -68,7 +72,7 @@ RESULTS="$RESULTS_DIR/results.jsonl"
 WWW="$RESULTS_DIR/www"
 FILE_NAME="big.bin"
 SIZE=$((SIZE_MIB * 1024 * 1024))
-TORSION="$TARGET/release/torsion"
+TORSION="${TORSION:-$TARGET/release/torsion}"
 
 # shellcheck source=bench/lib.sh
 source "$ROOT/bench/lib.sh"
@@ -161,13 +165,15 @@ EOF
     PIDS[nginx-nosendfile]=$worker
 }
 
+# start_torsion NAME BINARY
 start_torsion() {
     local port
+    [[ -x "$2" ]] || die "$2 is missing"
     port="$(free_port)"
-    start_server torsion "$port" "$TORSION" --log-format text \
+    start_server "$1" "$port" "$2" --log-format text \
         web --listen "tcp:$port:interface=127.0.0.1" --path "$WWW"
-    PORTS[torsion]=$port
-    PIDS[torsion]=$SERVER_PID
+    PORTS[$1]=$port
+    PIDS[$1]=$SERVER_PID
 }
 
 active=()
@@ -176,7 +182,8 @@ for server in $SERVERS; do
     nginx | nginx-nosendfile)
         [[ -n "${PIDS[nginx]:-}" ]] || start_nginx
         ;;
-    torsion) start_torsion ;;
+    torsion) start_torsion torsion "$TORSION" ;;
+    torsion-baseline) start_torsion torsion-baseline "${TORSION_BASELINE:?set TORSION_BASELINE to a torsion binary}" ;;
     *) die "unknown server $server" ;;
     esac
     active+=("$server")
