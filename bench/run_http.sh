@@ -61,31 +61,15 @@ OUT="${OUT:-}"
 
 RESULTS="$RESULTS_DIR/results.jsonl"
 PIPELINE_LUA="$ROOT/bench/wrk/pipeline.lua"
-CLK_TCK="$(getconf CLK_TCK)"
 
-log() { printf '== %s\n' "$*" >&2; }
-die() { printf 'run_http.sh: %s\n' "$*" >&2; exit 1; }
-
-for tool in cargo python3 taskset getconf; do
-    command -v "$tool" >/dev/null || die "$tool is required"
-done
+# shellcheck source=bench/lib.sh
+source "$ROOT/bench/lib.sh"
+require_tools cargo python3 taskset getconf
 command -v wrk >/dev/null ||
     die "wrk is required and not on PATH; on Debian: apt-get install -y --no-install-recommends wrk"
 [[ "$DURATION" =~ ^[0-9]+$ && "$DURATION" -ge 1 ]] || die "DURATION must be whole seconds (wrk -d), not $DURATION"
 [[ "$WARMUP" =~ ^[0-9]+$ && "$WARMUP" -ge 1 ]] || die "WARMUP must be whole seconds (wrk -d), at least 1, not $WARMUP"
-mkdir -p "$RESULTS_DIR"
-: >"$RESULTS"
-
-# --- cleanup: never leave a server behind.
-SERVER_PID=""
-cleanup() {
-    if [[ -n "$SERVER_PID" ]] && kill -0 "$SERVER_PID" 2>/dev/null; then
-        kill "$SERVER_PID" 2>/dev/null || true
-        wait "$SERVER_PID" 2>/dev/null || true
-    fi
-}
-trap cleanup EXIT
-trap 'exit 130' INT TERM
+init_results
 
 # --- build
 log "building release binaries (target dir $TARGET)"
@@ -120,41 +104,10 @@ server_cmd() {
     fi
 }
 
-free_port() {
-    python3 -c 'import socket; s = socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])'
-}
-
-# start_server NAME: starts a fresh server on a free port; sets SERVER_PID, PORT.
-start_server() {
+# serve NAME: a fresh server (CMD, the port last) on a free port; sets SERVER_PID, PORT.
+serve() {
     PORT="$(free_port)"
-    env -u RUST_BACKTRACE -u RUST_LIB_BACKTRACE \
-        taskset -c "$SERVER_CPUS" "${CMD[@]}" "$PORT" >>"$RESULTS_DIR/$1.log" 2>&1 &
-    SERVER_PID=$!
-    local _
-    for _ in $(seq 200); do
-        kill -0 "$SERVER_PID" 2>/dev/null || {
-            SERVER_PID=""
-            tail -n 20 "$RESULTS_DIR/$1.log" >&2
-            die "the $1 server exited at startup"
-        }
-        if (: <>"/dev/tcp/127.0.0.1/$PORT") 2>/dev/null; then
-            return 0
-        fi
-        sleep 0.05
-    done
-    die "the $1 server did not listen on port $PORT within 10 s"
-}
-
-stop_server() {
-    if [[ -n "$SERVER_PID" ]]; then
-        kill "$SERVER_PID" 2>/dev/null || true
-        wait "$SERVER_PID" 2>/dev/null || true
-        SERVER_PID=""
-    fi
-}
-
-cpu_ticks() { # utime + stime of a process, in clock ticks
-    python3 -c 'import sys; f = open(f"/proc/{sys.argv[1]}/stat").read().rsplit(")", 1)[1].split(); print(int(f[11]) + int(f[12]))' "$1"
+    start_server "$1" "$PORT" "${CMD[@]}" "$PORT"
 }
 
 # wrk_run OUTFILE WRK-ARGS...: runs wrk pinned to WRK_CPUS with its output in
@@ -173,9 +126,6 @@ print(usage.ru_utime + usage.ru_stime)
 sys.exit(code)
 PY
 }
-
-# record SERVER CASE JSON-FIELDS: appends one line to the results.
-record() { printf '{"server":"%s","case":"%s",%s}\n' "$1" "$2" "$3" >>"$RESULTS"; }
 
 # parse_wrk FILE CASE: the JSON fields of one wrk output.
 parse_wrk() {
@@ -218,27 +168,27 @@ PY
 # run_case SERVER CASE: a warm-up and a measured wrk run against a fresh server.
 run_case() {
     local server="$1" case="$2" url extra=() t0 t1 wrk_cpu fields
-    start_server "$server"
+    serve "$server"
     url="http://127.0.0.1:$PORT/"
     [[ "$case" == pipelined ]] && extra=(-s "$PIPELINE_LUA")
     local base="$RESULTS_DIR/$server-$case"
     if ! wrk_run "$base.warmup.txt" -t1 -c"$CONNECTIONS" -d"${WARMUP}s" "${extra[@]}" "$url" >/dev/null; then
         record "$server" "$case" '"error":"wrk failed in the warm-up"'
         log "$server $case: wrk FAILED in the warm-up (see $base.warmup.txt)"
-        stop_server
+        stop_server "$SERVER_PID"
         return
     fi
     t0="$(cpu_ticks "$SERVER_PID")"
     if wrk_cpu="$(WRK_CONNECTIONS="$CONNECTIONS" wrk_run "$base.txt" -t1 -c"$CONNECTIONS" -d"${DURATION}s" --latency "${extra[@]}" "$url")" &&
         t1="$(cpu_ticks "$SERVER_PID")" &&
         fields="$(parse_wrk "$base.txt" "$case")"; then
-        record "$server" "$case" "$fields,\"server_cpu_s\":$(python3 -c "print(($t1 - $t0) / $CLK_TCK)"),\"wrk_cpu_s\":$wrk_cpu"
+        record "$server" "$case" "$fields,\"server_cpu_s\":$(ticks_seconds "$t0" "$t1"),\"wrk_cpu_s\":$wrk_cpu"
         log "$server $case: $(grep -E '^Requests/sec' "$base.txt")"
     else
         record "$server" "$case" '"error":"wrk failed or its output could not be read"'
         log "$server $case: FAILED (see $base.txt)"
     fi
-    stop_server
+    stop_server "$SERVER_PID"
 }
 
 log "results, wrk output and server logs in $RESULTS_DIR"
@@ -262,55 +212,28 @@ done
 
 # --- the report
 report() {
-    python3 - "$RESULTS" <<'PY'
-import json, os, platform, sys, datetime
-
-rows = [json.loads(l) for l in open(sys.argv[1]) if l.strip()]
-env = os.environ
+    report_python "$RESULTS" <<'PY'
 c = env["CONNECTIONS"]
 labels = {
     "plain": f"plain, -t1 -c{c}",
     "pipelined": f"pipelined ×16, -t1 -c{c}",
 }
 order = [k for k in env["CASES"].split() if k in labels]
-servers = []
-for r in rows:
-    if r["server"] not in servers:
-        servers.append(r["server"])
-
-def get(server, case):
-    for r in rows:
-        if r["server"] == server and r["case"] == case and "error" not in r:
-            return r
-    return None
-
-def fmt(x, digits=1):
-    if x is None:
-        return "–"
-    if abs(x) >= 1000:
-        return f"{x:,.0f}"
-    return f"{x:.{digits}f}"
-
-def ratio(a, b):
-    if a is None or b is None or b == 0:
-        return "–"
-    return f"{a / b:.2f}"
 
 def cpu_per_req(r):
     return r["server_cpu_s"] / r["requests"] * 1e6 if r and r["requests"] else None
 
-print(f"HTTP benchmarks, {datetime.date.today().isoformat()}, "
-      f"{platform.node()} ({os.cpu_count()} CPUs, Linux {platform.release()}); "
+print(f"HTTP benchmarks, {machine()}; "
       f"{env['DURATION']} s per case after {env['WARMUP']} s warm-up; "
       f"server on CPU {env['SERVER_CPUS']}, wrk on CPU {env['WRK_CPUS']}; {env['WRK_VERSION']}.")
 print()
-print("| case | server | requests/s | p50 ms | p99 ms | server CPU µs/req | req/s ÷ hyper | p99 ÷ hyper | CPU/req ÷ hyper | server CPU | wrk CPU | errors |")
-print("|---|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|")
+table(["case", "server", "requests/s", "p50 ms", "p99 ms", "server CPU µs/req", "req/s ÷ hyper",
+       "p99 ÷ hyper", "CPU/req ÷ hyper", "server CPU", "wrk CPU", "errors"])
 for case in order:
-    base = get("hyper", case)
+    base = get_ok("hyper", case)
     for server in servers:
         failed = [r for r in rows if r["server"] == server and r["case"] == case and "error" in r]
-        r = get(server, case)
+        r = get_ok(server, case)
         if r is None:
             if failed:
                 print(f"| {labels[case]} | {server} | failed: {failed[0]['error']} ||||||||||")
@@ -333,9 +256,5 @@ PY
 }
 WRK_VERSION="$( (wrk --version 2>&1 || true) | head -n 1 | sed 's/ Copyright.*//')"
 export DURATION WARMUP SERVER_CPUS WRK_CPUS CASES CONNECTIONS WRK_VERSION
-if [[ -n "$OUT" ]]; then
-    report | tee "$OUT"
-else
-    report
-fi
+write_report report
 log "raw results: $RESULTS"

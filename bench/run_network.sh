@@ -55,16 +55,11 @@ OUT="${OUT:-}"
 
 LOADGEN="$TARGET/release/loadgen"
 RESULTS="$RESULTS_DIR/results.jsonl"
-CLK_TCK="$(getconf CLK_TCK)"
 
-log() { printf '== %s\n' "$*" >&2; }
-die() { printf 'run_network.sh: %s\n' "$*" >&2; exit 1; }
-
-for tool in cargo python3 taskset getconf; do
-    command -v "$tool" >/dev/null || die "$tool is required"
-done
-mkdir -p "$RESULTS_DIR"
-: >"$RESULTS"
+# shellcheck source=bench/lib.sh
+source "$ROOT/bench/lib.sh"
+require_tools cargo python3 taskset getconf
+init_results
 
 # --- descriptors: the idle case holds IDLE_CONNS sockets in the server and in
 # the generator (each its own process, both inheriting this limit).
@@ -74,21 +69,6 @@ if [[ "$cur_fds" != unlimited && "$cur_fds" -lt "$need_fds" ]]; then
     ulimit -n "$need_fds" 2>/dev/null ||
         die "cannot raise the open-file limit to $need_fds (soft $(ulimit -n), hard $(ulimit -Hn)); raise the hard limit or lower IDLE_CONNS"
 fi
-
-# --- cleanup: never leave a server or a generator behind.
-SERVER_PID=""
-IDLE_PID=""
-cleanup() {
-    local pid
-    for pid in "$IDLE_PID" "$SERVER_PID"; do
-        if [[ -n "$pid" ]] && kill -0 "$pid" 2>/dev/null; then
-            kill "$pid" 2>/dev/null || true
-            wait "$pid" 2>/dev/null || true
-        fi
-    done
-}
-trap cleanup EXIT
-trap 'exit 130' INT TERM
 
 # --- build
 log "building release binaries (target dir $TARGET)"
@@ -153,76 +133,32 @@ server_cmd() {
     fi
 }
 
-free_port() {
-    python3 -c 'import socket; s = socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])'
-}
-
-# start_server NAME: starts a fresh server on a free port; sets SERVER_PID, PORT.
-start_server() {
+# serve NAME: a fresh server (CMD, the port last) on a free port; sets SERVER_PID, PORT.
+serve() {
     PORT="$(free_port)"
-    taskset -c "$SERVER_CPUS" "${CMD[@]}" "$PORT" >>"$RESULTS_DIR/$1.log" 2>&1 &
-    SERVER_PID=$!
-    local _
-    for _ in $(seq 200); do
-        kill -0 "$SERVER_PID" 2>/dev/null || {
-            SERVER_PID=""
-            tail -n 20 "$RESULTS_DIR/$1.log" >&2
-            die "the $1 server exited at startup"
-        }
-        if (: <>"/dev/tcp/127.0.0.1/$PORT") 2>/dev/null; then
-            return 0
-        fi
-        sleep 0.05
-    done
-    die "the $1 server did not listen on port $PORT within 10 s"
+    start_server "$1" "$PORT" "${CMD[@]}" "$PORT"
 }
-
-stop_server() {
-    if [[ -n "$SERVER_PID" ]]; then
-        kill "$SERVER_PID" 2>/dev/null || true
-        wait "$SERVER_PID" 2>/dev/null || true
-        SERVER_PID=""
-    fi
-}
-
-cpu_ticks() { # utime + stime of a process, in clock ticks
-    python3 -c 'import sys; f = open(f"/proc/{sys.argv[1]}/stat").read().rsplit(")", 1)[1].split(); print(int(f[11]) + int(f[12]))' "$1"
-}
-
-vmrss_kb() { awk '/^VmRSS:/ { print $2 }' "/proc/$1/status"; }
-
-# record SERVER CASE JSON-FIELDS: appends one line to the results.
-record() { printf '{"server":"%s","case":"%s",%s}\n' "$1" "$2" "$3" >>"$RESULTS"; }
 
 # run_load SERVER CASE LOADGEN-ARGS...: one generator run against a fresh server.
 run_load() {
     local server="$1" case="$2"
     shift 2
-    start_server "$server"
-    local t0 t1 out
-    t0="$(cpu_ticks "$SERVER_PID")"
-    if out="$(taskset -c "$LOADGEN_CPUS" "$LOADGEN" --json "$@" --addr "127.0.0.1:$PORT" \
-        --duration "$DURATION" --warmup "$WARMUP" --server-pid "$SERVER_PID")"; then
-        t1="$(cpu_ticks "$SERVER_PID")"
-        record "$server" "$case" "\"whole_run_server_cpu_s\":$(python3 -c "print(($t1 - $t0) / $CLK_TCK)"),\"result\":$out"
-        log "$server $case: $out"
-    else
-        record "$server" "$case" '"error":"loadgen failed (see stderr)"'
-        log "$server $case: FAILED"
-    fi
-    stop_server
+    serve "$server"
+    loadgen_measure "$server" "$case" "$@"
+    stop_server "$SERVER_PID"
 }
 
 run_idle() {
-    local server="$1" line="" rss0 rss1 in_fd out_fd
-    start_server "$server"
+    local server="$1" line="" rss0 rss1 in_fd out_fd idle_pid
+    serve "$server"
     sleep 0.5
-    rss0="$(vmrss_kb "$SERVER_PID")"
+    rss0="$(vm_kb "$SERVER_PID" VmRSS)"
     coproc IDLE_GEN {
         exec taskset -c "$LOADGEN_CPUS" "$LOADGEN" idle --addr "127.0.0.1:$PORT" \
             --connections "$IDLE_CONNS" --hold 600 --until-stdin-eof
     }
-    IDLE_PID=$IDLE_GEN_PID
+    idle_pid=$IDLE_GEN_PID
+    track_pid "$idle_pid"
     out_fd=${IDLE_GEN[0]}
     in_fd=${IDLE_GEN[1]}
     while read -r -t 120 -u "$out_fd" line; do
@@ -230,19 +166,19 @@ run_idle() {
     done
     if [[ "$line" == "ESTABLISHED $IDLE_CONNS" ]]; then
         sleep 1 # let the server settle
-        rss1="$(vmrss_kb "$SERVER_PID")"
+        rss1="$(vm_kb "$SERVER_PID" VmRSS)"
         record "$server" idle "\"connections\":$IDLE_CONNS,\"rss_before_kb\":$rss0,\"rss_after_kb\":$rss1"
         log "$server idle: VmRSS $rss0 kB -> $rss1 kB with $IDLE_CONNS connections"
     else
         line="${line//[\"\\]/}"
         record "$server" idle "\"error\":\"idle connections not established: ${line:-no answer}\""
         log "$server idle: FAILED (${line:-no answer})"
-        kill "$IDLE_PID" 2>/dev/null || true
+        kill "$idle_pid" 2>/dev/null || true
     fi
     exec {in_fd}>&- # end of input: the generator closes its connections and exits
-    wait "$IDLE_PID" 2>/dev/null || true
-    IDLE_PID=""
-    stop_server
+    wait "$idle_pid" 2>/dev/null || true
+    untrack_pid "$idle_pid"
+    stop_server "$SERVER_PID"
 }
 
 log "results and server logs in $RESULTS_DIR"
@@ -268,11 +204,7 @@ done
 
 # --- the report
 report() {
-    python3 - "$RESULTS" <<'EOF'
-import json, os, platform, sys, datetime
-
-rows = [json.loads(l) for l in open(sys.argv[1]) if l.strip()]
-env = os.environ
+    report_python "$RESULTS" <<'EOF'
 labels = {
     "pp1x64": "pingpong 1 × 64 B",
     "pp50x64": "pingpong 50 × 64 B",
@@ -280,37 +212,14 @@ labels = {
     "connect": f"connect rate (×{env['CONNECT_CONCURRENCY']}, RST)",
 }
 order = [c for c in env["CASES"].split() if c in labels]
-servers = []
-for r in rows:
-    if r["server"] not in servers:
-        servers.append(r["server"])
 
-def get(server, case):
-    for r in rows:
-        if r["server"] == server and r["case"] == case:
-            return r
-    return None
-
-def fmt(x, digits=1):
-    if x is None:
-        return "–"
-    if abs(x) >= 1000:
-        return f"{x:,.0f}"
-    return f"{x:.{digits}f}"
-
-def ratio(a, b):
-    if a is None or b is None or b == 0:
-        return "–"
-    return f"{a / b:.2f}"
-
-print(f"Network benchmarks, {datetime.date.today().isoformat()}, "
-      f"{platform.node()} ({os.cpu_count()} CPUs, Linux {platform.release()}); "
+print(f"Network benchmarks, {machine()}; "
       f"{env['DURATION']} s per case after {env['WARMUP']} s warm-up; "
       f"server on CPU {env['SERVER_CPUS']}, loadgen on CPU {env['LOADGEN_CPUS']} "
       f"(pingpong engine {env['LOADGEN_ENGINE']}).")
 print()
-print("| case | server | rate /s | MB/s | p50 µs | p99 µs | server CPU µs/op | rate ÷ tokio | CPU/op ÷ tokio | server CPU | loadgen CPU µs/op | loadgen CPU |")
-print("|---|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|")
+table(["case", "server", "rate /s", "MB/s", "p50 µs", "p99 µs", "server CPU µs/op", "rate ÷ tokio",
+       "CPU/op ÷ tokio", "server CPU", "loadgen CPU µs/op", "loadgen CPU"])
 for case in order:
     base = get("tokio", case)
     base = base.get("result") if base else None
@@ -323,7 +232,6 @@ for case in order:
             continue
         x = r["result"]
         mb = x.get("mb_per_s")
-        pct = lambda u: "–" if u is None else f"{u * 100:.0f}%"
         print(f"| {labels[case]} | {server} | {fmt(x['rate_per_s'])} | {fmt(mb) if mb is not None else ''} "
               f"| {fmt(x['p50_us'])} | {fmt(x['p99_us'])} | {fmt(x['server_cpu_us_per_op'], 2)} "
               f"| {ratio(x['rate_per_s'], base and base['rate_per_s'])} "
@@ -334,8 +242,7 @@ for case in order:
 if "idle" in env["CASES"].split():
     n = env["IDLE_CONNS"]
     print()
-    print(f"| memory, {n} idle connections | VmRSS before | VmRSS with {n} | per connection | ÷ tokio |")
-    print("|---|---:|---:|---:|---:|")
+    table([f"memory, {n} idle connections", "VmRSS before", f"VmRSS with {n}", "per connection", "÷ tokio"], left=1)
     base = get("tokio", "idle")
     per_base = None
     if base and "error" not in base:
@@ -359,9 +266,5 @@ print("rate: messages (round trips) or connections per second; MB/s: payload byt
 EOF
 }
 export DURATION WARMUP SERVER_CPUS LOADGEN_CPUS LOADGEN_ENGINE CASES IDLE_CONNS CONNECT_CONCURRENCY
-if [[ -n "$OUT" ]]; then
-    report | tee "$OUT"
-else
-    report
-fi
+write_report report
 log "raw results: $RESULTS"

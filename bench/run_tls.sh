@@ -70,31 +70,15 @@ OUT="${OUT:-}"
 LOADGEN="$TARGET/release/loadgen"
 RESULTS="$RESULTS_DIR/results.jsonl"
 CERTS="$RESULTS_DIR/certs"
-CLK_TCK="$(getconf CLK_TCK)"
 
-log() { printf '== %s\n' "$*" >&2; }
-die() { printf 'run_tls.sh: %s\n' "$*" >&2; exit 1; }
-
-for tool in cargo python3 taskset getconf; do
-    command -v "$tool" >/dev/null || die "$tool is required"
-done
+# shellcheck source=bench/lib.sh
+source "$ROOT/bench/lib.sh"
+require_tools cargo python3 taskset getconf
 case "$TLS_VERIFY" in
 ca | any) ;;
 *) die "TLS_VERIFY must be ca or any, not $TLS_VERIFY" ;;
 esac
-mkdir -p "$RESULTS_DIR"
-: >"$RESULTS"
-
-# --- cleanup: never leave a server behind.
-SERVER_PID=""
-cleanup() {
-    if [[ -n "$SERVER_PID" ]] && kill -0 "$SERVER_PID" 2>/dev/null; then
-        kill "$SERVER_PID" 2>/dev/null || true
-        wait "$SERVER_PID" 2>/dev/null || true
-    fi
-}
-trap cleanup EXIT
-trap 'exit 130' INT TERM
+init_results
 
 # --- build
 log "building release binaries (target dir $TARGET)"
@@ -129,68 +113,22 @@ server_cmd() {
     fi
 }
 
-free_port() {
-    python3 -c 'import socket; s = socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])'
-}
-
-# start_server NAME RESUMPTION(on|off): starts a fresh server on a free port;
-# sets SERVER_PID, PORT.
-start_server() {
+# serve NAME RESUMPTION(on|off): a fresh server on a free port; sets SERVER_PID, PORT.
+serve() {
     PORT="$(free_port)"
     local extra=()
     [[ "$2" == off ]] && extra=(--no-resumption)
-    env -u RUST_BACKTRACE -u RUST_LIB_BACKTRACE \
-        taskset -c "$SERVER_CPUS" "${CMD[@]}" "$PORT" "$CERTS/cert.pem" "$CERTS/key.pem" "${extra[@]}" \
-        >>"$RESULTS_DIR/$1.log" 2>&1 &
-    SERVER_PID=$!
-    local _
-    for _ in $(seq 200); do
-        kill -0 "$SERVER_PID" 2>/dev/null || {
-            SERVER_PID=""
-            tail -n 20 "$RESULTS_DIR/$1.log" >&2
-            die "the $1 server exited at startup"
-        }
-        if (: <>"/dev/tcp/127.0.0.1/$PORT") 2>/dev/null; then
-            return 0
-        fi
-        sleep 0.05
-    done
-    die "the $1 server did not listen on port $PORT within 10 s"
+    start_server "$1" "$PORT" "${CMD[@]}" "$PORT" "$CERTS/cert.pem" "$CERTS/key.pem" "${extra[@]}"
 }
-
-stop_server() {
-    if [[ -n "$SERVER_PID" ]]; then
-        kill "$SERVER_PID" 2>/dev/null || true
-        wait "$SERVER_PID" 2>/dev/null || true
-        SERVER_PID=""
-    fi
-}
-
-cpu_ticks() { # utime + stime of a process, in clock ticks
-    python3 -c 'import sys; f = open(f"/proc/{sys.argv[1]}/stat").read().rsplit(")", 1)[1].split(); print(int(f[11]) + int(f[12]))' "$1"
-}
-
-# record SERVER CASE JSON-FIELDS: appends one line to the results.
-record() { printf '{"server":"%s","case":"%s",%s}\n' "$1" "$2" "$3" >>"$RESULTS"; }
 
 # run_load SERVER CASE RESUMPTION LOADGEN-ARGS...: one generator run against a
 # fresh server started with session resumption RESUMPTION (on|off).
 run_load() {
     local server="$1" case="$2" resumption="$3"
     shift 3
-    start_server "$server" "$resumption"
-    local t0 t1 out
-    t0="$(cpu_ticks "$SERVER_PID")"
-    if out="$(taskset -c "$LOADGEN_CPUS" "$LOADGEN" --json "$@" --addr "127.0.0.1:$PORT" \
-        --duration "$DURATION" --warmup "$WARMUP" --server-pid "$SERVER_PID")"; then
-        t1="$(cpu_ticks "$SERVER_PID")"
-        record "$server" "$case" "\"whole_run_server_cpu_s\":$(python3 -c "print(($t1 - $t0) / $CLK_TCK)"),\"result\":$out"
-        log "$server $case: $out"
-    else
-        record "$server" "$case" '"error":"loadgen failed (see stderr)"'
-        log "$server $case: FAILED"
-    fi
-    stop_server
+    serve "$server" "$resumption"
+    loadgen_measure "$server" "$case" "$@"
+    stop_server "$SERVER_PID"
 }
 
 log "results, certificates and server logs in $RESULTS_DIR"
@@ -215,11 +153,7 @@ done
 
 # --- the report
 report() {
-    python3 - "$RESULTS" <<'EOF'
-import json, os, platform, sys, datetime
-
-rows = [json.loads(l) for l in open(sys.argv[1]) if l.strip()]
-env = os.environ
+    report_python "$RESULTS" <<'EOF'
 c = env["HANDSHAKE_CONCURRENCY"]
 labels = {
     "pp50x64": "TLS pingpong 50 × 64 B",
@@ -228,37 +162,14 @@ labels = {
     "handshake-resume": f"handshakes, resumption on (×{c})",
 }
 order = [c for c in env["CASES"].split() if c in labels]
-servers = []
-for r in rows:
-    if r["server"] not in servers:
-        servers.append(r["server"])
 
-def get(server, case):
-    for r in rows:
-        if r["server"] == server and r["case"] == case:
-            return r
-    return None
-
-def fmt(x, digits=1):
-    if x is None:
-        return "–"
-    if abs(x) >= 1000:
-        return f"{x:,.0f}"
-    return f"{x:.{digits}f}"
-
-def ratio(a, b):
-    if a is None or b is None or b == 0:
-        return "–"
-    return f"{a / b:.2f}"
-
-print(f"TLS benchmarks, {datetime.date.today().isoformat()}, "
-      f"{platform.node()} ({os.cpu_count()} CPUs, Linux {platform.release()}); "
+print(f"TLS benchmarks, {machine()}; "
       f"{env['DURATION']} s per case after {env['WARMUP']} s warm-up; "
       f"server on CPU {env['SERVER_CPUS']}, loadgen on CPU {env['LOADGEN_CPUS']}; "
       f"rustls 0.23 (ring), client verification: {env['TLS_VERIFY']}.")
 print()
-print("| case | server | rate /s | MB/s | resumed | p50 µs | p99 µs | server CPU µs/op | rate ÷ tokio | CPU/op ÷ tokio | server CPU | loadgen CPU µs/op | loadgen CPU |")
-print("|---|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|")
+table(["case", "server", "rate /s", "MB/s", "resumed", "p50 µs", "p99 µs", "server CPU µs/op",
+       "rate ÷ tokio", "CPU/op ÷ tokio", "server CPU", "loadgen CPU µs/op", "loadgen CPU"])
 for case in order:
     base = get("tokio", case)
     base = base.get("result") if base else None
@@ -273,7 +184,6 @@ for case in order:
         mb = x.get("mb_per_s")
         n = x.get("handshakes")
         resumed = f"{x['resumed'] / n * 100:.0f}%" if n and "resumed" in x else ""
-        pct = lambda u: "–" if u is None else f"{u * 100:.0f}%"
         print(f"| {labels[case]} | {server} | {fmt(x['rate_per_s'])} | {fmt(mb) if mb is not None else ''} "
               f"| {resumed} | {fmt(x['p50_us'])} | {fmt(x['p99_us'])} | {fmt(x['server_cpu_us_per_op'], 2)} "
               f"| {ratio(x['rate_per_s'], base and base['rate_per_s'])} "
@@ -290,9 +200,5 @@ print("rate: messages (round trips) or handshakes per second; MB/s: payload byte
 EOF
 }
 export DURATION WARMUP SERVER_CPUS LOADGEN_CPUS CASES HANDSHAKE_CONCURRENCY TLS_VERIFY
-if [[ -n "$OUT" ]]; then
-    report | tee "$OUT"
-else
-    report
-fi
+write_report report
 log "raw results: $RESULTS"

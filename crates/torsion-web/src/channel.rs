@@ -14,8 +14,9 @@
 //! more than [`BODY_BACKLOG`] of it waits for the resource.
 //!
 //! Invariant: no resource, Deferred or request method is called while a `RefCell` of the
-//! channel is borrowed; a request's output reaches the transport only through
-//! [`Channel::pump`], in queue order.
+//! channel is borrowed; a request's output reaches the transport only through the channel,
+//! in queue order: [`Channel::pump`], or `write_through` for body bytes of the request in
+//! front once everything it wrote before is out.
 
 use std::cell::{Cell, RefCell};
 use std::collections::VecDeque;
@@ -204,6 +205,19 @@ impl request::Channel for Channel {
             self.sync_pause();
             self.process_soon();
         }
+    }
+
+    fn write_through(&self, request: &Request, data: &[u8]) -> bool {
+        let in_front = self
+            .queue
+            .borrow()
+            .front()
+            .is_some_and(|front| std::ptr::eq(Rc::as_ptr(front), request));
+        let Some(transport) = self.transport().filter(|_| in_front) else {
+            return false;
+        };
+        transport.write(data);
+        true
     }
 }
 

@@ -4,6 +4,9 @@
 //! The request formats its own response (status line, headers, framing: a
 //! `Content-Length`, or chunks, or a close for HTTP/1.0) into a buffer; the connection's
 //! channel takes that buffer and writes it when every earlier pipelined response is out.
+//! Body bytes of a length-framed response skip the buffer once the head is out and the
+//! request is first in line: they go to the transport as written (one copy less for each
+//! chunk of a streamed file).
 //!
 //! Invariant: once finished, or once the client is gone, a request accepts no more output:
 //! `write` and `finish` return [`RequestDone`] (which a resource may ignore) and never
@@ -50,6 +53,11 @@ pub(crate) trait Channel {
     fn output_ready(&self);
     /// The request's streamed body was given a receiver or resumed: reading may go on.
     fn body_wanted(&self);
+
+    /// Sends body bytes of `request` straight to the transport, if it is the one in
+    /// front (so nothing of an earlier response is still to go) and has no output
+    /// waiting; says whether it did. Nothing else is called.
+    fn write_through(&self, request: &Request, data: &[u8]) -> bool;
 }
 
 /// An HTTP request (Twisted's `Request`): read it, then answer with
@@ -344,10 +352,24 @@ impl Request {
     ///
     /// [`RequestDone`] once finished or after the client went away; nothing is written.
     pub fn write(&self, data: &[u8]) -> Result<(), RequestDone> {
-        {
+        let direct = {
             let mut response = self.response.borrow_mut();
             response.check()?;
             self.write_head(&mut response, None);
+            !data.is_empty()
+                && self.has_body(&response)
+                && !response.chunked
+                && response.out.is_empty()
+        };
+        // Once the head is out, a length-framed body need not be copied into `out` and
+        // again into the transport: it goes straight there when nothing is ahead of it (a
+        // file's chunks, each time the connection asks for more).
+        if direct && self.write_direct(data) {
+            self.response.borrow_mut().sent += data.len() as u64;
+            return Ok(());
+        }
+        {
+            let mut response = self.response.borrow_mut();
             if !data.is_empty() && self.has_body(&response) {
                 response.sent += data.len() as u64;
                 if response.chunked {
@@ -359,6 +381,12 @@ impl Request {
         }
         self.wake();
         Ok(())
+    }
+
+    fn write_direct(&self, data: &[u8]) -> bool {
+        self.channel
+            .upgrade()
+            .is_some_and(|channel| channel.write_through(self, data))
     }
 
     /// Ends the response (Twisted's `finish`).

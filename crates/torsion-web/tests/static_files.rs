@@ -1,6 +1,6 @@
 //! Files served from disk (Twisted's `twisted.web.test.test_static`): types, listings with
 //! escaped names, index files, ranges, conditional requests, HEAD, paths that try to leave
-//! the root, and a large file streamed in bounded memory.
+//! the root, and large files streamed in bounded memory, to a slow reader too.
 
 use std::io::{Read, Write};
 use std::path::{Path, PathBuf};
@@ -231,6 +231,100 @@ fn a_large_file_is_streamed_in_bounded_memory() {
     assert!(
         grown_mib < 64,
         "serving 256 MiB grew the peak RSS by {grown_mib} MiB"
+    );
+}
+
+#[test]
+fn a_large_file_reaches_a_slow_reader_intact_in_bounded_memory() {
+    // 64 MiB of 1 MiB blocks: a pseudo-random block, each copy stamped with its number,
+    // so a lost, repeated or reordered chunk shows.
+    const BLOCK: usize = 1 << 20;
+    const BLOCKS: usize = 64;
+    fn block(pattern: &[u8], n: usize) -> Vec<u8> {
+        let mut block = pattern.to_vec();
+        block[..8].copy_from_slice(&(n as u64).to_le_bytes());
+        block
+    }
+    let mut state = 0x9e37_79b9_7f4a_7c15u64;
+    let pattern: Vec<u8> = (0..BLOCK / 8)
+        .flat_map(|_| {
+            state = state
+                .wrapping_mul(6_364_136_223_846_793_005)
+                .wrapping_add(1_442_695_040_888_963_407);
+            state.to_le_bytes()
+        })
+        .collect();
+    let tree = Tree::new();
+    {
+        let mut file = std::fs::File::create(tree.www().join("slow.bin")).unwrap();
+        for n in 0..BLOCKS {
+            file.write_all(&block(&pattern, n)).unwrap();
+        }
+    }
+    let before = peak_rss_kib();
+    let expected = pattern.clone();
+    let (head, blocks) = serve(site(&tree.www()), SiteConfig::default(), move |port| {
+        let (mut stream, mut reader) = connect(port);
+        stream
+            .write_all(b"GET /slow.bin HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n")
+            .unwrap();
+        let mut head = String::new();
+        loop {
+            let mut line = String::new();
+            std::io::BufRead::read_line(&mut reader, &mut line).unwrap();
+            if line == "\r\n" {
+                break;
+            }
+            head.push_str(&line);
+        }
+        // Slower than the server: stalls long enough for every buffer between the two
+        // to fill, then reads of 16 KiB with a pause after each 256 KiB.
+        let mut current = Vec::with_capacity(BLOCK);
+        let mut buf = vec![0u8; 16 << 10];
+        let mut blocks = 0;
+        let mut since_pause = 0;
+        loop {
+            if blocks % 16 == 0 && current.is_empty() {
+                std::thread::sleep(std::time::Duration::from_millis(150));
+            }
+            let n = reader.read(&mut buf).unwrap();
+            if n == 0 {
+                break;
+            }
+            let mut rest = &buf[..n];
+            while !rest.is_empty() {
+                let take = rest.len().min(BLOCK - current.len());
+                current.extend_from_slice(&rest[..take]);
+                rest = &rest[take..];
+                if current.len() == BLOCK {
+                    assert!(
+                        current == block(&expected, blocks),
+                        "block {blocks} differs"
+                    );
+                    blocks += 1;
+                    current.clear();
+                }
+            }
+            since_pause += n;
+            if since_pause >= 256 << 10 {
+                since_pause = 0;
+                std::thread::sleep(std::time::Duration::from_millis(1));
+            }
+        }
+        assert!(
+            current.is_empty(),
+            "{} bytes after the last block",
+            current.len()
+        );
+        (head, blocks)
+    });
+    let grown_mib = (peak_rss_kib() - before) / 1024;
+    assert!(head.contains("content-length: 67108864"), "{head}");
+    assert_eq!(blocks, BLOCKS);
+    // Buffering the file for the slow reader would grow the peak by up to 64 MiB.
+    assert!(
+        grown_mib < 16,
+        "serving 64 MiB to a slow reader grew the peak RSS by {grown_mib} MiB"
     );
 }
 
