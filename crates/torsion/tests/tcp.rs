@@ -809,6 +809,77 @@ reactor_test! {
         assert!(second.borrow().as_ref().unwrap().check::<ProducerAlreadyRegistered>());
     }
 
+    fn a_pull_producer_feeding_a_fast_reader_does_not_hold_up_the_loop(reactor: Reactor) {
+        // A pull producer is asked for its next chunk each time its transport's buffer
+        // empties. While the socket takes every chunk (small ones here, so it never
+        // fills), the flush after each would ask for the next at once: a timer due
+        // meanwhile must still fire while the stream goes on, not once it is over.
+        const CHUNK: usize = 16;
+        const TOTAL: usize = CHUNK * 100_000;
+        struct Stream {
+            transport: Transport,
+            sent: Rc<Cell<usize>>,
+            chunk: Vec<u8>,
+        }
+        impl Producer for Stream {
+            fn resume_producing(&self) {
+                if self.sent.get() >= TOTAL {
+                    self.transport.unregister_producer();
+                    self.transport.lose_connection();
+                    return;
+                }
+                self.sent.set(self.sent.get() + self.chunk.len());
+                self.transport.write(&self.chunk);
+            }
+            fn stop_producing(&self) {}
+        }
+        struct Streams(Rc<Cell<usize>>);
+        impl Protocol for Streams {
+            fn connection_made(&mut self, t: Transport) {
+                let stream = Stream { transport: t.clone(), sent: self.0.clone(), chunk: vec![7; CHUNK] };
+                t.register_producer(Rc::new(stream), false).unwrap();
+            }
+        }
+        let sent = Rc::new(Cell::new(0));
+        let s = sent.clone();
+        let (_port, n) = listen_local(&reactor, Rc::new(move || Streams(s.clone())));
+        let reader = std::thread::spawn(move || {
+            use std::io::Read;
+            let mut stream = std::net::TcpStream::connect(("127.0.0.1", n)).unwrap();
+            let mut buf = vec![0u8; 1 << 20];
+            let mut total = 0usize;
+            while let Ok(k) = stream.read(&mut buf) {
+                if k == 0 {
+                    break;
+                }
+                total += k;
+            }
+            total
+        });
+        let at_timer = Rc::new(Cell::new(None));
+        let (a, s, r) = (at_timer.clone(), sent.clone(), reactor.clone());
+        // Once the stream is under way.
+        fn when_started(reactor: Reactor, sent: Rc<Cell<usize>>, at: Rc<Cell<Option<usize>>>) {
+            if sent.get() == 0 {
+                let r = reactor.clone();
+                reactor.call_later(0.001, move || when_started(r, sent, at));
+                return;
+            }
+            let r = reactor.clone();
+            reactor.call_later(0.05, move || {
+                at.set(Some(sent.get()));
+                let _ = r.stop();
+            });
+        }
+        reactor.call_soon(move || when_started(r, s, a));
+        common::safety_stop(&reactor, 60.0);
+        reactor.run().unwrap();
+        let at = at_timer.get().expect("the timer fired");
+        assert!(at < TOTAL, "the timer fired only after the whole stream ({at} bytes)");
+        drop(reactor);
+        let _ = reader.join();
+    }
+
     fn a_pull_producer_registered_again_in_one_callback_is_resumed_once(reactor: Reactor) {
         struct Registers(Rc<Cell<u32>>);
         impl Protocol for Registers {

@@ -61,6 +61,11 @@ thread_local! {
 
 /// At most this many passes of queued work and output after the loop ends.
 const FINAL_PASSES: usize = 1_000;
+
+/// How many times one loop iteration flushes the transports that asked for it (a flush
+/// can ask for another: a pull producer's next chunk).
+const FLUSH_PASSES: usize = 8;
+
 /// How many queued tasks one iteration polls before it looks at I/O again.
 const TASK_BUDGET: usize = 128;
 /// Twisted's default for how long shutdown waits for `before` triggers' Deferreds.
@@ -536,9 +541,13 @@ impl Reactor {
         self.poll_once(timeout);
     }
 
-    /// Sends what transports buffered during this iteration, and runs what that queues.
+    /// Sends what transports buffered during this iteration, and runs what that queues:
+    /// at most [`FLUSH_PASSES`] passes, since a pull producer asked for more by a flush
+    /// writes again at once, and against a fast reader would keep this loop (and every
+    /// other connection, timer and accept) waiting until its whole stream is sent. What
+    /// is left is flushed after the next wait, which then does not block.
     fn flush_pending(&self) {
-        loop {
+        for _ in 0..FLUSH_PASSES {
             let batch = std::mem::take(&mut *self.inner.flushes.borrow_mut());
             if batch.is_empty() {
                 break;
@@ -571,6 +580,7 @@ impl Reactor {
     fn timeout(&self) -> Option<Duration> {
         if self.inner.just_stopped.get()
             || !self.inner.soon.borrow().is_empty()
+            || !self.inner.flushes.borrow().is_empty()
             || self.inner.shared.notified.load(Ordering::Acquire)
             || crate::defer::executor::has_ready()
         {
