@@ -722,6 +722,23 @@ fn a_kept_connection_reads_on_after_a_whole_body_left_waiting_past_the_backlog()
     }
 }
 
+/// Sends `raw`, reads one answer, then everything until the server closes (3 s at most):
+/// the answer, and what followed it (`Ok(0)` and nothing: a clean close right after).
+fn answer_then_close(
+    port: u16,
+    raw: &[u8],
+) -> (common::Response, Result<usize, std::io::ErrorKind>, String) {
+    let (mut stream, mut reader) = connect(port);
+    stream.write_all(raw).unwrap();
+    let answer = read_response(&mut reader, false);
+    stream
+        .set_read_timeout(Some(Duration::from_secs(3)))
+        .unwrap();
+    let mut rest = Vec::new();
+    let closed = reader.read_to_end(&mut rest).map_err(|e| e.kind());
+    (answer, closed, String::from_utf8_lossy(&rest).into_owned())
+}
+
 #[test]
 fn a_resource_answering_its_timed_out_body_itself_closes_the_connection_after() {
     // The resource answers from body_finished(Err(TimedOut)): that answer is the last on
@@ -730,84 +747,43 @@ fn a_resource_answering_its_timed_out_body_itself_closes_the_connection_after() 
         body_timeout: Some(Duration::from_millis(200)),
         ..config()
     };
-    let (answer, _) = with_site(0.0, config, |port| {
-        let (mut stream, mut reader) = connect(port);
-        stream
-            .write_all(b"POST /on-failure HTTP/1.1\r\nHost: x\r\nContent-Length: 10\r\n\r\nabc")
-            .unwrap();
-        let answer = read_response(&mut reader, false);
-        stream
-            .set_read_timeout(Some(Duration::from_secs(3)))
-            .unwrap();
-        let mut rest = Vec::new();
-        let closed = reader.read_to_end(&mut rest).map_err(|e| e.kind());
-        (
-            answer.status,
-            answer.header("connection").map(str::to_string),
-            String::from_utf8_lossy(&answer.body).into_owned(),
-            closed,
-            String::from_utf8_lossy(&rest).into_owned(),
+    let ((answer, closed, rest), _) = with_site(0.0, config, |port| {
+        answer_then_close(
+            port,
+            b"POST /on-failure HTTP/1.1\r\nHost: x\r\nContent-Length: 10\r\n\r\nabc",
         )
     });
-    assert_eq!(answer.0, 503);
-    assert_eq!(answer.1.as_deref(), Some("close"));
-    assert_eq!(answer.2, "Err(TimedOut)");
-    assert_eq!((answer.3, answer.4.as_str()), (Ok(0), ""));
+    assert_eq!(answer.status, 503);
+    assert_eq!(answer.header("connection"), Some("close"));
+    assert_eq!(answer.body, b"Err(TimedOut)");
+    assert_eq!((closed, rest.as_str()), (Ok(0), ""));
 }
 
 #[test]
 fn a_resource_answering_its_malformed_body_itself_closes_the_connection_after() {
-    let (answer, _) = with_site(0.0, config(), |port| {
-        let (mut stream, mut reader) = connect(port);
-        stream
-            .write_all(
-                b"POST /on-failure HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: chunked\r\n\r\n3\r\nabc\r\nzz\r\n",
-            )
-            .unwrap();
-        let answer = read_response(&mut reader, false);
-        stream
-            .set_read_timeout(Some(Duration::from_secs(3)))
-            .unwrap();
-        let mut rest = Vec::new();
-        let closed = reader.read_to_end(&mut rest).map_err(|e| e.kind());
-        (
-            answer.status,
-            answer.header("connection").map(str::to_string),
-            closed,
-            String::from_utf8_lossy(&rest).into_owned(),
+    let ((answer, closed, rest), _) = with_site(0.0, config(), |port| {
+        answer_then_close(
+            port,
+            b"POST /on-failure HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: chunked\r\n\r\n3\r\nabc\r\nzz\r\n",
         )
     });
-    assert_eq!(answer.0, 503);
-    assert_eq!(answer.1.as_deref(), Some("close"));
-    assert_eq!((answer.2, answer.3.as_str()), (Ok(0), ""));
+    assert_eq!(answer.status, 503);
+    assert_eq!(answer.header("connection"), Some("close"));
+    assert_eq!((closed, rest.as_str()), (Ok(0), ""));
 }
 
 #[test]
 fn nothing_is_sent_after_a_response_that_closes_though_a_streamed_request_behind_it_answers() {
     // The first response closes the connection; the streamed request behind it, its body
     // cut, answers from body_finished: that answer must not follow the closing one.
-    let (answer, seen) = with_site(0.0, config(), |port| {
-        let (mut stream, mut reader) = connect(port);
-        stream
-            .write_all(
-                b"GET /closes-later HTTP/1.1\r\nHost: x\r\n\r\nPOST /on-failure HTTP/1.1\r\nHost: x\r\nContent-Length: 10\r\n\r\nabc",
-            )
-            .unwrap();
-        let answer = read_response(&mut reader, false);
-        stream
-            .set_read_timeout(Some(Duration::from_secs(3)))
-            .unwrap();
-        let mut rest = Vec::new();
-        let closed = reader.read_to_end(&mut rest).map_err(|e| e.kind());
-        (
-            answer.status,
-            answer.body,
-            closed,
-            String::from_utf8_lossy(&rest).into_owned(),
+    let ((answer, closed, rest), seen) = with_site(0.0, config(), |port| {
+        answer_then_close(
+            port,
+            b"GET /closes-later HTTP/1.1\r\nHost: x\r\n\r\nPOST /on-failure HTTP/1.1\r\nHost: x\r\nContent-Length: 10\r\n\r\nabc",
         )
     });
-    assert_eq!((answer.0, &answer.1[..]), (200, &b"last"[..]));
-    assert_eq!((answer.2, answer.3.as_str()), (Ok(0), ""));
+    assert_eq!((answer.status, &answer.body[..]), (200, &b"last"[..]));
+    assert_eq!((closed, rest.as_str()), (Ok(0), ""));
     assert!(seen.is_empty(), "AnswersFailure records nothing");
 }
 

@@ -15,7 +15,7 @@ use std::process::Command;
 use std::rc::Rc;
 use std::sync::atomic::Ordering;
 
-use common::interop::{Peer, peer_script, run_until, twisted_python};
+use common::interop::{Finished, Peer, peer_script, run_until, twisted_python};
 use torsion::Reactor;
 use torsion::net::Transport;
 use torsion::net::tcp::ListenOptions;
@@ -128,23 +128,33 @@ impl DatagramProtocol for UdpEcho {
     }
 }
 
+/// A torsion [`Echo`] line server on 127.0.0.1; its port.
+fn listen_line_echo(reactor: &Reactor) -> u16 {
+    reactor
+        .listen_tcp_with(0, Rc::new(|| LineReceiver::new(Echo)), local())
+        .unwrap()
+        .host()
+        .port()
+        .unwrap()
+}
+
+/// Runs the reactor until `peer` exits; what it printed.
+fn run_until_it_exits(reactor: &Reactor, peer: Peer) -> Finished {
+    let exited = peer.exited();
+    run_until(reactor, move || exited.load(Ordering::SeqCst));
+    peer.finish()
+}
+
 reactor_test! {
     fn a_twisted_line_receiver_sends_ten_thousand_lines_split_at_random(reactor: Reactor) {
-        let port = reactor
-            .listen_tcp_with(0, Rc::new(|| LineReceiver::new(Echo)), local())
-            .unwrap()
-            .host()
-            .port()
-            .unwrap();
+        let port = listen_line_echo(&reactor);
         let Some(peer) = python(
             "line_peers.py",
             &["send", &port.to_string(), &LINES.to_string(), "17"],
         ) else {
             return;
         };
-        let exited = peer.exited();
-        run_until(&reactor, move || exited.load(Ordering::SeqCst));
-        let out = peer.finish();
+        let out = run_until_it_exits(&reactor, peer);
         assert!(out.status.success(), "{out:?}");
         assert_eq!(out.stdout, format!("OK {LINES}\n"), "{out:?}");
     }
@@ -172,18 +182,11 @@ reactor_test! {
     }
 
     fn an_over_long_line_from_twisted_drops_only_its_connection(reactor: Reactor) {
-        let port = reactor
-            .listen_tcp_with(0, Rc::new(|| LineReceiver::new(Echo)), local())
-            .unwrap()
-            .host()
-            .port()
-            .unwrap();
+        let port = listen_line_echo(&reactor);
         let Some(peer) = python("line_peers.py", &["long", &port.to_string()]) else {
             return;
         };
-        let exited = peer.exited();
-        run_until(&reactor, move || exited.load(Ordering::SeqCst));
-        let out = peer.finish();
+        let out = run_until_it_exits(&reactor, peer);
         assert!(out.status.success(), "{out:?}");
         assert_eq!(out.stdout, "CLOSED-LONG\nECHO still here\n", "{out:?}");
     }
@@ -202,9 +205,7 @@ reactor_test! {
         let Some(peer) = python("udp_peer.py", &["send", &port.to_string(), "500"]) else {
             return;
         };
-        let exited = peer.exited();
-        run_until(&reactor, move || exited.load(Ordering::SeqCst));
-        let out = peer.finish();
+        let out = run_until_it_exits(&reactor, peer);
         assert!(out.status.success(), "{out:?}");
         assert_eq!(out.stdout, "OK 500\n", "{out:?}");
     }
