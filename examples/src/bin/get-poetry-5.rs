@@ -1,8 +1,8 @@
 //! Poetry client 5.0 (`twisted-client-5/get-poetry.py` of Dave Peticolas' series, Part
-//! 9): a `cummingsify` step in the chain, which fails at random in one of two ways. A
-//! `GibberishError` goes on down the errback chain (`The poem download failed.`); any other
-//! error is a bug in `cummingsify`, so `try_to_cummingsify` keeps the original poem
-//! (`Cummingsify failed!`). Each poem is printed as it arrives.
+//! 10, "Poetry Transformed"): a `cummingsify` step in the chain, which fails at random in
+//! one of two ways. A `GibberishError` goes on down the errback chain (`The poem download
+//! failed.`); any other error is a bug in `cummingsify`, so `try_to_cummingsify` keeps
+//! the original poem (`Cummingsify failed!`). Each poem is printed as it arrives.
 //!
 //! ```text
 //! cargo run -p torsion-cli -- poetry --listen tcp:10001 poems/science.txt
