@@ -4,10 +4,9 @@
 //! Python program would have printed a traceback.
 //!
 //! Invariant: no program panics on a user's input or on I/O; every failure reaches
-//! [`exit`] (or [`react`]) and becomes one `error:` line on stderr and exit code 1.
+//! [`exit`] and becomes one `error:` line on stderr and exit code 1.
 
 use std::fmt;
-use std::future::Future;
 use std::process::ExitCode;
 
 use torsion::{Failure, Reactor};
@@ -32,17 +31,6 @@ pub fn exit(outcome: Result<(), Failure>) -> ExitCode {
             ExitCode::FAILURE
         }
     }
-}
-
-/// Runs `main` on a new [`reactor`] until it finishes (Twisted's `task.react`), then
-/// [`exit`]s with its outcome. A signal that stops the reactor first ends the program
-/// with 0, as `react` does.
-pub fn react<F, Fut>(main: F) -> ExitCode
-where
-    F: FnOnce(Reactor) -> Fut + 'static,
-    Fut: Future<Output = Result<(), Failure>> + 'static,
-{
-    exit(reactor().and_then(|reactor| torsion::task::react_result(reactor, main)))
 }
 
 /// No poem could be had from any server: the clients' reason to exit non-zero.
