@@ -1,86 +1,33 @@
-//! The transform service (`twisted-server-1/transformedpoetry.py`) and its client
-//! (`TransformProxy` in `twisted-client-6` and `-7`): an RPC over netstrings. The request is
-//! `xform_name.poem`, the reply the transformed poem; an unknown transform closes the
-//! connection without a reply. Requests, poems and replies are bytes, as in Twisted: a
-//! transform changes ASCII letters only and leaves every other byte alone, whatever the
-//! poem's encoding.
+//! The transform service's client (`TransformProxy` in `twisted-client-6` to `-8`): a
+//! remote procedure call over netstrings to the server `torsion transform` runs (the
+//! tutorial's `transformedpoetry.py`). The request is `NAME.POEM`, the reply the
+//! transformed poem; a server that closes without a reply has refused the transform.
+//!
+//! Also [`get_transformed_poem`], clients 7 and 8's `@inlineCallbacks` generator, as an
+//! `async fn`. Requests, poems and replies are bytes.
+//!
+//! Invariant: each request's Deferred fires once: with the reply, or with the reason no
+//! reply came (connection refused, or closed first).
 
 use std::cell::Cell;
 use std::rc::Rc;
 
-use torsion::net::Address;
-use torsion::net::Connector;
+use torsion::error::ConnectionDone;
+use torsion::net::{Address, Connector};
 use torsion::protocol::{ClientFactory, Factory, Protocol};
 use torsion::protocols::basic::{NetstringReceiver, StringContext, StringHandler};
 use torsion::{Deferred, Failure, Reactor, Resolver};
 
-use super::client::get_poetry;
+use crate::client::get_poetry;
 
-// ===== the server =====
+torsion::error_type!(
+    /// The transform server closed the connection without a reply: it does not know the
+    /// transform asked for, or could not read the request.
+    pub NoReply,
+    "the transform server closed the connection without a reply"
+);
 
-/// What the transforms do, apart from any protocol (the tutorial's `TransformService`).
-pub struct TransformService;
-
-impl TransformService {
-    /// Lower-cases the ASCII letters, leaving every other byte as it is (Python's
-    /// `bytes.lower()`).
-    pub fn cummingsify(&self, poem: &[u8]) -> Vec<u8> {
-        poem.to_ascii_lowercase()
-    }
-}
-
-/// Answers transform requests, then closes (Twisted's
-/// `TransformProtocol(NetstringReceiver)`). As in Twisted, closing does not stop the
-/// requests already received: two requests arriving together get two replies.
-pub struct TransformProtocol {
-    factory: Rc<TransformFactory>,
-}
-
-impl StringHandler for TransformProtocol {
-    fn string_received(&mut self, ctx: &mut StringContext<'_>, request: Vec<u8>) {
-        let Some(dot) = request.iter().position(|&byte| byte == b'.') else {
-            ctx.lose_connection(); // a bad request
-            return;
-        };
-        let (xform_name, poem) = (&request[..dot], &request[dot + 1..]);
-        if let Some(new_poem) = self.factory.transform(xform_name, poem) {
-            ctx.send_string(&new_poem);
-        }
-        ctx.lose_connection();
-    }
-}
-
-/// Maps transform names to the service's methods: only the names listed here can be
-/// called (the tutorial's `TransformFactory` with its `xform_` methods).
-pub struct TransformFactory {
-    pub service: TransformService,
-}
-
-impl TransformFactory {
-    pub fn new(service: TransformService) -> Rc<TransformFactory> {
-        Rc::new(TransformFactory { service })
-    }
-
-    /// The transformed poem, or `None` for an unknown transform.
-    pub fn transform(&self, xform_name: &[u8], poem: &[u8]) -> Option<Vec<u8>> {
-        match xform_name {
-            b"cummingsify" => Some(self.service.cummingsify(poem)),
-            _ => None,
-        }
-    }
-}
-
-impl Factory for TransformFactory {
-    fn build_protocol(self: Rc<Self>, _addr: &Address) -> Option<Box<dyn Protocol>> {
-        Some(Box::new(NetstringReceiver::new(TransformProtocol {
-            factory: self,
-        })))
-    }
-}
-
-// ===== the client =====
-
-/// Sends the request once connected and hands the reply to its factory (Twisted's
+/// Sends the request once connected and hands the reply to its factory (the tutorial's
 /// `TransformClientProtocol(NetstringReceiver)`).
 pub struct TransformClientProtocol {
     factory: Rc<TransformClientFactory>,
@@ -104,7 +51,7 @@ impl StringHandler for TransformClientProtocol {
 }
 
 /// One transform request: fires its Deferred with the reply, or fails if the connection
-/// fails or closes before a reply came (Twisted's `TransformClientFactory`).
+/// fails or closes before a reply came (the tutorial's `TransformClientFactory`).
 pub struct TransformClientFactory {
     xform_name: String,
     poem: Vec<u8>,
@@ -120,7 +67,11 @@ impl TransformClientFactory {
 
     fn fail(&self, reason: Failure) {
         if let Some(d) = self.deferred.take() {
-            d.errback(reason);
+            if reason.check::<ConnectionDone>() {
+                d.errback(NoReply);
+            } else {
+                d.errback(reason);
+            }
         }
     }
 }
@@ -152,6 +103,7 @@ pub struct TransformProxy {
 }
 
 impl TransformProxy {
+    /// A proxy for the service at `host:port`; nothing connects until [`xform`](Self::xform).
     pub fn new(reactor: &Reactor, host: &str, port: u16) -> TransformProxy {
         TransformProxy {
             reactor: reactor.clone(),
@@ -160,7 +112,8 @@ impl TransformProxy {
         }
     }
 
-    /// Asks the service to apply `xform_name` to `poem`.
+    /// Asks the service to apply the transform `xform_name` to `poem`, over a connection of
+    /// its own: the Deferred fires with the reply, or fails with the reason there was none.
     pub fn xform(&self, xform_name: &str, poem: &[u8]) -> Deferred<Vec<u8>> {
         let (resolver, d) = Deferred::new();
         let factory = Rc::new(TransformClientFactory {
@@ -173,11 +126,14 @@ impl TransformProxy {
     }
 }
 
-// ===== client 7.0 =====
-
 /// Downloads the poem at `host:port` and cummingsifies it through `proxy`, keeping the
-/// original poem if the transform fails (client 7.0's `get_transformed_poem`, an
-/// `@inlineCallbacks` generator: each `.await` is a `yield`, each `match` a `try`/`except`).
+/// original poem if the transform fails (clients 7 and 8's `get_transformed_poem`, an
+/// `@inlineCallbacks` generator: each `.await` is a `yield`, each `match` a `try`/`except`,
+/// `return` is `returnValue`). Both failures are reported on stderr, as in the tutorial.
+///
+/// # Errors
+///
+/// The download failed (the failure is passed on, as the tutorial's `raise`).
 pub async fn get_transformed_poem(
     reactor: Reactor,
     proxy: Rc<TransformProxy>,
@@ -187,7 +143,7 @@ pub async fn get_transformed_poem(
     let poem = match get_poetry(&reactor, &host, port).await {
         Ok(poem) => poem,
         Err(e) => {
-            eprintln!("The poem download failed: {}", e.as_error());
+            eprintln!("The poem download failed: {e}");
             return Err(e);
         }
     };
