@@ -147,6 +147,14 @@ reactor_test! {
         assert!(reactor.run().is_ok());
     }
 
+    fn stopper_on_a_chain_done_before_run_stops_once_running(reactor: Reactor) {
+        // A request that fails or succeeds at once, before `run`: run must still return.
+        drop(Deferred::succeed(1).add_both(reactor.stopper()));
+        common::safety_stop(&reactor, 10.0);
+        assert!(reactor.run().is_ok());
+        common::assert_not_timed_out();
+    }
+
     fn stopper_returns_the_chain_s_failure_from_run(reactor: Reactor) {
         let r = reactor.clone();
         reactor.call_when_running(move || {

@@ -382,9 +382,14 @@ impl Reactor {
             return;
         }
         self.inner.exit_failure.borrow_mut().get_or_insert(failure);
+        self.stop_when_running();
+    }
+
+    /// Stops now, or, before `run` or during startup, once the reactor runs; a reactor
+    /// already stopping is left to stop.
+    fn stop_when_running(&self) {
         let stopping = self.inner.just_stopped.get() || self.inner.shutting_down.get();
         if self.stop().is_err() && !stopping {
-            // Not running yet (before `run`, or during startup): stop once it is.
             let r = self.clone();
             self.add_system_event_trigger(Phase::After, SystemEvent::Startup, move || {
                 let _ = r.stop();
@@ -395,7 +400,8 @@ impl Reactor {
     /// A callback for the end of a chain that stops the reactor: with the chain's failure if
     /// it failed ([`stop_with_failure`](Reactor::stop_with_failure)), plainly otherwise.
     /// Twisted's `d.addBoth(lambda _: reactor.stop())` is `d.add_both(reactor.stopper())`.
-    /// A reactor that is already stopping is left to stop.
+    /// A reactor that is already stopping is left to stop; one not running yet stops once
+    /// it runs.
     ///
     /// # Examples
     ///
@@ -417,9 +423,8 @@ impl Reactor {
         let reactor = self.clone();
         move |result| {
             match result {
-                Ok(_) => {
-                    let _ = reactor.stop();
-                }
+                // A chain that ends before `run` (or during startup) stops it once it runs.
+                Ok(_) => reactor.stop_when_running(),
                 Err(failure) => reactor.stop_with_failure(failure),
             }
             Ok(())

@@ -55,8 +55,8 @@ where
 /// your choosing; Twisted's `react(main, argv, _reactor)`).
 ///
 /// Runs [`react_result`], then returns [`ExitCode::SUCCESS`] if it is `Ok`; otherwise prints
-/// the failure to stderr (`main function encountered error: ...`) and returns
-/// [`ExitCode::FAILURE`].
+/// the failure to stderr (`main function encountered error: ...`, with where it arose
+/// when `RUST_BACKTRACE` is set) and returns [`ExitCode::FAILURE`].
 pub fn react_with<F, Fut>(reactor: Reactor, main: F) -> ExitCode
 where
     F: FnOnce(Reactor) -> Fut + 'static,
@@ -65,7 +65,13 @@ where
     match react_result(reactor, main) {
         Ok(()) => ExitCode::SUCCESS,
         Err(failure) => {
-            eprintln!("main function encountered error: {failure:#}");
+            // Where it arose (source locations) only for whoever asked for backtraces: a
+            // user is told what went wrong.
+            if std::env::var_os("RUST_BACKTRACE").is_some_and(|v| v != "0") {
+                eprintln!("main function encountered error: {failure:#}");
+            } else {
+                eprintln!("main function encountered error: {failure}");
+            }
             ExitCode::FAILURE
         }
     }
