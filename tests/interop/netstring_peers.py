@@ -1,4 +1,5 @@
-"""Twisted netstring peers for torsion's interop tests (crates/torsion-cli/tests/twisted_interop.rs):
+"""Twisted netstring peers for torsion's interop tests (crates/torsion-cli/tests/twisted_interop.rs,
+examples/tests/twisted_servers.rs):
 the transform service's RPC, after Dave Peticolas' twisted-client-6 (TransformProxy) and
 twisted-server-1/transformedpoetry.py.
 

@@ -1,4 +1,5 @@
-"""Twisted poetry peers for torsion's interop tests (crates/torsion-cli/tests/twisted_interop.rs),
+"""Twisted poetry peers for torsion's interop tests (crates/torsion-cli/tests/twisted_interop.rs,
+examples/tests/twisted_servers.rs),
 after Dave Peticolas' tutorial programs (twisted-client-2/get-poetry.py and
 twisted-server-1/fastpoetry.py).
 
