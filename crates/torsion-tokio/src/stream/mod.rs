@@ -212,6 +212,10 @@ impl AsyncWrite for TokioStream {
     fn poll_shutdown(self: Pin<&mut Self>, _cx: &mut Context<'_>) -> Poll<io::Result<()>> {
         match self.shared.shut_write() {
             Ok(Some(transport)) => {
+                // No more writes: the gate goes first. A paused producer still registered
+                // would be resumed by the drain in place of the half-close (a transport
+                // resumes its paused producer before it acts on a pending shutdown).
+                transport.unregister_producer();
                 transport.lose_write_connection();
                 Poll::Ready(Ok(()))
             }
