@@ -79,7 +79,8 @@ where
     }
 }
 
-/// The future [`call_from_tokio`] returns: `Send`, resolved from the reactor's thread.
+/// The future [`call_from_tokio`] returns (the future of Twisted's `Deferred.asFuture`):
+/// `Send`, resolved from the reactor's thread.
 /// Dropping it before it resolves cancels the Deferred.
 #[must_use = "dropping it cancels the Deferred"]
 pub struct CallFromTokio<T> {

@@ -244,7 +244,10 @@ fn finished(handle: &ReactorHandle) -> bool {
     dropped.load(Ordering::Acquire)
 }
 
-/// How many bridged operations are in flight on this thread's reactor, both ways.
+/// How many bridged operations are in flight on this thread's reactor, both ways:
+/// [`defer_to_tokio`](crate::defer_to_tokio) Deferreds waiting for their task, and
+/// Deferreds [`call_from_tokio`](crate::call_from_tokio) callers wait on. Twisted has no
+/// counterpart; a test checks it is 0 when it is done, as it checks `Reactor::leftovers`.
 pub fn in_flight() -> usize {
     Registry::current().map_or(0, |r| r.in_flight())
 }

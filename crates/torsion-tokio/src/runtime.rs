@@ -75,12 +75,14 @@ pub fn set_runtime(handle: Handle) -> Option<Handle> {
 }
 
 /// Forgets the runtime given with [`set_runtime`]: the bridge goes back to a runtime of its
-/// own, started when next needed.
+/// own, started when next needed. Returns the runtime that was given. Twisted has no
+/// counterpart (its loop is chosen once).
 pub fn clear_runtime() -> Option<Handle> {
     state().given.take()
 }
 
-/// Sets how the bridge builds the runtime it starts on first use (the default is tokio's
+/// Sets how the bridge builds the runtime it starts on first use (Twisted builds its
+/// asyncio loop with `asyncio.new_event_loop`; the default here is tokio's
 /// multi-thread runtime with `enable_all`), for a program that wants, say, fewer worker
 /// threads. Takes effect the next time the bridge starts a runtime.
 ///
@@ -100,13 +102,15 @@ pub fn set_runtime_builder(build: impl Fn() -> std::io::Result<Runtime> + Send +
 }
 
 /// Sets how long shutting down a runtime the bridge started may block the last reactor's
-/// shutdown (1 s by default): tasks still running after it (blocking ones, say) are left
-/// to finish on their own threads, and that is logged.
+/// shutdown (1 s by default), as the reactor builder's `shutdown_timeout` bounds Twisted's
+/// `before` triggers: tasks still running after it (blocking ones, say) are left to finish
+/// on their own threads, and that is logged.
 pub fn set_shutdown_timeout(timeout: Duration) {
     state().shutdown_timeout = timeout;
 }
 
-/// The handle of the runtime the bridge runs tokio work on, starting one if needed.
+/// The handle of the runtime the bridge runs tokio work on, starting one if needed (the
+/// loop Twisted's `asyncioreactor` runs on; `asyncio.get_event_loop()`).
 ///
 /// # Errors
 ///

@@ -45,7 +45,8 @@ pub use protocol::StreamProtocol;
 pub use serve::{Serve, serve};
 use shared::{MAX_WRITE, Read, Shared, Write};
 
-/// A torsion connection as a tokio byte stream (`AsyncRead + AsyncWrite + Unpin`): see the
+/// A torsion connection as a tokio byte stream (`AsyncRead + AsyncWrite + Unpin`; in
+/// Twisted's world, an asyncio `StreamReader`/`StreamWriter` pair over a transport): see the
 /// [module doc](crate::stream) for its flow control and errors. Get one from [`serve`],
 /// [`connect_stream`] or [`stream_protocol`]; use it from tasks on the reactor's thread
 /// ([`torsion::spawn`]), not from tokio's runtime (it is `!Send`).
@@ -88,7 +89,8 @@ pub struct TokioStream {
     shared: Rc<Shared>,
 }
 
-/// A [`StreamProtocol`] and the [`TokioStream`] it feeds, to wire by hand: connect or
+/// A [`StreamProtocol`] and the [`TokioStream`] it feeds, to wire by hand (Twisted's
+/// `protocol.Protocol()` instance handed to `connectProtocol`): connect or
 /// listen with the protocol (`connect_protocol`, a one-connection factory, `start_tls`, …)
 /// and use the stream. Until the connection is made, reads and writes wait.
 ///

@@ -19,7 +19,9 @@ use super::shared::Shared;
 /// What runs once the connection is up: the handler of [`serve`](super::serve).
 pub(crate) type OnConnected = Box<dyn FnOnce(TokioStream)>;
 
-/// The torsion protocol of one [`TokioStream`] (see [`stream_protocol`](super::stream_protocol)).
+/// The torsion protocol of one [`TokioStream`] (see [`stream_protocol`](super::stream_protocol)):
+/// Twisted's `Protocol` whose `dataReceived` feeds a reader, and whose transport has it
+/// registered as a streaming producer (`IPushProducer`).
 /// Connect or listen with it as with any protocol; it supports half-close, so the stream's
 /// reader sees end of input while its writer can go on.
 pub struct StreamProtocol {

@@ -18,7 +18,8 @@ use super::TokioStream;
 use super::protocol::StreamProtocol;
 use super::shared::Shared;
 
-/// The factory [`serve`] returns: listen with it on any stream server endpoint.
+/// The factory [`serve`] returns (Twisted's `Factory.forProtocol`): listen with it on any
+/// stream server endpoint.
 pub struct Serve<F> {
     handler: F,
     log: Logger,

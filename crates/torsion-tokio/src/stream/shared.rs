@@ -315,13 +315,16 @@ impl Shared {
 
     /// The stream is dropped: the transport to close, if connected.
     pub(crate) fn detach(&self) -> Option<Transport> {
-        let mut st = self.0.borrow_mut();
-        st.detached = true;
-        st.read = Vec::new();
-        st.read_pos = 0;
-        st.reader = None;
-        st.writer = None;
-        st.transport.take()
+        let (transport, wakers) = {
+            let mut st = self.0.borrow_mut();
+            st.detached = true;
+            st.read = Vec::new();
+            st.read_pos = 0;
+            (st.transport.take(), (st.reader.take(), st.writer.take()))
+        };
+        // Dropped outside the borrow, as everything another executor hands us.
+        drop(wakers);
+        transport
     }
 
     pub(crate) fn transport(&self) -> Option<Transport> {
