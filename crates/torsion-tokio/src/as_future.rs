@@ -155,34 +155,31 @@ fn start<T, R>(
             return;
         }
     };
-    if deferred.is_fired() {
-        drop(deferred.add_both(move |result| {
-            let _ = tx.send(result);
-            Ok(())
-        }));
-        return;
-    }
-    let registry = Registry::for_reactor(reactor);
-    if registry.is_closed() {
-        let _ = tx.send(Err(registry::reactor_gone()));
-        deferred.cancel();
-        return;
-    }
     // Shared by the chain's answer and the shutdown's, so only one is given.
     let tx = Rc::new(Cell::new(Some(tx)));
-    let tx_shutdown = tx.clone();
-    let weak = Rc::downgrade(&registry);
+    let answer = tx.clone();
     let done = deferred.add_both(move |result| {
-        if let Some(tx) = tx.take() {
+        if let Some(tx) = answer.take() {
             let _ = tx.send(result);
         }
-        let entry = weak.upgrade().and_then(|r| r.take_from_tokio(id));
+        let entry = Registry::current().and_then(|r| r.take_from_tokio(id));
         drop(entry);
         Ok(())
     });
-    if done.is_fired() {
+    // Answered already only if the result was final: a Deferred that has fired may still
+    // wait on one its callback returned (`is_fired` is true then), and is held like any
+    // pending one, so a drop cancels it and the shutdown answers its caller.
+    let Some(waiting) = tx.take() else { return };
+    tx.set(Some(waiting));
+    let registry = Registry::for_reactor(reactor);
+    if registry.is_closed() {
+        if let Some(tx) = tx.take() {
+            let _ = tx.send(Err(registry::reactor_gone()));
+        }
+        done.cancel();
         return;
     }
+    let tx_shutdown = tx;
     registry.insert_from_tokio(
         id,
         FromTokio {

@@ -14,10 +14,10 @@
 
 use std::future::Future;
 
-use torsion::{Deferred, Failure, Reactor};
+use torsion::{Deferred, Failure, Reactor, ReactorHandle};
 
 use crate::catch_panic::CatchPanic;
-use crate::error::NoReactor;
+use crate::error::{NoReactor, TokioShutDown};
 use crate::registry::{self, Registry, ToTokio};
 
 /// Runs `future` on the tokio runtime and returns a Deferred of its output, fired on the
@@ -157,13 +157,41 @@ where
             abort: None,
         },
     );
-    let handle = registry.handle().clone();
+    let mut report = Abandoned {
+        handle: Some(registry.handle().clone()),
+        id,
+    };
     let task = runtime.spawn(async move {
         let result: Result<T, Failure> = CatchPanic::new(future).await;
-        handle.call_from_thread(move |_reactor| complete(id, result));
+        if let Some(handle) = report.handle.take() {
+            handle.call_from_thread(move |_reactor| complete(id, result));
+        }
     });
     registry.set_abort(id, task.abort_handle());
     deferred
+}
+
+/// Carried by the tokio task until it reports its result: a task the runtime drops
+/// unfinished (a runtime shut down under the bridge, or one that was shut down before the
+/// spawn) fails its Deferred with [`TokioShutDown`] instead of leaving it unfired. After an
+/// abort by a cancel or the reactor's shutdown the entry is gone, and this does nothing.
+struct Abandoned {
+    handle: Option<ReactorHandle>,
+    id: u64,
+}
+
+impl Drop for Abandoned {
+    fn drop(&mut self) {
+        if let Some(handle) = self.handle.take() {
+            let id = self.id;
+            handle.call_from_thread(move |_reactor| {
+                let entry = Registry::current().and_then(|r| r.take_to_tokio(id));
+                if let Some(entry) = entry {
+                    entry.resolver.fail(Failure::new(TokioShutDown));
+                }
+            });
+        }
+    }
 }
 
 /// On the reactor's thread: fires entry `id` with its task's result, if it is still there.

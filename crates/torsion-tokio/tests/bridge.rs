@@ -223,6 +223,49 @@ async fn dropping_the_tokio_future_cancels_the_deferred() {
     reactor.stop().await.unwrap();
 }
 
+/// A Deferred that has fired but waits on another (a callback returned a pending
+/// Deferred), as `f` gives it; the inner one's canceller sets `cancelled`.
+fn fired_but_waiting(cancelled: Arc<AtomicBool>) -> Deferred<u32> {
+    let (resolver, inner) = Deferred::<u32>::with_canceller(move |_| {
+        cancelled.store(true, Ordering::SeqCst);
+    });
+    // Nothing fires it: only a cancel or the reactor's shutdown can end the chain.
+    std::mem::forget(resolver);
+    let chained = Deferred::succeed(()).add_callback(move |()| inner);
+    assert!(chained.is_fired());
+    chained
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn dropping_the_future_cancels_a_fired_deferred_still_waiting() {
+    let reactor = ReactorThread::start().unwrap();
+    let cancelled = Arc::new(AtomicBool::new(false));
+    let c = cancelled.clone();
+    let call = call_from_tokio(reactor.handle(), move |_r: &Reactor| fired_but_waiting(c));
+    let timed_out = tokio::time::timeout(Duration::from_millis(50), call).await;
+    assert!(timed_out.is_err(), "the Deferred fired: {timed_out:?}");
+    assert!(
+        common::eventually(Duration::from_secs(5), || cancelled.load(Ordering::SeqCst)),
+        "the waiting chain was not cancelled"
+    );
+    reactor.stop().await.unwrap();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn shutdown_answers_a_caller_waiting_on_a_fired_deferred_still_waiting() {
+    let reactor = ReactorThread::start().unwrap();
+    let call = call_from_tokio(reactor.handle(), |_r: &Reactor| {
+        fired_but_waiting(Arc::new(AtomicBool::new(false)))
+    });
+    tokio::time::sleep(Duration::from_millis(50)).await;
+    let stopped = tokio::time::timeout(Duration::from_secs(5), reactor.stop()).await;
+    assert!(stopped.unwrap().is_ok());
+    let outcome = tokio::time::timeout(Duration::from_secs(5), call)
+        .await
+        .expect("the caller still waits after the reactor stopped");
+    assert!(outcome.unwrap_err().check::<ReactorShutDown>());
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_future_that_resolved_cancels_nothing_when_dropped() {
     let reactor = ReactorThread::start().unwrap();
