@@ -1,6 +1,8 @@
 //! Shared by the integration tests: a reactor run bounded in time, and test certificates.
 #![allow(dead_code)]
 
+/// The engine's test PKI (rcgen), shared rather than copied.
+#[path = "../../../torsion/tests/common/pki.rs"]
 pub mod pki;
 
 use std::future::Future;
