@@ -132,6 +132,24 @@ start_server() {
     wait_listening "$name" "$SERVER_PID" "$port"
 }
 
+# cmd_present: whether the program of CMD (set by a script's server_cmd) is there; if not,
+# WHY says so.
+cmd_present() {
+    [[ -x "${CMD[0]}" ]] && return 0
+    # shellcheck disable=SC2034  # read by the script that called server_cmd
+    WHY="${CMD[0]} is missing"
+    return 1
+}
+
+# serve NAME [ARGS...]: a fresh server running CMD with the port, then ARGS, appended, on a
+# free port; sets SERVER_PID and PORT.
+serve() {
+    local name="$1"
+    shift
+    PORT="$(free_port)"
+    start_server "$name" "$PORT" "${CMD[@]}" "$PORT" "$@"
+}
+
 cpu_ticks() {
     local stat fields
     stat="$(<"/proc/$1/stat")"

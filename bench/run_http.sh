@@ -98,17 +98,9 @@ server_cmd() {
         return 1
         ;;
     esac
-    if [[ ! -x "${CMD[0]}" ]]; then
-        WHY="${CMD[0]} is missing"
-        return 1
-    fi
+    cmd_present
 }
 
-# serve NAME: a fresh server (CMD, the port last) on a free port; sets SERVER_PID, PORT.
-serve() {
-    PORT="$(free_port)"
-    start_server "$1" "$PORT" "${CMD[@]}" "$PORT"
-}
 
 # wrk_run OUTFILE WRK-ARGS...: runs wrk pinned to WRK_CPUS with its output in
 # OUTFILE and prints its CPU seconds (user + system, from wait4).

@@ -107,18 +107,14 @@ server_cmd() {
         return 1
         ;;
     esac
-    if [[ ! -x "${CMD[0]}" ]]; then
-        WHY="${CMD[0]} is missing"
-        return 1
-    fi
+    cmd_present
 }
 
-# serve NAME RESUMPTION(on|off): a fresh server on a free port; sets SERVER_PID, PORT.
-serve() {
-    PORT="$(free_port)"
+# serve_tls NAME RESUMPTION (on|off): a fresh TLS server on a free port; sets SERVER_PID, PORT.
+serve_tls() {
     local extra=()
     [[ "$2" == off ]] && extra=(--no-resumption)
-    start_server "$1" "$PORT" "${CMD[@]}" "$PORT" "$CERTS/cert.pem" "$CERTS/key.pem" "${extra[@]}"
+    serve "$1" "$CERTS/cert.pem" "$CERTS/key.pem" "${extra[@]}"
 }
 
 # run_load SERVER CASE RESUMPTION LOADGEN-ARGS...: one generator run against a
@@ -126,7 +122,7 @@ serve() {
 run_load() {
     local server="$1" case="$2" resumption="$3"
     shift 3
-    serve "$server" "$resumption"
+    serve_tls "$server" "$resumption"
     loadgen_measure "$server" "$case" "$@"
     stop_server "$SERVER_PID"
 }
