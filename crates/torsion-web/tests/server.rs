@@ -7,13 +7,12 @@ use std::io::{Read, Write};
 use std::rc::Rc;
 use std::time::Duration;
 
-use http::Method;
 use torsion::time::ReactorTime;
 use torsion::{Deferred, Reactor};
 use torsion_web::{Node, Render, Request, Resource, SiteConfig};
 
 mod common;
-use common::{connect, exchange, read_response};
+use common::{Echo, Hello, connect, exchange, read_response};
 
 /// Serves the test tree.
 fn with_server<T: Send + 'static>(
@@ -21,33 +20,6 @@ fn with_server<T: Send + 'static>(
     client: impl FnOnce(u16) -> T + Send + 'static,
 ) -> T {
     common::serve(root(), config, client)
-}
-
-/// `hello world` for GET.
-struct Hello;
-
-impl Resource for Hello {
-    fn is_leaf(&self) -> bool {
-        true
-    }
-    fn render_get(&self, _request: &Rc<Request>) -> Render {
-        Render::text("hello world")
-    }
-}
-
-/// Echoes the body of a POST, and the query's `x` for GET.
-struct Echo;
-
-impl Resource for Echo {
-    fn allowed_methods(&self) -> Vec<Method> {
-        vec![Method::GET, Method::HEAD, Method::POST]
-    }
-    fn render_get(&self, request: &Rc<Request>) -> Render {
-        Render::text(request.arg("x").unwrap_or("none").to_string())
-    }
-    fn render_post(&self, request: &Rc<Request>) -> Render {
-        Render::Body(request.content().to_vec())
-    }
 }
 
 /// Answers after `delay`, through a Deferred.

@@ -13,13 +13,13 @@ use std::rc::Rc;
 use std::thread;
 use std::time::{Duration, Instant};
 
-use http::{Method, StatusCode};
+use http::StatusCode;
 use torsion::time::ReactorTime;
 use torsion::{Deferred, Failure, Reactor};
 use torsion_web::{Node, Render, Request, RequestDone, Resource, SiteConfig};
 
 mod common;
-use common::{Response, connect, read_response, try_read_response};
+use common::{Echo, Hello, Response, connect, read_response, try_read_response};
 
 thread_local! {
     /// What the resources saw, in the reactor's thread (checked after `with_server`).
@@ -33,29 +33,6 @@ fn event(e: impl Into<String>) {
 
 fn events() -> Vec<String> {
     EVENTS.with(|v| v.borrow().clone())
-}
-
-struct Hello;
-impl Resource for Hello {
-    fn is_leaf(&self) -> bool {
-        true
-    }
-    fn render_get(&self, _request: &Rc<Request>) -> Render {
-        Render::text("hello world")
-    }
-}
-
-struct Echo;
-impl Resource for Echo {
-    fn allowed_methods(&self) -> Vec<Method> {
-        vec![Method::GET, Method::HEAD, Method::POST]
-    }
-    fn render_get(&self, request: &Rc<Request>) -> Render {
-        Render::text(request.arg("x").unwrap_or("none").to_string())
-    }
-    fn render_post(&self, request: &Rc<Request>) -> Render {
-        Render::Body(request.content().to_vec())
-    }
 }
 
 /// Answers after `?t=` seconds (default 0.3) through a Deferred; records notify_finish.

@@ -209,3 +209,30 @@ pub fn twisted_python() -> String {
 }
 
 pub mod agent;
+
+/// `hello world` for GET, at any path below it.
+pub struct Hello;
+
+impl torsion_web::Resource for Hello {
+    fn is_leaf(&self) -> bool {
+        true
+    }
+    fn render_get(&self, _request: &Rc<torsion_web::Request>) -> torsion_web::Render {
+        torsion_web::Render::text("hello world")
+    }
+}
+
+/// Echoes the body of a POST, and the query's `x` for GET.
+pub struct Echo;
+
+impl torsion_web::Resource for Echo {
+    fn allowed_methods(&self) -> Vec<http::Method> {
+        vec![http::Method::GET, http::Method::HEAD, http::Method::POST]
+    }
+    fn render_get(&self, request: &Rc<torsion_web::Request>) -> torsion_web::Render {
+        torsion_web::Render::text(request.arg("x").unwrap_or("none").to_string())
+    }
+    fn render_post(&self, request: &Rc<torsion_web::Request>) -> torsion_web::Render {
+        torsion_web::Render::Body(request.content().to_vec())
+    }
+}
