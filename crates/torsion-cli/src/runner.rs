@@ -99,8 +99,11 @@ impl Runner {
                 Arg::new("reactor")
                     .long("reactor")
                     .value_name("NAME")
-                    .value_parser(["epoll", "poll"])
-                    .help("The reactor's backend [default: $TORSION_REACTOR, else epoll]"),
+                    .value_parser(["epoll", "poll", "io_uring", "auto"])
+                    .help(
+                        "The reactor's backend; auto is io_uring where the kernel allows it, \
+                         else epoll [default: $TORSION_REACTOR, else epoll]",
+                    ),
             )
             .arg(
                 Arg::new("log-level")
@@ -226,7 +229,8 @@ fn parse_seconds(value: &str) -> Result<Duration, String> {
 
 /// The runner's own options, checked and with paths made absolute (a daemon runs in `/`).
 struct Options {
-    backend: BackendKind,
+    /// `None` for `auto`, resolved once logging is set up so its one line is logged.
+    backend: Option<BackendKind>,
     log: LogConfig,
     pidfile: Option<PathBuf>,
     daemon: bool,
@@ -242,12 +246,15 @@ fn absolute(path: &str) -> Result<PathBuf, String> {
 
 impl Options {
     fn from_matches(matches: &ArgMatches) -> Result<Options, String> {
-        let backend = match matches.get_one::<String>("reactor").map(String::as_str) {
-            Some("poll") => BackendKind::Poll,
-            Some(_) => BackendKind::Epoll,
-            None => BackendKind::from_env()
-                .map_err(|err| err.to_string())?
-                .unwrap_or(BackendKind::Epoll),
+        let from_env = std::env::var("TORSION_REACTOR").ok();
+        let backend = match matches
+            .get_one::<String>("reactor")
+            .map(String::as_str)
+            .or_else(|| from_env.as_deref().map(str::trim).filter(|n| !n.is_empty()))
+        {
+            Some(name) if name.eq_ignore_ascii_case("auto") => None,
+            Some(name) => Some(name.parse::<BackendKind>().map_err(|err| err.to_string())?),
+            None => Some(BackendKind::Epoll),
         };
         let daemon = matches.get_flag("daemon");
         let level = matches
@@ -368,8 +375,9 @@ fn run(
     };
     let logger = Logger::new("torsion.runner");
     startup.logger = Some(logger.clone());
+    let backend = options.backend.unwrap_or_else(BackendKind::auto);
     let reactor = match Reactor::builder()
-        .backend(options.backend)
+        .backend(backend)
         .install_signal_handlers(true)
         .shutdown_timeout(options.shutdown_timeout)
         .build()
@@ -395,11 +403,10 @@ fn run(
         stopping.stop_service()
     });
     logger.info(format_args!(
-        "{} started: {} (pid {}, reactor {:?})",
+        "{} started: {} (pid {}, reactor {backend})",
         plugin.name(),
         plugin.description(),
         std::process::id(),
-        options.backend
     ));
     if let Some(child) = startup.daemon.take()
         && let Err(err) = child.started()

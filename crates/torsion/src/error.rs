@@ -288,7 +288,7 @@ impl fmt::Display for UnknownBackend {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         write!(
             f,
-            "unknown reactor backend `{}`: expected epoll or poll",
+            "unknown reactor backend `{}`: expected epoll, poll, io_uring or auto",
             self.0
         )
     }

@@ -1,5 +1,6 @@
 //! I/O readiness backends, chosen at run time (Twisted's choice of reactor:
-//! `epollreactor`, `pollreactor`, installed by `installReactor` or `twistd --reactor`).
+//! `epollreactor`, `pollreactor`, installed by `installReactor` or `twistd --reactor`), and
+//! an io_uring one Twisted does not have.
 //!
 //! The crate-internal `Poller` is an enum over the backends, so the loop dispatches
 //! statically and one build can run on any of them: [`BackendKind::from_env`] reads
@@ -16,10 +17,12 @@
 //!
 //! The invariant to keep: **deregister a descriptor before closing it.** epoll forgets a
 //! closed descriptor on its own, but poll(2) would keep reporting it as invalid
-//! ([`Event::error`]), and a new descriptor reusing its number could not be registered.
+//! ([`Event::error`]), a new descriptor reusing its number could not be registered, and
+//! io_uring's armed poll would keep the file open.
 
 mod epoll;
 mod poll;
+mod uring;
 
 use std::fmt;
 use std::io;
@@ -51,17 +54,47 @@ pub enum BackendKind {
     /// POSIX `poll(2)`: the portable fallback, O(n) in the registered descriptors per wait
     /// (Twisted's `pollreactor`).
     Poll,
+    /// Linux io_uring (5.11 or later): readiness polls armed in a ring, submitted with the
+    /// wait in one `io_uring_enter` per loop iteration. Probed when a reactor is built:
+    /// where the kernel or a seccomp profile refuses io_uring, building fails with a clear
+    /// error; [`BackendKind::auto`] falls back to epoll instead.
+    IoUring,
 }
 
 impl BackendKind {
     /// Every backend, default first: what the test suite iterates over.
-    pub const ALL: [BackendKind; 2] = [BackendKind::Epoll, BackendKind::Poll];
+    pub const ALL: [BackendKind; 3] = [BackendKind::Epoll, BackendKind::Poll, BackendKind::IoUring];
 
-    /// The backend's name, as `TORSION_REACTOR` and `--reactor` spell it: `"epoll"`, `"poll"`.
+    /// The backend's name, as `TORSION_REACTOR` and `--reactor` spell it: `"epoll"`, `"poll"`,
+    /// `"io_uring"`.
     pub fn name(self) -> &'static str {
         match self {
             BackendKind::Epoll => "epoll",
             BackendKind::Poll => "poll",
+            BackendKind::IoUring => "io_uring",
+        }
+    }
+
+    /// Whether this backend can run here: `Ok` for epoll and poll, and for io_uring when a
+    /// ring can be set up with the features the backend needs; otherwise the error building
+    /// a reactor on it would give (the kernel or a seccomp profile refusing io_uring).
+    ///
+    /// # Errors
+    ///
+    /// The backend's creation error.
+    pub fn probe(self) -> io::Result<()> {
+        Poller::new(self).map(drop)
+    }
+
+    /// io_uring where it can run, and epoll otherwise, logging once at info level why
+    /// io_uring could not be used: what `TORSION_REACTOR=auto` and `--reactor auto` pick.
+    pub fn auto() -> BackendKind {
+        match BackendKind::IoUring.probe() {
+            Ok(()) => BackendKind::IoUring,
+            Err(err) => {
+                tracing::info!(target: "torsion::reactor", "using epoll: {err}");
+                BackendKind::Epoll
+            }
         }
     }
 
@@ -69,7 +102,8 @@ impl BackendKind {
     ///
     /// Returns `Ok(None)` when the variable is unset or empty (the caller then uses
     /// [`default_for_platform`](Self::default_for_platform)). The name is matched as
-    /// [`FromStr`] does, ignoring case and surrounding white space.
+    /// [`FromStr`] does, ignoring case and surrounding white space; `auto` is resolved by
+    /// [`auto`](Self::auto).
     ///
     /// # Errors
     ///
@@ -92,6 +126,8 @@ impl BackendKind {
         let text = text.trim();
         if text.is_empty() {
             Ok(None)
+        } else if text.eq_ignore_ascii_case("auto") {
+            Ok(Some(BackendKind::auto()))
         } else {
             text.parse().map(Some)
         }
@@ -107,8 +143,13 @@ impl BackendKind {
 impl FromStr for BackendKind {
     type Err = UnknownBackend;
 
-    /// Parses `"epoll"` or `"poll"`, ignoring ASCII case.
+    /// Parses `"epoll"`, `"poll"` or `"io_uring"` (also `"io-uring"`), ignoring ASCII case.
+    /// `"auto"` is not a backend: [`BackendKind::from_env`] and the runner resolve it with
+    /// [`BackendKind::auto`].
     fn from_str(s: &str) -> Result<Self, Self::Err> {
+        if s.eq_ignore_ascii_case("io-uring") {
+            return Ok(BackendKind::IoUring);
+        }
         BackendKind::ALL
             .into_iter()
             .find(|kind| kind.name().eq_ignore_ascii_case(s))
@@ -190,6 +231,8 @@ pub(crate) enum Poller {
     Epoll(epoll::EpollPoller),
     /// poll(2).
     Poll(poll::PollPoller),
+    /// io_uring.
+    IoUring(Box<uring::UringPoller>),
 }
 
 impl Poller {
@@ -202,6 +245,7 @@ impl Poller {
         Ok(match kind {
             BackendKind::Epoll => Poller::Epoll(epoll::EpollPoller::new()?),
             BackendKind::Poll => Poller::Poll(poll::PollPoller::new()),
+            BackendKind::IoUring => Poller::IoUring(Box::new(uring::UringPoller::new()?)),
         })
     }
 
@@ -210,6 +254,7 @@ impl Poller {
         match self {
             Poller::Epoll(_) => BackendKind::Epoll,
             Poller::Poll(_) => BackendKind::Poll,
+            Poller::IoUring(_) => BackendKind::IoUring,
         }
     }
 
@@ -225,6 +270,7 @@ impl Poller {
         match self {
             Poller::Epoll(p) => p.register(fd, token, interest),
             Poller::Poll(p) => p.register(fd, token, interest),
+            Poller::IoUring(p) => p.register(fd, token, interest),
         }
     }
 
@@ -243,6 +289,7 @@ impl Poller {
         match self {
             Poller::Epoll(p) => p.reregister(fd, token, interest),
             Poller::Poll(p) => p.reregister(fd, token, interest),
+            Poller::IoUring(p) => p.reregister(fd, token, interest),
         }
     }
 
@@ -255,6 +302,7 @@ impl Poller {
         match self {
             Poller::Epoll(p) => p.deregister(fd),
             Poller::Poll(p) => p.deregister(fd),
+            Poller::IoUring(p) => p.deregister(fd),
         }
     }
 
@@ -275,6 +323,7 @@ impl Poller {
         match self {
             Poller::Epoll(p) => p.wait(events, timeout),
             Poller::Poll(p) => p.wait(events, timeout),
+            Poller::IoUring(p) => p.wait(events, timeout),
         }
     }
 }
@@ -291,7 +340,25 @@ fn timeout_millis(timeout: Option<Duration>) -> i32 {
     }
 }
 
-/// One `#[test]` function per reactor backend, named after it (`epoll`, `poll`), each
+/// Whether a per-backend test on `kind` should be skipped because the backend cannot run
+/// here (io_uring refused by the kernel or a seccomp profile), saying so on stderr. With
+/// `TORSION_REQUIRE_IO_URING=1` (as `.ci/run` sets) an unavailable backend fails the test
+/// instead, so CI cannot pass by skipping.
+#[doc(hidden)]
+pub fn __skip_unavailable(kind: BackendKind) -> bool {
+    let Err(err) = kind.probe() else {
+        return false;
+    };
+    let required = std::env::var_os("TORSION_REQUIRE_IO_URING").is_some_and(|v| v == "1");
+    assert!(
+        !required,
+        "the {kind} backend is required but cannot run: {err}"
+    );
+    eprintln!("skipped on {kind}: {err}");
+    true
+}
+
+/// One `#[test]` function per reactor backend, named after it (`epoll`, `poll`, `io_uring`), each
 /// running `$body` with `$kind` bound to that [`BackendKind`]: the one list of backends the
 /// whole test suite iterates over (`#[torsion::test(all_backends)]`, the integration
 /// tests' `reactor_test!` and this module's tests all expand to it). A new backend is one
@@ -310,6 +377,15 @@ macro_rules! __test_each_backend {
         #[test]
         fn poll() {
             let $kind = $crate::reactor::backend::BackendKind::Poll;
+            $body
+        }
+        $(#[$meta])*
+        #[test]
+        fn io_uring() {
+            let $kind = $crate::reactor::backend::BackendKind::IoUring;
+            if $crate::reactor::backend::__skip_unavailable($kind) {
+                return;
+            }
             $body
         }
     };
@@ -406,7 +482,7 @@ mod tests {
         assert_eq!("".parse::<BackendKind>(), Err(UnknownBackend("".into())));
         assert_eq!(
             UnknownBackend("kqueue".into()).to_string(),
-            "unknown reactor backend `kqueue`: expected epoll or poll"
+            "unknown reactor backend `kqueue`: expected epoll, poll, io_uring or auto"
         );
         assert_eq!(BackendKind::default_for_platform(), BackendKind::Epoll);
         assert_eq!(BackendKind::ALL[0], BackendKind::default_for_platform());
@@ -705,6 +781,37 @@ mod tests {
             assert_eq!(result, Ok(()));
             assert_eq!(events, []);
             assert!(elapsed < Duration::from_secs(5), "{elapsed:?}");
+        }
+
+        fn a_socket_closed_after_deregistering_closes_at_once(kind: BackendKind) {
+            let mut poller = poller(kind);
+            let (a, mut b) = UnixStream::pair().unwrap();
+            poller.register(a.as_raw_fd(), T1, Interest::READABLE).unwrap();
+            assert_eq!(poll_now(&mut poller), []);
+            poller.deregister(a.as_raw_fd()).unwrap();
+            drop(a);
+            b.set_read_timeout(Some(Duration::from_secs(2))).unwrap();
+            let mut buf = [0u8; 1];
+            assert_eq!(b.read(&mut buf).unwrap(), 0, "the peer sees end of file");
+        }
+
+        fn a_reused_descriptor_number_gets_none_of_its_predecessors_events(kind: BackendKind) {
+            let mut poller = poller(kind);
+            let (mut r, w) = pipe();
+            let number = r.as_raw_fd();
+            poller.register(number, T1, Interest::READABLE).unwrap();
+            assert_eq!(poll_now(&mut poller), []);
+            write_byte(&w);
+            poller.deregister(number).unwrap();
+            // The number now names a new, empty pipe (dup2 replaces the old one in place, so
+            // no other thread can take the number in between).
+            let (r2, w2) = pipe();
+            rustix::io::dup2(&r2, &mut r).unwrap();
+            assert_eq!(r.as_raw_fd(), number);
+            poller.register(number, T2, Interest::READABLE).unwrap();
+            assert_eq!(poll_now(&mut poller), [], "the new pipe is empty");
+            write_byte(&w2);
+            assert_eq!(only(&wait_some(&mut poller), T2).token, T2);
         }
 
         fn wait_without_timeout_blocks_until_ready(kind: BackendKind) {
