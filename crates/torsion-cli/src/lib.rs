@@ -19,6 +19,7 @@ pub mod pidfile;
 pub mod plugin;
 pub mod plugins;
 mod runner;
+mod workers;
 
 pub use plugin::Plugin;
 pub use runner::{DEFAULT_SHUTDOWN_TIMEOUT, Runner};

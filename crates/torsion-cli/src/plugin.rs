@@ -64,7 +64,7 @@ use torsion::{Failure, Reactor};
 ///     }
 /// }
 /// ```
-pub trait Plugin {
+pub trait Plugin: Sync {
     /// The subcommand's name, as typed after `torsion` (Twisted's `tapname`).
     fn name(&self) -> &'static str;
 

@@ -17,21 +17,17 @@
 use std::ffi::OsString;
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
-use std::rc::Rc;
 use std::time::Duration;
 
 use clap::{Arg, ArgAction, ArgMatches, Command};
-use torsion::application::Service;
 use torsion::log::Logger;
 use torsion::reactor::backend::BackendKind;
 use torsion::reactor::{Phase, SystemEvent};
-use torsion::{Failure, Reactor};
 
-use crate::daemon::{
-    DaemonChild, DaemonOptions, daemonize, drop_privileges, gid_from_str, uid_from_str,
-};
+use crate::daemon::{DaemonChild, DaemonOptions, daemonize, gid_from_str, uid_from_str};
 use crate::logging::{LogConfig, LogDestination, LogFormat, LogGuard, install};
 use crate::pidfile::Pidfile;
+use crate::workers::{Gate, WorkerConfig, bring_up};
 use crate::{Plugin, notify};
 
 /// How long the services get to stop before the runner exits anyway (Twisted waits
@@ -164,6 +160,13 @@ impl Runner {
                     .help("Run with this group (name or number) once the service's ports are bound"),
             )
             .arg(
+                Arg::new("workers")
+                    .long("workers")
+                    .value_name("N")
+                    .value_parser(clap::value_parser!(u16).range(1..=1024))
+                    .help("Run N reactors, one per thread, each with its own service, sharing the TCP ports (SO_REUSEPORT) [default: 1]"),
+            )
+            .arg(
                 Arg::new("shutdown-timeout")
                     .long("shutdown-timeout")
                     .value_name("SECS")
@@ -238,6 +241,7 @@ struct Options {
     uid: Option<u32>,
     gid: Option<u32>,
     shutdown_timeout: Duration,
+    workers: usize,
 }
 
 fn absolute(path: &str) -> Result<PathBuf, String> {
@@ -311,6 +315,9 @@ impl Options {
                 .get_one::<Duration>("shutdown-timeout")
                 .copied()
                 .unwrap_or(DEFAULT_SHUTDOWN_TIMEOUT),
+            workers: matches
+                .get_one::<u16>("workers")
+                .map_or(1, |n| usize::from(*n)),
         })
     }
 }
@@ -375,62 +382,78 @@ fn run(
     };
     let logger = Logger::new("torsion.runner");
     startup.logger = Some(logger.clone());
-    let backend = options.backend.unwrap_or_else(BackendKind::auto);
-    let reactor = match Reactor::builder()
-        .backend(backend)
-        .install_signal_handlers(true)
-        .shutdown_timeout(options.shutdown_timeout)
-        .build()
-    {
-        Ok(reactor) => reactor,
-        Err(failure) => return startup.fail(format!("cannot build the reactor: {failure}")),
+    let config = WorkerConfig {
+        plugin,
+        plugin_options,
+        backend: options.backend.unwrap_or_else(BackendKind::auto),
+        workers: options.workers,
+        shutdown_timeout: options.shutdown_timeout,
+        uid: options.uid,
+        gid: options.gid,
     };
-    let service = match plugin.make_service(&reactor, plugin_options) {
-        Ok(service) => service,
-        Err(failure) => return startup.fail(format!("{}: {failure}", plugin.name())),
-    };
-    if let Err(failure) = start(&service, &options) {
-        drop(torsion::defer::maybe_deferred(|| service.stop_service()));
-        return startup.fail(format!("{} could not start: {failure}", plugin.name()));
-    }
-    let stopping = service.clone();
-    let log = logger.clone();
-    reactor.add_system_event_trigger(Phase::Before, SystemEvent::Shutdown, move || {
-        log.info("stopping");
-        if let Err(err) = notify::stopping() {
-            log.warn(format_args!("cannot tell systemd we are stopping: {err}"));
+    let gate = Gate::new(config.workers);
+    let mut code = ExitCode::SUCCESS;
+    std::thread::scope(|scope| {
+        for index in 1..config.workers {
+            let (gate, config, logger) = (&gate, &config, &logger);
+            let spawned = std::thread::Builder::new()
+                .name(format!("torsion-worker-{index}"))
+                .spawn_scoped(scope, move || run_worker(index, gate, config, logger));
+            if let Err(err) = spawned {
+                gate.fail(format!("cannot start worker {index}: {err}"));
+                gate.leave();
+            }
         }
-        stopping.stop_service()
-    });
-    logger.info(format_args!(
-        "{} started: {} (pid {}, reactor {backend})",
-        plugin.name(),
-        plugin.description(),
-        std::process::id(),
-    ));
-    if let Some(child) = startup.daemon.take()
-        && let Err(err) = child.started()
-    {
-        logger.warn(format_args!(
-            "cannot tell the parent process we started: {err}"
+        let reactor = match bring_up(0, &gate, &config) {
+            Ok(reactor) => reactor,
+            Err(message) => {
+                code = startup.fail(message);
+                return;
+            }
+        };
+        let others = gate.handles();
+        let log = logger.clone();
+        reactor.add_system_event_trigger(Phase::Before, SystemEvent::Shutdown, move || {
+            log.info("stopping");
+            if let Err(err) = notify::stopping() {
+                log.warn(format_args!("cannot tell systemd we are stopping: {err}"));
+            }
+            for other in &others {
+                other.stop();
+            }
+        });
+        let workers = match config.workers {
+            1 => String::new(),
+            n => format!(", {n} workers"),
+        };
+        logger.info(format_args!(
+            "{} started: {} (pid {}, reactor {}{workers})",
+            plugin.name(),
+            plugin.description(),
+            std::process::id(),
+            config.backend,
         ));
-    }
-    if let Err(err) = notify::ready() {
-        logger.warn(format_args!("cannot tell systemd we are ready: {err}"));
-    }
-    let outcome = reactor.run();
-    let code = match outcome {
-        Ok(()) => {
-            logger.info("stopped");
-            ExitCode::SUCCESS
+        if let Some(child) = startup.daemon.take()
+            && let Err(err) = child.started()
+        {
+            logger.warn(format_args!(
+                "cannot tell the parent process we started: {err}"
+            ));
         }
-        Err(failure) => {
-            logger.failure("the reactor failed", &failure);
-            ExitCode::FAILURE
+        if let Err(err) = notify::ready() {
+            logger.warn(format_args!("cannot tell systemd we are ready: {err}"));
         }
-    };
-    drop(service);
-    drop(reactor);
+        match reactor.run() {
+            Ok(()) => logger.info("stopped"),
+            Err(failure) => {
+                logger.failure("the reactor failed", &failure);
+                code = ExitCode::FAILURE;
+            }
+        }
+    });
+    if gate.worker_failed() {
+        code = ExitCode::FAILURE;
+    }
     if let Some(pidfile) = pidfile
         && let Err(err) = pidfile.remove()
     {
@@ -440,12 +463,14 @@ fn run(
     code
 }
 
-/// Starts `service`: the privileged part, then privileges dropped, then the rest
-/// (Twisted's `privilegedStartService`, `shedPrivileges`, `startService`).
-fn start(service: &Rc<dyn Service>, options: &Options) -> Result<(), Failure> {
-    service.privileged_start_service()?;
-    if options.uid.is_some() || options.gid.is_some() {
-        drop_privileges(options.uid, options.gid)?;
+/// Worker `index` (1 to N-1) on its own thread: up in step with the others, then run until
+/// worker 0 stops it. A reactor that fails is logged and counted in the exit code.
+fn run_worker(index: usize, gate: &Gate, config: &WorkerConfig<'_>, logger: &Logger) {
+    let Ok(reactor) = bring_up(index, gate, config) else {
+        return;
+    };
+    if let Err(failure) = reactor.run() {
+        logger.failure(format_args!("worker {index}: the reactor failed"), &failure);
+        gate.record_worker_failure();
     }
-    service.start_service()
 }

@@ -248,8 +248,8 @@ impl ReadDescriptor for PortInner {
             };
             let host = match &self.host {
                 // A listening socket on a wildcard address: the connection's own address
-                // says which interface it arrived on.
-                Address::Tcp(listening) => Address::Tcp(
+                // says which interface it arrived on (one getsockname, only then).
+                Address::Tcp(listening) if listening.ip().is_unspecified() => Address::Tcp(
                     sock.local_addr()
                         .ok()
                         .and_then(|a| a.as_socket())

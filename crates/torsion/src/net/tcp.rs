@@ -129,7 +129,7 @@ impl Reactor {
         )
         .map_err(cannot)?;
         socket.set_reuse_address(true).map_err(cannot)?;
-        if options.reuse_port {
+        if options.reuse_port || self.shares_ports() {
             socket.set_reuse_port(true).map_err(cannot)?;
         }
         if address.is_ipv6() {

@@ -113,6 +113,8 @@ struct Inner {
     pool_max: Cell<usize>,
     thread_results: RefCell<Slab<ThreadResult>>,
     install_signals: bool,
+    /// Every TCP port is opened with `SO_REUSEPORT` ([`Builder::share_ports`]).
+    share_ports: bool,
     /// Transports with output to send before the next wait.
     flushes: RefCell<Vec<Rc<dyn Flush>>>,
 }
@@ -161,6 +163,7 @@ pub struct Builder {
     backend: Option<BackendKind>,
     install_signals: bool,
     shutdown_timeout: Duration,
+    share_ports: bool,
 }
 
 impl Default for Builder {
@@ -169,6 +172,7 @@ impl Default for Builder {
             backend: None,
             install_signals: false,
             shutdown_timeout: DEFAULT_SHUTDOWN_TIMEOUT,
+            share_ports: false,
         }
     }
 }
@@ -186,6 +190,16 @@ impl Builder {
     /// [`react`](crate::task::react) and the runner.
     pub fn install_signal_handlers(mut self, yes: bool) -> Self {
         self.install_signals = yes;
+        self
+    }
+
+    /// Whether every TCP port this reactor listens on is opened with `SO_REUSEPORT`, so
+    /// that several reactors, one per thread, can listen on the same port and the kernel
+    /// spreads the connections between them (what the runner's `--workers N` does). Off by
+    /// default: with it, a second program listening on the same port does not fail but
+    /// takes a share of the connections.
+    pub fn share_ports(mut self, yes: bool) -> Self {
+        self.share_ports = yes;
         self
     }
 
@@ -246,6 +260,7 @@ impl Builder {
             pool_max: Cell::new(10),
             thread_results: RefCell::new(Slab::new()),
             install_signals: self.install_signals,
+            share_ports: self.share_ports,
             flushes: RefCell::new(Vec::new()),
         };
         Ok(Reactor {
@@ -281,6 +296,12 @@ impl Reactor {
     /// The backend this reactor runs on.
     pub fn backend(&self) -> BackendKind {
         self.inner.poller.borrow().kind()
+    }
+
+    /// Whether this reactor opens its TCP ports with `SO_REUSEPORT`
+    /// ([`Builder::share_ports`]).
+    pub fn shares_ports(&self) -> bool {
+        self.inner.share_ports
     }
 
     /// The `Send + Sync` handle for other threads.
