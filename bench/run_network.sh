@@ -20,7 +20,11 @@
 #   QUICK=1                 short run: DURATION=2, WARMUP=0.5
 #   DURATION [10]           measured seconds per case
 #   WARMUP [1]              seconds of load before measuring
-#   SERVERS ["tokio torsion twisted"]
+#   SERVERS ["tokio torsion twisted"]; also torsion-io_uring (the same server on the
+#                           io_uring backend), torsion-wN (the runner's echo plugin with
+#                           --workers N) and tokio-mtN (tokio's multi-thread runtime, N
+#                           workers): for those, give the server several CPUs
+#                           (SERVER_CPUS=0-1 LOADGEN_CPUS=0-1 on a 2-core machine)
 #   CASES ["pp1x64 pp50x64 pp50x16k connect idle"]
 #   IDLE_CONNS [2000]       connections held in the idle case
 #   CONNECT_CONCURRENCY [4] concurrent connect loops in the connect case
@@ -73,11 +77,14 @@ fi
 # --- build
 log "building release binaries (target dir $TARGET)"
 (cd "$ROOT" && cargo build --release -p torsion-loadgen -p tokio-echo)
+if [[ " $SERVERS " == *" torsion-w"* ]]; then
+    (cd "$ROOT" && cargo build --release -p torsion-cli --bin torsion)
+fi
 # ---- TORSION SLOT -----------------------------------------------------------
 # torsion's echo server is the example crates/torsion/examples/echo_server.rs
 # (`cargo run --release -p torsion --example echo_server -- PORT`). Until it
 # exists the torsion server is skipped below.
-if [[ " $SERVERS " == *" torsion "* && -f "$ROOT/crates/torsion/examples/echo_server.rs" ]]; then
+if [[ " $SERVERS " == *" torsion "* || " $SERVERS " == *" torsion-io_uring "* ]]; then
     (cd "$ROOT" && cargo build --release -p torsion --example echo_server)
 fi
 # ------------------------------------------------------------------------------
@@ -115,6 +122,25 @@ server_cmd() {
     case "$1" in
     tokio) CMD=("$TARGET/release/tokio-echo") ;;
     torsion) CMD=("$TARGET/release/examples/echo_server") ;; # TORSION SLOT
+    torsion-io_uring)
+        CMD=(env TORSION_REACTOR=io_uring "$TARGET/release/examples/echo_server")
+        [[ -x "${CMD[2]}" ]] || {
+            WHY="${CMD[2]} is missing"
+            return 1
+        }
+        ;;
+    torsion-w[0-9]*)
+        # The runner's echo plugin; the port, appended by serve, becomes its endpoint.
+        CMD=(bash -c 'exec "$0" --workers "$1" --log-level warn echo --listen "tcp:$2:interface=127.0.0.1"'
+            "$TARGET/release/torsion" "${1#torsion-w}")
+        [[ -x "${CMD[3]}" ]] || {
+            WHY="${CMD[3]} is missing"
+            return 1
+        }
+        ;;
+    tokio-mt[0-9]*)
+        CMD=(bash -c 'exec "$0" "$2" "$1"' "$TARGET/release/tokio-echo" "${1#tokio-mt}")
+        ;;
     twisted)
         if ! ensure_twisted; then
             WHY="Twisted could not be set up in $TWISTED_VENV"

@@ -1,8 +1,9 @@
 //! Reference echo server for `bench/run_network.sh`: a tokio current_thread
-//! runtime, one task per connection reading into a 16 KiB buffer and writing
-//! back what it read. Accepted sockets get TCP_NODELAY.
+//! runtime (or a multi-thread one with THREADS workers), one task per connection
+//! reading into a 16 KiB buffer and writing back what it read. Accepted sockets
+//! get TCP_NODELAY.
 //!
-//! Usage: `tokio-echo PORT` (listens on 127.0.0.1:PORT).
+//! Usage: `tokio-echo PORT [THREADS]` (listens on 127.0.0.1:PORT).
 
 use std::process::ExitCode;
 use std::time::Duration;
@@ -48,11 +49,27 @@ fn main() -> ExitCode {
     let port = match std::env::args().nth(1).map(|p| p.parse::<u16>()) {
         Some(Ok(port)) => port,
         _ => {
-            eprintln!("usage: tokio-echo PORT");
+            eprintln!("usage: tokio-echo PORT [THREADS]");
             return ExitCode::from(2);
         }
     };
-    let rt = tokio::runtime::Builder::new_current_thread()
+    let threads = match std::env::args().nth(2).map(|t| t.parse::<usize>()) {
+        None => None,
+        Some(Ok(threads)) if threads > 0 => Some(threads),
+        Some(_) => {
+            eprintln!("usage: tokio-echo PORT [THREADS]");
+            return ExitCode::from(2);
+        }
+    };
+    let mut builder = match threads {
+        None => tokio::runtime::Builder::new_current_thread(),
+        Some(threads) => {
+            let mut builder = tokio::runtime::Builder::new_multi_thread();
+            builder.worker_threads(threads);
+            builder
+        }
+    };
+    let rt = builder
         .enable_io()
         .enable_time()
         .build()

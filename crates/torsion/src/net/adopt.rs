@@ -136,7 +136,7 @@ impl Reactor {
             Ok(None) => return Ok(None),
             Err(payload) => return Err(Failure::from_panic(&*payload)),
         };
-        let conn = Connection::new(self, socket, peer, host, None);
+        let conn = Connection::new(self, socket, peer, Some(host), None);
         conn.start(protocol);
         Ok(Some(conn))
     }

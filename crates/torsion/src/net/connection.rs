@@ -24,6 +24,7 @@
 use std::cell::RefCell;
 use std::fmt;
 use std::io;
+use std::net::SocketAddr;
 use std::os::fd::{AsFd, AsRawFd, BorrowedFd, RawFd};
 use std::rc::{Rc, Weak};
 use std::time::Duration;
@@ -71,7 +72,9 @@ pub(crate) struct Connection {
     /// What TLS negotiated, kept when the session goes so `connection_lost` can still ask.
     last_tls_info: RefCell<Option<TlsInfo>>,
     peer: Address,
-    host: Address,
+    /// The local address: given, or looked up (one getsockname) the first time it is asked
+    /// for, for a connection accepted on a wildcard address.
+    host: std::cell::OnceCell<Address>,
     ended: Option<Rc<dyn ConnectionEnded>>,
     /// For log lines: "tcp" or "unix".
     kind: &'static str,
@@ -108,7 +111,7 @@ impl Connection {
         reactor: &Reactor,
         socket: Socket,
         peer: Address,
-        host: Address,
+        host: Option<Address>,
         ended: Option<Rc<dyn ConnectionEnded>>,
     ) -> Rc<Connection> {
         let kind = match peer {
@@ -137,7 +140,7 @@ impl Connection {
             tls: RefCell::new(None),
             last_tls_info: RefCell::new(None),
             peer,
-            host,
+            host: host.map(std::cell::OnceCell::from).unwrap_or_default(),
             ended,
             kind,
         })
@@ -542,7 +545,8 @@ impl Connection {
             let _ = session.send(sock.as_fd());
         }
         if let Some(sock) = self.socket.borrow_mut().take() {
-            if !aborting {
+            if !aborting && reason.check::<ConnectionDone>() {
+                // Not after an error: the socket is dead already.
                 let _ = sock.shutdown(std::net::Shutdown::Both);
             }
             drop(sock);
@@ -774,7 +778,24 @@ impl TransportOps for Connection {
     }
 
     fn host(&self) -> Address {
-        self.host.clone()
+        self.host
+            .get_or_init(|| {
+                let local = self
+                    .socket
+                    .borrow()
+                    .as_ref()
+                    .and_then(|s| s.local_addr().ok());
+                match (local, &self.peer) {
+                    (Some(local), Address::Unix(_)) => super::unix::unix_address_of(&local),
+                    (Some(local), _) => local.as_socket().map_or(
+                        Address::Tcp(SocketAddr::from(([0, 0, 0, 0], 0))),
+                        Address::Tcp,
+                    ),
+                    (None, Address::Unix(_)) => Address::Unix(None),
+                    (None, _) => Address::Tcp(SocketAddr::from(([0, 0, 0, 0], 0))),
+                }
+            })
+            .clone()
     }
 
     fn pause_producing(&self) {

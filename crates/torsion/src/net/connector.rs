@@ -437,7 +437,7 @@ impl Attempt {
         };
         inner.state.set(ConnectorState::Connected);
         let ended: Rc<dyn ConnectionEnded> = Rc::new(connector);
-        let conn = Connection::new(&inner.reactor, socket, peer, host, Some(ended));
+        let conn = Connection::new(&inner.reactor, socket, peer, Some(host), Some(ended));
         *inner.connection.borrow_mut() = Some(Rc::downgrade(&conn));
         conn.start(protocol);
     }

@@ -248,14 +248,9 @@ impl ReadDescriptor for PortInner {
             };
             let host = match &self.host {
                 // A listening socket on a wildcard address: the connection's own address
-                // says which interface it arrived on (one getsockname, only then).
-                Address::Tcp(listening) if listening.ip().is_unspecified() => Address::Tcp(
-                    sock.local_addr()
-                        .ok()
-                        .and_then(|a| a.as_socket())
-                        .unwrap_or(*listening),
-                ),
-                other => other.clone(),
+                // says which interface it arrived on, looked up if it is asked for.
+                Address::Tcp(listening) if listening.ip().is_unspecified() => None,
+                other => Some(other.clone()),
             };
             let conn = Connection::new(&self.reactor, sock, peer, host, None);
             conn.start(protocol);
