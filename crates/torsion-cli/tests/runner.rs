@@ -9,7 +9,10 @@
 //! error on stderr and a non-zero exit; the log is one JSON object per line
 //! (`jsonFileLogObserver`) or `TIME [namespace#level] message` text. Beyond Twisted: the
 //! `--daemon` parent returns only once the service has started, and systemd is told
-//! `READY=1` and `STOPPING=1` through `$NOTIFY_SOCKET`.
+//! `READY=1` and `STOPPING=1` through `$NOTIFY_SOCKET`. Also: SIGINT stops it as SIGTERM
+//! does, `--reactor poll`, a socket passed by systemd socket activation, a service whose
+//! stop never finishes cut short by `--shutdown-timeout` (with a plugin of the test's own,
+//! in this binary run again as a runner), and the `own_runner` example.
 //!
 //! Every plugin listens on `tcp:0:interface=127.0.0.1`, and the port is read from the
 //! engine's `listening on tcp:127.0.0.1:PORT` log line, so tests running in parallel never
@@ -890,4 +893,345 @@ fn read_http_response(stream: &mut TcpStream) -> (String, Vec<u8>) {
     let mut body = vec![0u8; length];
     stream.read_exact(&mut body).expect("the response body");
     (head, body)
+}
+
+/// 15. SIGINT (Ctrl-C) stops the runner as SIGTERM does: exit 0, the pidfile removed, the
+///     services stopped.
+#[test]
+fn sigint_stops_the_runner_cleanly_and_removes_its_pidfile() {
+    let dir = TempDir::new("sigint");
+    let pidfile = dir.join("echo.pid");
+    let mut runner = Torsion::start([
+        OsString::from("--pidfile"),
+        pidfile.clone().into(),
+        "echo".into(),
+        "--listen".into(),
+        ANY_LOOPBACK_PORT.into(),
+    ]);
+    let addr = runner.listening();
+    assert!(pidfile.exists(), "no pidfile while running");
+    assert_eq!(fetch_echo(addr, b"before ctrl-c"), b"before ctrl-c");
+    runner.signal(Signal::INT);
+    let stopped = runner.finish();
+    stopped.assert_code(0);
+    assert!(!pidfile.exists(), "the pidfile is left behind after SIGINT");
+    let events = assert_json_log(&stopped.log_lines);
+    for message in ["stopping", "stopped"] {
+        assert!(
+            has_message(&events, message),
+            "no {message:?} in the log:\n{}",
+            stopped.log_lines.join("\n")
+        );
+    }
+}
+
+/// 16. `--reactor poll`: the plugin serves on the poll backend, and the started line says
+///     which backend runs.
+#[test]
+fn the_poll_reactor_serves_echo() {
+    let mut runner = Torsion::start(["--reactor", "poll", "echo", "--listen", ANY_LOOPBACK_PORT]);
+    let addr = runner.listening();
+    let big: Vec<u8> = (0..256 * 1024).map(|i| (i % 253) as u8).collect();
+    assert_eq!(fetch_echo(addr, b"on poll"), b"on poll");
+    assert!(fetch_echo(addr, &big) == big, "256 KiB came back changed");
+    let stopped = runner.stop();
+    stopped.assert_code(0);
+    let events = assert_json_log(&stopped.log_lines);
+    assert!(
+        events.iter().any(|e| e["message"]
+            .as_str()
+            .is_some_and(|m| m.starts_with("echo started") && m.contains("reactor Poll"))),
+        "the started line does not name the poll backend:\n{}",
+        stopped.log_lines.join("\n")
+    );
+}
+
+/// 17. systemd socket activation end to end: a listening socket made here is the runner's
+///     descriptor 3, with `LISTEN_FDS=1` and `LISTEN_PID` its own pid (set by the shell it
+///     is exec'd from, as systemd sets them); `--listen systemd:domain=INET:index=0`
+///     serves on it, so a client of the socket's port gets its echo.
+#[test]
+fn a_socket_passed_by_socket_activation_is_served() {
+    use std::os::fd::AsRawFd;
+    use std::os::unix::process::CommandExt;
+
+    let listener = TcpListener::bind("127.0.0.1:0").expect("bind a loopback port");
+    let bound = listener.local_addr().expect("address");
+    let fd = listener.as_raw_fd();
+    // The shell in front, for `$$`: it execs the runner, which keeps its pid.
+    let mut command = Torsion::command_of(
+        "/bin/sh",
+        [
+            "-c",
+            r#"export LISTEN_PID=$$ LISTEN_FDS=1; exec "$0" "$@""#,
+            BIN,
+            "echo",
+            "--listen",
+            "systemd:domain=INET:index=0",
+        ],
+    );
+    // SAFETY: runs between fork and exec and calls only dup2 and fcntl, which are
+    // async-signal-safe, on descriptors of the child. dup2 onto the same number would
+    // leave the close-on-exec flag set, so that case clears it instead.
+    unsafe {
+        command.pre_exec(move || {
+            let placed = if fd == 3 {
+                libc::fcntl(3, libc::F_SETFD, 0)
+            } else {
+                libc::dup2(fd, 3)
+            };
+            if placed < 0 {
+                return Err(std::io::Error::last_os_error());
+            }
+            Ok(())
+        });
+    }
+    let mut runner = Torsion::spawn(command, LogSource::Stdout);
+    let addr = runner.listening();
+    assert_eq!(
+        addr, bound,
+        "the runner listens somewhere else than on the passed socket"
+    );
+    assert_eq!(fetch_echo(bound, b"activated"), b"activated");
+    assert_eq!(fetch_echo(bound, b"twice"), b"twice");
+    let stopped = runner.stop();
+    stopped.assert_code(0);
+    drop(listener);
+}
+
+/// The environment variable that makes [`stuck_runner`] a runner, holding its arguments
+/// one a line.
+const STUCK_RUNNER: &str = "TORSION_TEST_STUCK_RUNNER";
+
+/// An echo service whose stop never finishes: its Deferred is kept pending.
+struct NeverStops {
+    state: torsion::application::ServiceState,
+    inner: std::rc::Rc<dyn torsion::application::Service>,
+    pending: std::cell::RefCell<Vec<torsion::defer::Resolver<()>>>,
+}
+
+impl torsion::application::Service for NeverStops {
+    fn service_state(&self) -> &torsion::application::ServiceState {
+        &self.state
+    }
+
+    fn privileged_start_service(&self) -> Result<(), torsion::Failure> {
+        self.inner.privileged_start_service()
+    }
+
+    fn start_service(&self) -> Result<(), torsion::Failure> {
+        self.state.set_running(true);
+        self.inner.start_service()
+    }
+
+    fn stop_service(&self) -> torsion::defer::Deferred<()> {
+        drop(self.inner.stop_service());
+        let (resolver, stopped) = torsion::defer::Deferred::new();
+        self.pending.borrow_mut().push(resolver);
+        stopped
+    }
+}
+
+/// `stuck --listen ENDPOINT`: [`NeverStops`] as a plugin.
+struct StuckPlugin;
+
+impl torsion_cli::Plugin for StuckPlugin {
+    fn name(&self) -> &'static str {
+        "stuck"
+    }
+
+    fn description(&self) -> &'static str {
+        "Echo server whose stop never finishes"
+    }
+
+    fn command(&self) -> clap::Command {
+        clap::Command::new(self.name()).arg(clap::Arg::new("listen").long("listen").required(true))
+    }
+
+    fn make_service(
+        &self,
+        reactor: &torsion::Reactor,
+        options: &clap::ArgMatches,
+    ) -> Result<std::rc::Rc<dyn torsion::application::Service>, torsion::Failure> {
+        let inner = torsion_cli::plugins::echo::EchoPlugin.make_service(reactor, options)?;
+        Ok(std::rc::Rc::new(NeverStops {
+            state: torsion::application::ServiceState::new(),
+            inner,
+            pending: Default::default(),
+        }))
+    }
+}
+
+/// Not a test of its own: with [`STUCK_RUNNER`] set, this test binary run again becomes a
+/// runner (`Runner::run_with_args`) with the [`StuckPlugin`], and exits with its code.
+#[test]
+fn stuck_runner() {
+    let Some(args) = std::env::var_os(STUCK_RUNNER) else {
+        return;
+    };
+    let args = args.to_string_lossy().into_owned();
+    let argv = std::iter::once("stuck-runner").chain(args.lines());
+    let code = torsion_cli::Runner::new("stuck-runner")
+        .plugin(StuckPlugin)
+        .run_with_args(argv);
+    std::process::exit(if code == std::process::ExitCode::SUCCESS {
+        0
+    } else {
+        1
+    });
+}
+
+/// 18. `--shutdown-timeout`: a service whose stop never finishes holds the runner up for
+///     that long and no longer; then the runner says so in the log, removes its pidfile
+///     and exits 0. Run with a plugin of the test's own ([`stuck_runner`]), as a program
+///     with its own plugins would.
+#[test]
+fn a_service_that_never_stops_is_given_up_after_the_shutdown_timeout() {
+    let dir = TempDir::new("stuck");
+    let pidfile = dir.join("stuck.pid");
+    let args = [
+        "--log-file",
+        "+",
+        "--log-format",
+        "json",
+        "--pidfile",
+        pidfile.to_str().expect("utf-8"),
+        "--shutdown-timeout",
+        "0.5",
+        "stuck",
+        "--listen",
+        ANY_LOOPBACK_PORT,
+    ];
+    let mut command = Torsion::command_of(
+        std::env::current_exe().expect("the test binary's path"),
+        ["--exact", "stuck_runner", "--nocapture", "--test-threads=1"],
+    );
+    command.env(STUCK_RUNNER, args.join("\n"));
+    let mut runner = Torsion::spawn(command, LogSource::Stderr);
+    let addr = runner.listening();
+    assert_eq!(fetch_echo(addr, b"stuck"), b"stuck");
+    let told = Instant::now();
+    runner.signal(Signal::TERM);
+    let stopped = runner.finish();
+    let took = told.elapsed();
+    stopped.assert_code(0);
+    assert!(
+        took >= Duration::from_millis(500),
+        "exited {took:?} after SIGTERM: it did not wait for the stuck service"
+    );
+    assert!(!pidfile.exists(), "the pidfile is left behind");
+    let lines: Vec<String> = stopped
+        .log_lines
+        .iter()
+        .filter(|l| l.starts_with('{'))
+        .cloned()
+        .collect();
+    let events = assert_json_log(&lines);
+    assert!(
+        events.iter().any(|e| e["log_level"] == "warn"
+            && e["message"]
+                .as_str()
+                .is_some_and(|m| m.contains("went on after 500ms"))),
+        "the timeout is not logged:\n{}",
+        lines.join("\n")
+    );
+    for message in ["stopping", "stopped"] {
+        assert!(
+            has_message(&events, message),
+            "no {message:?}:\n{}",
+            lines.join("\n")
+        );
+    }
+}
+
+/// The `own_runner` example's binary, built now if it is missing or out of date (`cargo
+/// test --test runner` does not build examples); `None` when there is no cargo to build
+/// it with.
+fn own_runner_binary() -> Option<std::path::PathBuf> {
+    let exe = std::env::current_exe().expect("the test binary's path");
+    // target/PROFILE/deps/runner-HASH → target/PROFILE/examples/own_runner
+    let profile_dir = exe.parent()?.parent()?;
+    let cargo = std::env::var_os("CARGO")?;
+    let mut build = Command::new(cargo);
+    build
+        .args([
+            "build",
+            "--quiet",
+            "-p",
+            "torsion-cli",
+            "--example",
+            "own_runner",
+        ])
+        .current_dir(env!("CARGO_MANIFEST_DIR"))
+        .env("CARGO_TARGET_DIR", profile_dir.parent()?);
+    // What cargo sets for this test only: a build script that watches one of them (ring's
+    // watches CARGO_MANIFEST_DIR) would rebuild, and the next build would rebuild again.
+    for (key, _) in std::env::vars_os() {
+        let key = key.to_string_lossy();
+        if key.starts_with("CARGO_PKG_")
+            || [
+                "CARGO_MANIFEST_DIR",
+                "CARGO_MANIFEST_PATH",
+                "CARGO_CRATE_NAME",
+                "CARGO_PRIMARY_PACKAGE",
+                "CARGO_TARGET_TMPDIR",
+            ]
+            .contains(&&*key)
+        {
+            build.env_remove(&*key);
+        }
+    }
+    if profile_dir.file_name()? == "release" {
+        build.arg("--release");
+    }
+    let status = build.status().expect("cannot run cargo");
+    assert!(status.success(), "cargo build --example own_runner failed");
+    let path = profile_dir.join("examples/own_runner");
+    Some(path).filter(|p| p.exists())
+}
+
+/// 19. The `own_runner` example end to end: its own `qotd` plugin serves the quote given
+///     on the command line to each client, with the runner's pidfile and JSON log; SIGTERM
+///     exits 0 and removes the pidfile.
+#[test]
+fn the_own_runner_example_serves_its_quote_and_stops_on_sigterm() {
+    let Some(binary) = own_runner_binary() else {
+        eprintln!("skipped: no cargo to build the own_runner example with");
+        return;
+    };
+    let dir = TempDir::new("own-runner");
+    let pidfile = dir.join("qotd.pid");
+    let command = Torsion::command_of(
+        binary,
+        [
+            OsString::from("--pidfile"),
+            pidfile.clone().into(),
+            "qotd".into(),
+            "--listen".into(),
+            ANY_LOOPBACK_PORT.into(),
+            "--quote".into(),
+            "Ask not.".into(),
+        ],
+    );
+    let mut runner = Torsion::spawn(command, LogSource::Stdout);
+    let addr = runner.listening();
+    assert_eq!(
+        fs::read_to_string(&pidfile).expect("the pidfile").trim(),
+        runner.pid().to_string()
+    );
+    for _ in 0..2 {
+        assert_eq!(fetch(addr), b"Ask not.\r\n");
+    }
+    let stopped = runner.stop();
+    stopped.assert_code(0);
+    assert!(!pidfile.exists(), "the pidfile is left behind");
+    let events = assert_json_log(&stopped.log_lines);
+    assert!(
+        events.iter().any(|e| e["message"]
+            .as_str()
+            .is_some_and(|m| m.starts_with("qotd started"))),
+        "no \"qotd started\":\n{}",
+        stopped.log_lines.join("\n")
+    );
+    assert!(has_message(&events, "stopped"));
 }

@@ -1,6 +1,7 @@
 //! Child processes with real programs (Twisted's `test_process.py`): pipes both ways with
 //! flow control, exit codes and signals, a missing program, a grandchild holding the pipes,
-//! many children and no zombies, a pty, extra descriptors, and the Deferred helpers.
+//! many children and no zombies, a pty, extra descriptors, and the Deferred helpers; closing
+//! the pipes (`lose_connection`, `close_stdout`, `close_stderr`), signals by name and number.
 
 mod common;
 
@@ -250,6 +251,70 @@ reactor_test! {
         assert_eq!(err.downcast_ref::<CannotSpawn>().unwrap().source.kind(), std::io::ErrorKind::PermissionDenied);
     }
 
+    fn lose_connection_closes_the_pipes_and_cat_exits_on_the_end_of_its_input(reactor: Reactor) {
+        safety_stop(&reactor, 10.0);
+        let log = log();
+        let process = reactor.spawn_process(Recorder::new(&reactor, &log), ProcessSpec::new("cat")).unwrap();
+        process.lose_connection();
+        reactor.run().unwrap();
+        let seen = events(&log);
+        assert_eq!(seen.last().map(String::as_str), Some("ended done"), "{seen:?}");
+        for event in ["lost 0", "lost 1", "lost 2", "exited done"] {
+            assert!(seen.iter().any(|e| e == event), "{event} missing from {seen:?}");
+        }
+        assert!(process.has_exited());
+        // Closed: what is written now goes nowhere, and says nothing.
+        process.write(b"too late");
+        assert!(process.write_to_child(0, b"too late").is_err());
+    }
+
+    fn close_stdout_breaks_the_childs_stdout_while_its_stderr_still_arrives(reactor: Reactor) {
+        safety_stop(&reactor, 10.0);
+        let log = log();
+        let recorder = Recorder::new(&reactor, &log);
+        let (out, err) = (recorder.out.clone(), recorder.err.clone());
+        // `yes` writes to stdout until it fails; the shell then reports how it ended on
+        // stderr and becomes a `yes` itself. Every signal starts at its default in the
+        // child (spawn.rs), so a write to the closed pipe is SIGPIPE (141 = 128 + 13).
+        let script = "echo before >&2; yes; echo \"yes ended $?\" >&2; exec yes";
+        let process = reactor.spawn_process(recorder, sh(script)).unwrap();
+        process.close_stdout();
+        reactor.run().unwrap();
+        assert!(out.borrow().is_empty(), "read {} bytes after close_stdout", out.borrow().len());
+        assert_eq!(String::from_utf8_lossy(&err.borrow()), "before\nyes ended 141\n");
+        let seen = events(&log);
+        let lost = seen.iter().position(|e| e == "lost 1").expect("stdout loss");
+        let exited = seen.iter().position(|e| e.starts_with("exited")).expect("exited");
+        assert!(lost < exited, "{seen:?}");
+        assert_eq!(seen.last().map(String::as_str), Some("ended terminated code=None signal=Some(13)"), "{seen:?}");
+    }
+
+    fn close_stderr_breaks_the_childs_stderr_while_its_stdout_still_arrives(reactor: Reactor) {
+        safety_stop(&reactor, 10.0);
+        let log = log();
+        let recorder = Recorder::new(&reactor, &log);
+        let (out, err) = (recorder.out.clone(), recorder.err.clone());
+        let script = "echo before; yes >&2; echo \"yes ended $?\"; exec yes >&2";
+        let process = reactor.spawn_process(recorder, sh(script)).unwrap();
+        process.close_stderr();
+        reactor.run().unwrap();
+        assert!(err.borrow().is_empty(), "read {} bytes after close_stderr", err.borrow().len());
+        assert_eq!(String::from_utf8_lossy(&out.borrow()), "before\nyes ended 141\n");
+        let seen = events(&log);
+        let lost = seen.iter().position(|e| e == "lost 2").expect("stderr loss");
+        let exited = seen.iter().position(|e| e.starts_with("exited")).expect("exited");
+        assert!(lost < exited, "{seen:?}");
+        assert_eq!(seen.last().map(String::as_str), Some("ended terminated code=None signal=Some(13)"), "{seen:?}");
+    }
+
+    fn signal_process_by_name_ends_the_child_with_that_signal(reactor: Reactor) {
+        check_signal_ends_sleep(&reactor, "INT", libc::SIGINT);
+    }
+
+    fn signal_process_by_number_ends_the_child_with_that_signal(reactor: Reactor) {
+        check_signal_ends_sleep(&reactor, "15", libc::SIGTERM);
+    }
+
     fn a_bad_inherited_descriptor_is_an_error_not_a_panic(reactor: Reactor) {
         let log = log();
         for fd in [-1, 1_000_000] {
@@ -409,6 +474,85 @@ reactor_test! {
     }
 }
 
+/// Sends `sleep 30` the signal `name` parses to, and checks it ends the child with
+/// ProcessTerminated carrying `number`.
+fn check_signal_ends_sleep(reactor: &Reactor, name: &str, number: i32) {
+    safety_stop(reactor, 10.0);
+    let log = log();
+    let process = reactor
+        .spawn_process(
+            Recorder::new(reactor, &log),
+            ProcessSpec::new("sleep").arg("30"),
+        )
+        .unwrap();
+    let signal: Signal = name.parse().unwrap();
+    assert_eq!(signal.number(), number);
+    process.signal_process(signal).unwrap();
+    reactor.run().unwrap();
+    let seen = events(&log);
+    let ended = format!("ended terminated code=None signal=Some({number})");
+    assert_eq!(seen.last(), Some(&ended), "{seen:?}");
+    assert!(
+        seen.contains(&format!(
+            "exited terminated code=None signal=Some({number})"
+        )),
+        "{seen:?}"
+    );
+}
+
+/// A name or number that is no signal is an `InvalidArgument` naming it, not a panic.
+#[test]
+fn an_unknown_signal_is_a_typed_error() {
+    for bad in ["NOPE", "SIGNOPE", "", "99999", "-1", "0"] {
+        let err: torsion::error::InvalidArgument = bad.parse::<Signal>().unwrap_err();
+        assert!(err.to_string().contains(&format!("{bad:?}")), "{err}");
+    }
+    assert_eq!(Signal::from_number(99999), None);
+    assert_eq!("sigint".parse::<Signal>().unwrap(), Signal::INT);
+}
+
+/// A program that cannot be run leaves no zombie and no descriptor behind: checked in a
+/// child run of this binary, which has no other children for `waitid` to find.
+#[test]
+fn a_missing_program_leaves_no_zombie_and_no_descriptor() {
+    let (code, stderr) = common::run_child("TORSION_TEST_MISSING_PROGRAM", "1");
+    assert_eq!(code, Some(0), "{stderr}");
+    assert!(
+        stderr.contains("no child and no descriptor left"),
+        "the check did not run: {stderr}"
+    );
+}
+
+fn missing_program_child() {
+    let reactor = Reactor::new().unwrap();
+    let open_fds = || std::fs::read_dir("/proc/self/fd").unwrap().count();
+    let before = open_fds();
+    for program in [
+        "/no/such/program-x",
+        "no-such-program-on-path-x",
+        "/etc/passwd",
+    ] {
+        let log = log();
+        let err = reactor
+            .spawn_process(Recorder::new(&reactor, &log), ProcessSpec::new(program))
+            .err()
+            .unwrap_or_else(|| panic!("spawned {program}"));
+        assert!(err.check::<CannotSpawn>(), "{err}");
+    }
+    // ECHILD: no child at all, running or a zombie waiting to be reaped.
+    let waited = rustix::process::waitid(
+        rustix::process::WaitId::All,
+        rustix::process::WaitIdOptions::EXITED | rustix::process::WaitIdOptions::NOHANG,
+    );
+    assert!(
+        matches!(waited, Err(rustix::io::Errno::CHILD)),
+        "a child is left: {:?}",
+        waited.map(|s| s.map(|s| s.exit_status()))
+    );
+    assert_eq!(open_fds(), before, "a descriptor is left open");
+    eprintln!("no child and no descriptor left");
+}
+
 /// With `ulimit -n` at 1,000,000 (or as high as the machine lets it go), a spawn does not hand the child a descriptor it was not
 /// given, even one opened without close-on-exec near the top of the range. (How long the
 /// spawn takes is measured by the `process` benchmark, not here.)
@@ -418,11 +562,17 @@ fn a_high_descriptor_limit_leaks_nothing_into_the_child() {
     assert_eq!(code, Some(0), "{stderr}");
 }
 
+/// What a child run of this binary does ([`common::run_child`]).
 #[test]
 fn child() {
-    if std::env::var_os("TORSION_TEST_HIGH_NOFILE").is_none() {
-        return;
+    if std::env::var_os("TORSION_TEST_MISSING_PROGRAM").is_some() {
+        missing_program_child();
+    } else if std::env::var_os("TORSION_TEST_HIGH_NOFILE").is_some() {
+        high_nofile_child();
     }
+}
+
+fn high_nofile_child() {
     // 1,000,000 where the sandbox allows raising the hard limit; else as high as it goes.
     let wanted = rustix::process::Rlimit {
         current: Some(1_000_000),

@@ -4,7 +4,7 @@
 //! Invariant: nothing here leaves a process behind; every wait has a deadline.
 #![allow(dead_code)]
 
-use std::ffi::OsString;
+use std::ffi::{OsStr, OsString};
 use std::fs;
 use std::io::{ErrorKind, Read};
 use std::net::{SocketAddr, TcpListener, TcpStream};
@@ -180,7 +180,17 @@ impl Torsion {
         I: IntoIterator<Item = S>,
         S: Into<OsString>,
     {
-        let mut command = Command::new(BIN);
+        Torsion::command_of(BIN, args)
+    }
+
+    /// As [`command`](Torsion::command), for another program: a runner with plugins of
+    /// its own, or a shell that execs the binary.
+    pub fn command_of<I, S>(program: impl AsRef<OsStr>, args: I) -> Command
+    where
+        I: IntoIterator<Item = S>,
+        S: Into<OsString>,
+    {
+        let mut command = Command::new(program);
         command
             .args(args.into_iter().map(Into::into))
             .env_remove("NOTIFY_SOCKET")
