@@ -404,8 +404,8 @@ fn run(
                 gate.leave();
             }
         }
-        let reactor = match bring_up(0, &gate, &config) {
-            Ok(reactor) => reactor,
+        let (reactor, _service) = match bring_up(0, &gate, &config) {
+            Ok(worker) => worker,
             Err(message) => {
                 code = startup.fail(message);
                 return;
@@ -466,7 +466,7 @@ fn run(
 /// Worker `index` (1 to N-1) on its own thread: up in step with the others, then run until
 /// worker 0 stops it. A reactor that fails is logged and counted in the exit code.
 fn run_worker(index: usize, gate: &Gate, config: &WorkerConfig<'_>, logger: &Logger) {
-    let Ok(reactor) = bring_up(index, gate, config) else {
+    let Ok((reactor, _service)) = bring_up(index, gate, config) else {
         return;
     };
     if let Err(failure) = reactor.run() {

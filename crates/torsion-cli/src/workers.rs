@@ -139,14 +139,16 @@ impl Gate {
     }
 }
 
-/// Brings worker `index` up in step with the others (see the module doc): its reactor,
-/// with the plugin's service started and to be stopped on shutdown (the reactor's shutdown
-/// trigger holds it); the first failure of any worker if they could not all come up.
+/// Brings worker `index` up in step with the others (see the module doc): its reactor, and
+/// the plugin's service, started and to be stopped on shutdown; the first failure of any
+/// worker if they could not all come up. The caller keeps the service until the reactor has
+/// stopped: the shutdown trigger lets go of it once called, and a service dropped while its
+/// stop is pending would end that stop early.
 pub(crate) fn bring_up(
     index: usize,
     gate: &Gate,
     config: &WorkerConfig<'_>,
-) -> Result<Reactor, String> {
+) -> Result<(Reactor, Rc<dyn Service>), String> {
     let plugin = config.plugin;
     let mut service = None;
     let reactor = Reactor::builder()
@@ -194,10 +196,11 @@ pub(crate) fn bring_up(
         gate.add_handle(reactor.handle());
     }
     gate.pass().map_err(stop_and)?;
+    let stopping = started.clone();
     reactor.add_system_event_trigger(Phase::Before, SystemEvent::Shutdown, move || {
-        started.stop_service()
+        stopping.stop_service()
     });
-    Ok(reactor)
+    Ok((reactor, started))
 }
 
 fn stop_quietly(service: &Rc<dyn Service>) {

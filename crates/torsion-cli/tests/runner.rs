@@ -940,7 +940,7 @@ fn the_poll_reactor_serves_echo() {
     assert!(
         events.iter().any(|e| e["message"]
             .as_str()
-            .is_some_and(|m| m.starts_with("echo started") && m.contains("reactor Poll"))),
+            .is_some_and(|m| m.starts_with("echo started") && m.contains("reactor poll"))),
         "the started line does not name the poll backend:\n{}",
         stopped.log_lines.join("\n")
     );
