@@ -132,10 +132,10 @@ start_server() {
     wait_listening "$name" "$SERVER_PID" "$port"
 }
 
-# cmd_present: whether the program of CMD (set by a script's server_cmd) is there; if not,
-# WHY says so.
+# cmd_present: whether the program of CMD (set by a script's server_cmd) is there, as a path
+# or a name on PATH (env, bash); if not, WHY says so.
 cmd_present() {
-    [[ -x "${CMD[0]}" ]] && return 0
+    command -v "${CMD[0]}" >/dev/null && return 0
     # shellcheck disable=SC2034  # read by the script that called server_cmd
     WHY="${CMD[0]} is missing"
     return 1
