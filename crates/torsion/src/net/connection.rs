@@ -2,7 +2,9 @@
 //! `tcp.Connection`): the transport a protocol writes to.
 //!
 //! A connection reads with one `recv` into the reactor's shared buffer per readiness event
-//! (level-triggered, as Twisted's `doRead`), so an idle connection holds no read buffer.
+//! (level-triggered, as Twisted's `doRead`), so an idle connection holds no read buffer. On
+//! io_uring the ring receives for it instead (into buffers shared by the ring's
+//! connections), and each readiness event hands over one receive's bytes.
 //! Writes are buffered and sent when the loop flushes, right after the callback that wrote
 //! returns; only when the kernel's buffer is full does the connection wait for
 //! writability.
@@ -38,6 +40,7 @@ use crate::defer::Failure;
 use crate::error::{ConnectionAborted, ConnectionDone, ConnectionLost};
 use crate::net::{Address, Producer, Transport, TransportOps};
 use crate::protocol::Protocol;
+use crate::reactor::backend::{Received, Taken};
 use crate::reactor::{FileDescriptor, Flush, Reactor, ReadDescriptor, WriteDescriptor};
 use crate::time::{DelayedCall, ReactorTime};
 use crate::tls::session::{self, TlsSession};
@@ -52,6 +55,9 @@ pub const LOW_WATER_MARK: usize = 16 * 1024;
 /// How long a TLS connection closing cleanly waits for the peer's `close_notify` (or end
 /// of input) once its own is out, before closing anyway.
 const CLOSE_NOTIFY_WAIT: Duration = Duration::from_secs(2);
+
+/// The most receives of the ring one readiness event delivers (see `do_read`).
+const RING_READS_PER_EVENT: usize = 16;
 
 /// Told when a client connection ends, after its protocol (the connector, which then tells
 /// its factory's `client_connection_lost`).
@@ -154,7 +160,7 @@ impl Connection {
     pub(crate) fn start(self: &Rc<Self>, protocol: Box<dyn Protocol>) {
         *self.protocol.borrow_mut() = Some(protocol);
         self.state.borrow_mut().reading = true;
-        if let Err(err) = self.reactor.add_reader(self.clone()) {
+        if let Err(err) = self.reactor.add_stream_reader(self.clone()) {
             crate::log::error!(target: "torsion::net", "cannot watch {}: {err}", self.peer);
             self.schedule_loss(Failure::new(err));
             return;
@@ -210,7 +216,7 @@ impl Connection {
             None => return,
         };
         if on || self.tls_needs_input() {
-            if let Err(err) = self.reactor.add_reader(me) {
+            if let Err(err) = self.reactor.add_stream_reader(me) {
                 crate::log::error!(target: "torsion::net", "cannot watch {} for reading: {err}", self.peer);
                 self.schedule_loss(Failure::new(err));
             }
@@ -308,7 +314,7 @@ impl Connection {
             let register = !std::mem::replace(&mut self.state.borrow_mut().writer_registered, true);
             if register
                 && let Some(me) = self.rc()
-                && let Err(err) = self.reactor.add_writer(me)
+                && let Err(err) = self.reactor.add_stream_writer(me)
             {
                 crate::log::error!(target: "torsion::net", "cannot watch {} for writing: {err}", self.peer);
                 self.finish(Failure::new(err));
@@ -525,8 +531,7 @@ impl Connection {
         for deadline in deadline.into_iter().flatten() {
             let _ = deadline.cancel();
         }
-        self.reactor.remove_reader(self.fd);
-        self.reactor.remove_writer(self.fd);
+        self.reactor.remove_stream(self.fd);
         if let Ok(tls) = self.tls.try_borrow()
             && let Some(session) = tls.as_ref()
         {
@@ -667,10 +672,37 @@ impl FileDescriptor for Connection {
 }
 
 impl ReadDescriptor for Connection {
+    /// One read: what the ring received (io_uring), or one `recv` (the other backends).
+    ///
+    /// What the ring received is taken while the connection reads, up to
+    /// [`RING_READS_PER_EVENT`] receives (the ring may have received several since the
+    /// last event); what is left is reported again by the next wait.
     fn do_read(&self) -> Result<(), Failure> {
-        if !self.state.borrow().reading && !self.tls_needs_input() {
-            return Ok(());
+        for _ in 0..RING_READS_PER_EVENT {
+            let wanted = self.reading_unpaused() && !self.state.borrow().core.is_throttled();
+            if !wanted && !self.tls_needs_input() {
+                return Ok(());
+            }
+            match self.reactor.take_received(self.fd) {
+                Taken::NotOnRing => return self.read_socket(),
+                Taken::Nothing => return Ok(()),
+                Taken::Got(Received::Ring(buffer)) => {
+                    let result = self.deliver(Ok(&buffer));
+                    self.reactor.give_back(buffer);
+                    result?;
+                }
+                Taken::Got(Received::Copied(bytes)) => self.deliver(Ok(&bytes))?,
+                Taken::Got(Received::Eof) => return self.deliver(Ok(&[])),
+                Taken::Got(Received::Failed(err)) => return self.deliver(Err(err)),
+            }
         }
+        Ok(())
+    }
+}
+
+impl Connection {
+    /// One `recv` into the thread's shared read buffer, delivered.
+    fn read_socket(&self) -> Result<(), Failure> {
         let mut buffer = super::read_buffer::take();
         let received = {
             let sock = self.socket.borrow();
@@ -686,25 +718,32 @@ impl ReadDescriptor for Connection {
                 None => Ok(0),
             }
         };
-        let tls = self.tls.borrow().is_some();
         let result = match received {
-            Ok(0) => match self.tls_eof() {
-                Some(reason) => Err(reason),
-                None => self.eof(),
-            },
-            Ok(n) if tls => self.tls_received(&buffer[..n]),
-            Ok(n) => {
-                self.with_protocol(|p| p.data_received(&buffer[..n]));
-                Ok(())
-            }
+            Ok(n) => self.deliver(Ok(&buffer[..n])),
             Err(Errno::AGAIN) => Ok(()),
-            Err(err) => {
-                tracing::debug!(target: "torsion::net", "recv from {} failed: {err}", self.peer);
-                Err(self.lost_reason(io::Error::from(err)))
-            }
+            Err(err) => self.deliver(Err(io::Error::from(err))),
         };
         super::read_buffer::give_back(buffer);
         result
+    }
+
+    /// Hands what one read got (no bytes: the end of input) to TLS or the protocol.
+    fn deliver(&self, received: io::Result<&[u8]>) -> Result<(), Failure> {
+        match received {
+            Ok([]) => match self.tls_eof() {
+                Some(reason) => Err(reason),
+                None => self.eof(),
+            },
+            Ok(bytes) if self.tls.borrow().is_some() => self.tls_received(bytes),
+            Ok(bytes) => {
+                self.with_protocol(|p| p.data_received(bytes));
+                Ok(())
+            }
+            Err(err) => {
+                tracing::debug!(target: "torsion::net", "recv from {} failed: {err}", self.peer);
+                Err(self.lost_reason(err))
+            }
+        }
     }
 }
 
@@ -762,8 +801,7 @@ impl TransportOps for Connection {
         if let Some(sock) = self.socket.borrow().as_ref() {
             let _ = sock.set_linger(Some(Duration::ZERO));
         }
-        self.reactor.remove_reader(self.fd);
-        self.reactor.remove_writer(self.fd);
+        self.reactor.remove_stream(self.fd);
         self.schedule_loss(Failure::routine(ConnectionAborted));
     }
 

@@ -9,7 +9,7 @@ use std::os::fd::RawFd;
 use std::panic::{AssertUnwindSafe, catch_unwind};
 use std::rc::Rc;
 
-use super::backend::{Event, Interest};
+use super::backend::{Event, Interest, RingBuffer, Taken};
 use super::descriptors::Registration;
 use super::{FileDescriptor, Reactor, ReadDescriptor, WriteDescriptor};
 use crate::defer::Failure;
@@ -104,6 +104,48 @@ impl Reactor {
         self.update_fd(fd, |r| r.writer = Some(writer))
     }
 
+    /// [`add_reader`](Reactor::add_reader) for a connection's stream socket, which nothing
+    /// but `reader` reads: on io_uring its input is received on the ring, and `do_read`
+    /// takes it with [`take_received`](Reactor::take_received) rather than calling `recv`.
+    #[track_caller]
+    pub(crate) fn add_stream_reader(&self, reader: Rc<dyn ReadDescriptor>) -> std::io::Result<()> {
+        let fd = reader.fileno();
+        self.update_fd(fd, |r| {
+            r.reader = Some(reader);
+            r.stream = true;
+        })
+    }
+
+    /// [`add_writer`](Reactor::add_writer) for a connection's stream socket (see
+    /// [`add_stream_reader`](Reactor::add_stream_reader)).
+    #[track_caller]
+    pub(crate) fn add_stream_writer(&self, writer: Rc<dyn WriteDescriptor>) -> std::io::Result<()> {
+        let fd = writer.fileno();
+        self.update_fd(fd, |r| {
+            r.writer = Some(writer);
+            r.stream = true;
+        })
+    }
+
+    /// Stops watching a stream socket added with
+    /// [`add_stream_reader`](Reactor::add_stream_reader): what it received and did not take
+    /// is dropped. (Removing its reader and writer alone keeps it registered, wanting
+    /// nothing, so that what the ring received for it stays queued.)
+    pub(crate) fn remove_stream(&self, fd: RawFd) {
+        self.remove_fd(fd);
+    }
+
+    /// What the stream socket `fd` received on the ring, for its `do_read`:
+    /// [`Taken::NotOnRing`] when it is to `recv` itself.
+    pub(crate) fn take_received(&self, fd: RawFd) -> Taken {
+        self.inner.poller.borrow_mut().take_received(fd)
+    }
+
+    /// Gives back a receive buffer [`take_received`](Reactor::take_received) handed out.
+    pub(crate) fn give_back(&self, buffer: RingBuffer) {
+        self.inner.poller.borrow_mut().give_back(buffer);
+    }
+
     /// Stops watching `fd` for readability (Twisted's `removeReader`).
     pub fn remove_reader(&self, fd: RawFd) {
         if let Err(err) = self.update_fd_existing(fd, |r| r.reader = None) {
@@ -171,15 +213,19 @@ impl Reactor {
                     generation,
                     reader: None,
                     writer: None,
+                    stream: false,
                     added_at: std::panic::Location::caller(),
                 };
                 change(&mut reg);
                 let interest = interest_of(&reg);
                 let key = self.inner.descriptors.borrow().vacant_key();
-                self.inner
-                    .poller
-                    .borrow_mut()
-                    .register(fd, token(key, generation), interest)?;
+                let mut poller = self.inner.poller.borrow_mut();
+                if reg.stream {
+                    poller.register_stream(fd, token(key, generation), interest)?;
+                } else {
+                    poller.register(fd, token(key, generation), interest)?;
+                }
+                drop(poller);
                 self.inner.descriptors.borrow_mut().insert(reg);
                 self.inner.by_fd.borrow_mut().insert(fd, key);
                 Ok(())
@@ -195,16 +241,16 @@ impl Reactor {
         let Some(key) = self.inner.by_fd.borrow().get(&fd).copied() else {
             return Ok(());
         };
-        let (interest, generation, old) = {
+        let (interest, generation, stream, old) = {
             let mut descriptors = self.inner.descriptors.borrow_mut();
             let Some(reg) = descriptors.get_mut(key) else {
                 return Ok(());
             };
             let before = (reg.reader.clone(), reg.writer.clone());
             change(reg);
-            (interest_of(reg), reg.generation, before)
+            (interest_of(reg), reg.generation, reg.stream, before)
         };
-        if interest.is_none() {
+        if interest.is_none() && !(stream && self.inner.poller.borrow().receives_streams()) {
             drop(old);
             self.remove_fd(fd);
             return Ok(());
@@ -214,7 +260,11 @@ impl Reactor {
         if matches!(&result, Err(e) if e.raw_os_error() == Some(libc::ENOENT)) {
             // The descriptor number was closed and reused without being removed first
             // (epoll forgot it): register the new one.
-            result = poller.register(fd, token(key, generation), interest);
+            result = if stream {
+                poller.register_stream(fd, token(key, generation), interest)
+            } else {
+                poller.register(fd, token(key, generation), interest)
+            };
         }
         drop(poller);
         drop(old);

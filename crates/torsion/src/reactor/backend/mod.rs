@@ -23,6 +23,10 @@
 mod epoll;
 mod poll;
 mod uring;
+mod uring_buffers;
+
+pub(crate) use uring::{Received, Taken};
+pub(crate) use uring_buffers::RingBuffer;
 
 use std::fmt;
 use std::io;
@@ -271,6 +275,55 @@ impl Poller {
             Poller::Epoll(p) => p.register(fd, token, interest),
             Poller::Poll(p) => p.register(fd, token, interest),
             Poller::IoUring(p) => p.register(fd, token, interest),
+        }
+    }
+
+    /// Starts watching the stream socket `fd` (a connection's, which nothing but its
+    /// transport reads), as [`register`](Self::register) does. On io_uring its input is then
+    /// received on the ring and taken with [`take_received`](Self::take_received); the
+    /// other backends watch it as any descriptor.
+    ///
+    /// # Errors
+    ///
+    /// As [`register`](Self::register).
+    pub(crate) fn register_stream(
+        &mut self,
+        fd: RawFd,
+        token: u64,
+        interest: Interest,
+    ) -> io::Result<()> {
+        match self {
+            Poller::Epoll(p) => p.register(fd, token, interest),
+            Poller::Poll(p) => p.register(fd, token, interest),
+            Poller::IoUring(p) => p.register_stream(fd, token, interest),
+        }
+    }
+
+    /// Whether stream sockets receive on the ring here (io_uring, on a kernel with multishot
+    /// receives): a stream that wants nothing then stays registered, so that what was
+    /// received for it stays queued; on the other backends it is deregistered, and its
+    /// input waits in the kernel.
+    pub(crate) fn receives_streams(&self) -> bool {
+        match self {
+            Poller::IoUring(p) => p.receives_streams(),
+            Poller::Epoll(_) | Poller::Poll(_) => false,
+        }
+    }
+
+    /// The next thing the stream socket `fd` received on the ring, or
+    /// [`Taken::NotOnRing`] when its reader is to `recv` itself (every backend but
+    /// io_uring, and descriptors not registered as streams).
+    pub(crate) fn take_received(&mut self, fd: RawFd) -> Taken {
+        match self {
+            Poller::IoUring(p) => p.take_received(fd),
+            Poller::Epoll(_) | Poller::Poll(_) => Taken::NotOnRing,
+        }
+    }
+
+    /// Gives a receive buffer from [`take_received`](Self::take_received) back.
+    pub(crate) fn give_back(&mut self, buffer: RingBuffer) {
+        if let Poller::IoUring(p) = self {
+            p.give_back(buffer);
         }
     }
 

@@ -11,6 +11,17 @@
 //! timeout rides on the same call (`IORING_ENTER_EXT_ARG`), and the reactor's waker is an
 //! eventfd polled like any descriptor.
 //!
+//! **Stream sockets receive on the ring.** A connection registered as a stream
+//! ([`UringPoller::register_stream`]) gets no readability poll: while it wants to read, a
+//! multishot `IORING_OP_RECV` is armed on it, receiving into the ring's shared buffers
+//! (`uring_buffers.rs`), and each completion's bytes (or its end of input, or its error) are
+//! queued on the descriptor and reported as a readable event; the connection's `do_read`
+//! takes them with [`UringPoller::take_received`] instead of calling `recv`. When it stops
+//! wanting to read, the receive is cancelled, and what arrives meanwhile stays queued (in
+//! its own copy, so the shared buffers are not held) until it reads again: nothing is lost
+//! and nothing is reordered. A poll is still armed for writability, and, while it does not
+//! read, for hang-ups and errors, as for any descriptor.
+//!
 //! Where the kernel or a seccomp profile (Docker's and containerd's defaults) refuses
 //! io_uring, [`UringPoller::new`] fails with [`UringUnavailable`]'s message; the reactor
 //! builder's `auto` choice then falls back to epoll.
@@ -23,6 +34,9 @@
 //! - `deregister` removes the armed poll from the ring before it returns (one
 //!   `io_uring_enter`): an armed poll holds a reference to the file, and a socket closed
 //!   right after must really close (send its FIN) then, not at the next wait.
+//! - A stream descriptor has at most one receive armed; completions of an earlier one
+//!   (cancelled, or of a number since reused) are dropped, their buffers given back. Nothing
+//!   but the ring reads a stream socket, so the queue holds its bytes in order.
 //! - Regular files and directories are refused with `EPERM`, as epoll refuses them, so the
 //!   callers' fallbacks for them work alike on both.
 
@@ -31,17 +45,33 @@ use std::io;
 use std::os::fd::RawFd;
 use std::time::{Duration, Instant};
 
-use io_uring::{IoUring, opcode, squeue, types};
+use std::collections::VecDeque;
 
+use io_uring::{IoUring, cqueue, opcode, squeue, types};
+
+use super::uring_buffers::{self, BufferPool, RingBuffer};
 use super::{Event, Interest, timeout_millis};
 
 /// Submission queue slots; the completion queue gets twice as many, and the kernel keeps
 /// any overflow (`IORING_FEAT_NODROP`), so this only bounds a batch between two enters.
 const RING_ENTRIES: u32 = 256;
 
-/// The `user_data` of removal requests, whose completions are not events. No descriptor
-/// number has all its bits set in the high half (descriptors are non-negative `i32`s).
+/// The `user_data` of removal, cancellation and provision requests, whose completions are
+/// not events. No descriptor number has all its bits set in the high half (descriptors are
+/// non-negative `i32`s).
 const REMOVAL: u64 = u64::MAX;
+
+/// The bit set in the `user_data` of a stream's receive (never in a poll's: a descriptor
+/// number is a non-negative `i32`, so bit 63 of `fd << 32` is clear).
+const RECEIVE: u64 = 1 << 63;
+
+/// The most receives a stream queues: at this many its receive is cancelled, and armed
+/// again once its reader has taken some, so a reader slower than its peer leaves the rest
+/// in the kernel (and TCP's flow control slows the peer), as with `recv`.
+const MAX_QUEUED: usize = 4;
+
+/// How long dropping the ring waits for its cancelled receives to complete.
+const DROP_WAIT: Duration = Duration::from_secs(1);
 
 /// Why io_uring cannot be used here, as a message naming the likely cause.
 pub(crate) struct UringUnavailable;
@@ -60,8 +90,49 @@ impl UringUnavailable {
     }
 }
 
+/// What a stream socket's receive delivered, taken in order by its `do_read`.
+#[derive(Debug)]
+pub(crate) enum Received {
+    /// Bytes in one of the ring's buffers: give it back with
+    /// [`UringPoller::give_back`] once they are read.
+    Ring(RingBuffer),
+    /// Bytes copied out of the ring's buffers, because they arrived while the socket was
+    /// not being read (so that no shared buffer waits on a paused connection).
+    Copied(Vec<u8>),
+    /// End of input.
+    Eof,
+    /// The receive failed with the socket's error.
+    Failed(io::Error),
+}
+
+/// What [`UringPoller::take_received`] found.
+#[derive(Debug)]
+pub(crate) enum Taken {
+    /// The descriptor does not receive on the ring: read it with `recv`.
+    NotOnRing,
+    /// Nothing is queued (yet).
+    Nothing,
+    /// The next thing the socket received.
+    Got(Received),
+}
+
+/// The ring-side state of a stream socket (see the module doc).
+#[derive(Debug, Default)]
+struct StreamReceive {
+    /// The `user_data` of its armed multishot receive.
+    armed: Option<u64>,
+    /// That receive's cancellation is submitted.
+    cancelling: bool,
+    /// End of input or an error is queued: no receive is armed again.
+    ended: bool,
+    /// What was received and not taken yet, in order.
+    queue: VecDeque<Received>,
+    /// The wait that last reported the queue: one event per descriptor per wait.
+    reported: u32,
+}
+
 /// One registered descriptor.
-#[derive(Debug, Clone, Copy)]
+#[derive(Debug)]
 struct Entry {
     token: u64,
     interest: Interest,
@@ -70,9 +141,46 @@ struct Entry {
     /// Its last single-shot poll completed with nothing asked for (see [`UringPoller::reap`]):
     /// it is armed multishot until something asked for is reported.
     quiet: bool,
+    /// A stream socket receiving on the ring ([`UringPoller::register_stream`]).
+    stream: Option<Box<StreamReceive>>,
 }
 
-/// An io_uring instance used as a readiness poller.
+impl Entry {
+    fn new(token: u64, interest: Interest, stream: bool) -> Entry {
+        Entry {
+            token,
+            interest,
+            armed: None,
+            quiet: false,
+            stream: stream.then(Box::default),
+        }
+    }
+
+    /// The mask of the poll this descriptor needs, if it needs one: a stream that reads
+    /// learns of its input, end of input and errors from its receive, so it is polled for
+    /// writability only, and not at all when it does not write.
+    ///
+    /// A stream that does neither (a paused connection) is not polled at all, as the other
+    /// backends do not watch a connection that wants nothing: it learns of a hang-up once
+    /// it reads again.
+    fn poll_wanted(&self) -> Option<u32> {
+        match &self.stream {
+            Some(_) => self.interest.writable.then_some(libc::POLLOUT as u32),
+            None => Some(poll_mask(self.interest)),
+        }
+    }
+
+    /// Whether a receive should be armed for it now.
+    fn receive_wanted(&self) -> bool {
+        self.interest.readable
+            && self
+                .stream
+                .as_ref()
+                .is_some_and(|s| s.armed.is_none() && !s.ended && s.queue.len() < MAX_QUEUED)
+    }
+}
+
+/// An io_uring instance: a readiness poller, and the receiver of stream sockets.
 pub(crate) struct UringPoller {
     ring: IoUring,
     /// Registered descriptors, indexed by number (descriptor numbers are small and dense).
@@ -83,6 +191,18 @@ pub(crate) struct UringPoller {
     to_arm: Vec<RawFd>,
     /// The low half of the next arm's `user_data`.
     serial: u32,
+    /// The buffers stream sockets receive into.
+    buffers: BufferPool,
+    /// Receives submitted whose last completion has not come yet.
+    receiving: usize,
+    /// Whether this kernel takes multishot receives (6.0); cleared at the first refusal,
+    /// after which stream sockets are polled and read as any descriptor.
+    ring_receive: bool,
+    /// Streams whose queue still held something when one item was taken: reported again
+    /// by the next wait, which then does not block.
+    backlog: Vec<RawFd>,
+    /// Waits so far, to report each queue once per wait.
+    waits: u32,
 }
 
 impl fmt::Debug for UringPoller {
@@ -90,6 +210,7 @@ impl fmt::Debug for UringPoller {
         f.debug_struct("UringPoller")
             .field("registered", &self.registered)
             .field("to_arm", &self.to_arm.len())
+            .field("receiving", &self.receiving)
             .finish_non_exhaustive()
     }
 }
@@ -126,64 +247,168 @@ impl UringPoller {
             registered: 0,
             to_arm: Vec::new(),
             serial: 0,
+            buffers: BufferPool::default(),
+            receiving: 0,
+            ring_receive: true,
+            backlog: Vec::new(),
+            waits: 0,
         })
     }
 
     /// Starts watching `fd`; `EEXIST` if it is registered, `EPERM` for a regular file or a
     /// directory (as epoll), `EBADF` if it is not open.
     pub(crate) fn register(&mut self, fd: RawFd, token: u64, interest: Interest) -> io::Result<()> {
+        self.add(fd, Entry::new(token, interest, false))
+    }
+
+    /// Starts watching the stream socket `fd`, whose input is received on the ring and
+    /// taken with [`take_received`](Self::take_received) (see the module doc).
+    pub(crate) fn register_stream(
+        &mut self,
+        fd: RawFd,
+        token: u64,
+        interest: Interest,
+    ) -> io::Result<()> {
+        if self.ring_receive && !self.buffers.is_started() {
+            self.buffers.grow();
+        }
+        self.add(fd, Entry::new(token, interest, self.ring_receive))
+    }
+
+    fn add(&mut self, fd: RawFd, entry: Entry) -> io::Result<()> {
         let index = index(fd)?;
         if self.entries.get(index).is_some_and(Option::is_some) {
             return Err(io::Error::from_raw_os_error(libc::EEXIST));
         }
         refuse_files(fd)?;
         if self.entries.len() <= index {
-            self.entries.resize(index + 1, None);
+            self.entries.resize_with(index + 1, || None);
         }
-        self.entries[index] = Some(Entry {
-            token,
-            interest,
-            armed: None,
-            quiet: false,
-        });
+        self.entries[index] = Some(entry);
         self.registered += 1;
         self.to_arm.push(fd);
         Ok(())
     }
 
     /// Changes `fd`'s token and interest; `ENOENT` if it is not registered. A new interest
-    /// replaces the armed poll at the next wait; a new token alone needs nothing.
+    /// replaces the armed poll at the next wait; a new token alone needs nothing. A stream
+    /// that stops reading has its receive cancelled; one that reads again gets what was
+    /// queued meanwhile first.
     pub(crate) fn reregister(
         &mut self,
         fd: RawFd,
         token: u64,
         interest: Interest,
     ) -> io::Result<()> {
-        let entry = self.entry_mut(fd)?;
+        self.entry_mut(fd)?;
+        let Some(Some(entry)) = self.entries.get_mut(fd as usize) else {
+            return Err(io::Error::from_raw_os_error(libc::ENOENT));
+        };
         entry.token = token;
         if entry.interest == interest {
             return Ok(());
         }
+        let was_reading = entry.interest.readable;
         entry.interest = interest;
         entry.quiet = false;
-        if let Some(armed) = entry.armed.take() {
-            self.push(removal(armed))?;
+        let poll = entry.armed.take();
+        let mut cancel = None;
+        let mut queued = false;
+        if let Some(stream) = entry.stream.as_mut() {
+            if was_reading && !interest.readable {
+                if let Some(receive) = stream.armed
+                    && !stream.cancelling
+                {
+                    stream.cancelling = true;
+                    cancel = Some(receive);
+                }
+                // What waits for a paused reader does not hold the shared buffers.
+                for item in &mut stream.queue {
+                    if let Received::Ring(buffer) = item {
+                        let copy = Received::Copied(buffer.to_vec());
+                        if let Received::Ring(buffer) = std::mem::replace(item, copy) {
+                            self.buffers.give_back(buffer);
+                        }
+                    }
+                }
+            }
+            queued = interest.readable && !stream.queue.is_empty();
+        }
+        if let Some(poll) = poll {
+            self.push(removal(poll))?;
+        }
+        if let Some(receive) = cancel {
+            self.push(cancellation(receive))?;
+        }
+        if queued {
+            self.backlog.push(fd);
         }
         self.to_arm.push(fd);
         Ok(())
     }
 
-    /// Stops watching `fd`, removing its armed poll from the ring before returning (see
-    /// the module doc); `ENOENT` if it is not registered.
+    /// Stops watching `fd`, removing its armed poll and cancelling its receive before
+    /// returning (see the module doc), and dropping what it had received and not taken;
+    /// `ENOENT` if it is not registered.
     pub(crate) fn deregister(&mut self, fd: RawFd) -> io::Result<()> {
-        let entry = *self.entry_mut(fd)?;
-        self.entries[fd as usize] = None;
+        self.entry_mut(fd)?;
+        let Some(entry) = self.entries[fd as usize].take() else {
+            return Err(io::Error::from_raw_os_error(libc::ENOENT));
+        };
         self.registered -= 1;
+        let mut submit = false;
         if let Some(armed) = entry.armed {
             self.push(removal(armed))?;
+            submit = true;
+        }
+        if let Some(stream) = entry.stream {
+            if let Some(receive) = stream.armed {
+                self.push(cancellation(receive))?;
+                submit = true;
+            }
+            for item in stream.queue {
+                if let Received::Ring(buffer) = item {
+                    self.buffers.give_back(buffer);
+                }
+            }
+        }
+        if submit {
             self.enter(|ring| ring.submit())?;
         }
         Ok(())
+    }
+
+    /// Takes the next thing the stream socket `fd` received (see the module doc).
+    pub(crate) fn take_received(&mut self, fd: RawFd) -> Taken {
+        let Some(Some(entry)) = usize::try_from(fd)
+            .ok()
+            .and_then(|i| self.entries.get_mut(i))
+        else {
+            return Taken::NotOnRing;
+        };
+        let Some(stream) = entry.stream.as_mut() else {
+            return Taken::NotOnRing;
+        };
+        let Some(item) = stream.queue.pop_front() else {
+            return Taken::Nothing;
+        };
+        if !stream.queue.is_empty() {
+            self.backlog.push(fd);
+        }
+        if entry.receive_wanted() {
+            self.to_arm.push(fd);
+        }
+        Taken::Got(item)
+    }
+
+    /// Whether stream sockets registered now receive on the ring.
+    pub(crate) fn receives_streams(&self) -> bool {
+        self.ring_receive
+    }
+
+    /// Gives a receive buffer back to the ring, once its bytes are read.
+    pub(crate) fn give_back(&mut self, buffer: RingBuffer) {
+        self.buffers.give_back(buffer);
     }
 
     fn entry_mut(&mut self, fd: RawFd) -> io::Result<&mut Entry> {
@@ -195,11 +420,15 @@ impl UringPoller {
     }
 
     /// Queues one submission, submitting what is queued first if the queue is full.
+    ///
+    /// Every entry this backend makes points at no memory (a poll names a descriptor and a
+    /// mask; a removal or a cancellation the `user_data` of its target; a multishot receive
+    /// a buffer group) except a buffer provision, whose buffer stays put and untouched
+    /// until a completion names it (`uring_buffers.rs`).
     fn push(&mut self, entry: squeue::Entry) -> io::Result<()> {
         loop {
-            // SAFETY: the entries this backend makes (`POLL_ADD`, `POLL_REMOVE`) point at no
-            // memory: a poll names a descriptor number and an event mask, a removal the
-            // `user_data` of the poll to remove. Nothing has to outlive the submission.
+            // SAFETY: see above: nothing an entry points at is moved or freed while the
+            // kernel may use it.
             if unsafe { self.ring.submission().push(&entry) }.is_ok() {
                 return Ok(());
             }
@@ -207,29 +436,53 @@ impl UringPoller {
         }
     }
 
-    /// Arms a poll for every registered, unarmed descriptor in `to_arm`.
+    /// Arms a poll and/or a receive for every registered descriptor in `to_arm` that needs
+    /// one and has none, and queues the buffers given back since the last wait.
     fn arm_pending(&mut self) -> io::Result<()> {
         let mut pending = std::mem::take(&mut self.to_arm);
         for &fd in &pending {
             let Some(Some(entry)) = self.entries.get(fd as usize) else {
                 continue;
             };
-            if entry.armed.is_some() {
-                continue;
+            let poll = match (entry.armed, entry.poll_wanted()) {
+                (None, Some(mask)) => Some((mask, entry.quiet)),
+                _ => None,
+            };
+            let receive = entry.receive_wanted();
+            if let Some((mask, quiet)) = poll {
+                let user_data = (u64::from(fd as u32) << 32) | u64::from(self.serial);
+                self.serial = self.serial.wrapping_add(1);
+                let poll = opcode::PollAdd::new(types::Fd(fd), mask)
+                    .multi(quiet)
+                    .build()
+                    .user_data(user_data);
+                self.push(poll)?;
+                if let Some(Some(entry)) = self.entries.get_mut(fd as usize) {
+                    entry.armed = Some(user_data);
+                }
             }
-            let user_data = (u64::from(fd as u32) << 32) | u64::from(self.serial);
-            self.serial = self.serial.wrapping_add(1);
-            let poll = opcode::PollAdd::new(types::Fd(fd), poll_mask(entry.interest))
-                .multi(entry.quiet)
-                .build()
-                .user_data(user_data);
-            self.push(poll)?;
-            if let Some(Some(entry)) = self.entries.get_mut(fd as usize) {
-                entry.armed = Some(user_data);
+            if receive {
+                let user_data = RECEIVE | (u64::from(fd as u32) << 32) | u64::from(self.serial);
+                self.serial = self.serial.wrapping_add(1);
+                let receive = opcode::RecvMulti::new(types::Fd(fd), uring_buffers::GROUP)
+                    .build()
+                    .user_data(user_data);
+                self.push(receive)?;
+                self.receiving += 1;
+                if let Some(Some(Entry {
+                    stream: Some(stream),
+                    ..
+                })) = self.entries.get_mut(fd as usize)
+                {
+                    stream.armed = Some(user_data);
+                }
             }
         }
         pending.clear();
         self.to_arm = pending;
+        while let Some(provision) = self.buffers.next_provision(REMOVAL) {
+            self.push(provision)?;
+        }
         Ok(())
     }
 
@@ -245,13 +498,23 @@ impl UringPoller {
     }
 
     /// Submits the pending arms and waits, in one `io_uring_enter`; clears `events`, then
-    /// fills it with the completions that are events.
+    /// fills it with the completions that are events. A stream with something queued still
+    /// is reported at once, without blocking.
     pub(crate) fn wait(
         &mut self,
         events: &mut Vec<Event>,
         timeout: Option<Duration>,
     ) -> io::Result<()> {
         events.clear();
+        self.waits = self.waits.wrapping_add(1);
+        for fd in std::mem::take(&mut self.backlog) {
+            self.report_queued(fd, events);
+        }
+        let timeout = if events.is_empty() {
+            timeout
+        } else {
+            Some(Duration::ZERO)
+        };
         self.arm_pending()?;
         // The same whole milliseconds as the other backends.
         let timeout = timeout
@@ -285,12 +548,36 @@ impl UringPoller {
             if !events.is_empty() || interrupted || expired {
                 return Ok(());
             }
-            // A submission that did not all go in (the queue was full) is retried here.
+            // A submission that did not all go in (the queue was full) is retried here,
+            // and receives ended by a completion are armed again.
             self.arm_pending()?;
         }
     }
 
-    /// Moves the completions out of the ring: an event for each current arm's.
+    /// Reports `fd` readable if it is a stream that reads, has something queued, and was
+    /// not reported by this wait yet.
+    fn report_queued(&mut self, fd: RawFd, events: &mut Vec<Event>) {
+        let waits = self.waits;
+        let Some(Some(entry)) = self.entries.get_mut(fd as usize) else {
+            return;
+        };
+        let Some(stream) = entry.stream.as_mut() else {
+            return;
+        };
+        if entry.interest.readable && !stream.queue.is_empty() && stream.reported != waits {
+            stream.reported = waits;
+            events.push(Event {
+                token: entry.token,
+                readable: true,
+                writable: false,
+                hangup: false,
+                error: false,
+            });
+        }
+    }
+
+    /// Moves the completions out of the ring: an event for each current arm's, and the
+    /// receives' bytes onto their streams' queues.
     ///
     /// The kernel adds `POLLRDHUP` to every poll, so once a peer has shut its sending side a
     /// single-shot poll asking for nothing, or for writing while the socket cannot take more,
@@ -300,9 +587,17 @@ impl UringPoller {
     /// to level-triggering) as soon as it reports something asked for.
     fn reap(&mut self, events: &mut Vec<Event>) {
         let mut removals = Vec::new();
-        for completion in self.ring.completion() {
-            let user_data = completion.user_data();
+        let completions: Vec<(u64, i32, u32)> = self
+            .ring
+            .completion()
+            .map(|c| (c.user_data(), c.result(), c.flags()))
+            .collect();
+        for (user_data, result, flags) in completions {
             if user_data == REMOVAL {
+                continue;
+            }
+            if user_data & RECEIVE != 0 {
+                self.received(user_data, result, flags, events);
                 continue;
             }
             let fd = (user_data >> 32) as RawFd;
@@ -312,8 +607,7 @@ impl UringPoller {
             if entry.armed != Some(user_data) {
                 continue;
             }
-            let result = completion.result();
-            let event = if result >= 0 {
+            let mut event = if result >= 0 {
                 let mask = result as libc::c_short;
                 Event {
                     token: entry.token,
@@ -336,8 +630,15 @@ impl UringPoller {
                     error: true,
                 }
             };
+            if entry.stream.is_some() && entry.interest.readable {
+                // Its receive reports input, end of input and errors, in order with the
+                // bytes before them.
+                event.readable = false;
+                event.hangup = false;
+                event.error = false;
+            }
             let reported = event.readable || event.writable || event.hangup || event.error;
-            let more = io_uring::cqueue::more(completion.flags());
+            let more = cqueue::more(flags);
             if entry.quiet {
                 if !reported && more {
                     continue;
@@ -360,12 +661,148 @@ impl UringPoller {
             let _ = self.push(removal(user_data));
         }
     }
+
+    /// One completion of a stream's multishot receive: its bytes, end of input or error
+    /// queued, the stream reported, and the receive armed again if it ended early.
+    fn received(&mut self, user_data: u64, result: i32, flags: u32, events: &mut Vec<Event>) {
+        let more = cqueue::more(flags);
+        if !more {
+            self.receiving = self.receiving.saturating_sub(1);
+        }
+        let buffer = cqueue::buffer_select(flags);
+        let fd = ((user_data >> 32) & 0x7fff_ffff) as RawFd;
+        let current = matches!(
+            self.entries.get(fd as usize),
+            Some(Some(Entry { stream: Some(stream), .. })) if stream.armed == Some(user_data)
+        );
+        if !current {
+            // Cancelled, or of a descriptor since deregistered: its bytes are dropped.
+            if let Some(id) = buffer {
+                self.buffers.recycle(id);
+            }
+            return;
+        }
+        let Some(Some(entry)) = self.entries.get_mut(fd as usize) else {
+            return;
+        };
+        let reading = entry.interest.readable;
+        let Some(stream) = entry.stream.as_mut() else {
+            return;
+        };
+        if !more {
+            stream.armed = None;
+            stream.cancelling = false;
+        }
+        let item = match result {
+            n if n > 0 => match buffer.and_then(|id| self.buffers.take(id, n as usize)) {
+                Some(buffer) if reading => Some(Received::Ring(buffer)),
+                Some(buffer) => {
+                    let copy = buffer.to_vec();
+                    self.buffers.give_back(buffer);
+                    Some(Received::Copied(copy))
+                }
+                None => {
+                    stream.ended = true;
+                    Some(Received::Failed(io::Error::other(
+                        "io_uring completed a receive without a buffer of its pool",
+                    )))
+                }
+            },
+            0 => {
+                stream.ended = true;
+                Some(Received::Eof)
+            }
+            n => match -n {
+                libc::ECANCELED | libc::EINTR | libc::EAGAIN => None,
+                libc::ENOBUFS => {
+                    // Every buffer is out: more are provided before the receive is armed
+                    // again (at the most, the same ones once they come back).
+                    self.buffers.grow();
+                    None
+                }
+                libc::EINVAL if stream.queue.is_empty() => {
+                    // A kernel without multishot receives (before 6.0): this stream, and
+                    // every one registered from now on, is polled and read with `recv`.
+                    self.ring_receive = false;
+                    entry.stream = None;
+                    if entry.armed.is_none() {
+                        self.to_arm.push(fd);
+                    }
+                    events.push(Event {
+                        token: entry.token,
+                        readable: reading,
+                        writable: false,
+                        hangup: false,
+                        error: false,
+                    });
+                    return;
+                }
+                errno => {
+                    stream.ended = true;
+                    Some(Received::Failed(io::Error::from_raw_os_error(errno)))
+                }
+            },
+        };
+        if let Some(item) = item {
+            stream.queue.push_back(item);
+        }
+        let full = stream.queue.len() >= MAX_QUEUED;
+        let cancel = full && more && !stream.cancelling;
+        if cancel {
+            stream.cancelling = true;
+        }
+        if !more && reading && !stream.ended && !full {
+            self.to_arm.push(fd);
+        }
+        if cancel {
+            // Queued like any submission; an error there shows again at the wait.
+            let _ = self.push(cancellation(user_data));
+        }
+        self.report_queued(fd, events);
+    }
+}
+
+impl Drop for UringPoller {
+    /// Cancels every receive and waits (at most [`DROP_WAIT`]) for their last completions,
+    /// so the kernel is done with the receive buffers before they are freed; if it is not
+    /// by then, the buffers are leaked rather than freed under it.
+    fn drop(&mut self) {
+        if self.receiving == 0 {
+            return;
+        }
+        let cancel_all = opcode::AsyncCancel2::new(types::CancelBuilder::any())
+            .build()
+            .user_data(REMOVAL);
+        let deadline = Instant::now() + DROP_WAIT;
+        if self.push(cancel_all).is_ok() {
+            let mut events = Vec::new();
+            while self.receiving > 0 && Instant::now() < deadline {
+                let ts = types::Timespec::new().nsec(10_000_000);
+                let args = types::SubmitArgs::new().timespec(&ts);
+                let _ = self.ring.submitter().submit_with_args(1, &args);
+                self.entries.clear();
+                self.reap(&mut events);
+            }
+        }
+        if self.receiving > 0 {
+            std::mem::forget(std::mem::take(&mut self.buffers));
+        }
+    }
 }
 
 /// A removal of the poll armed with `user_data`, whose own completion is skipped when it
 /// succeeds.
 fn removal(user_data: u64) -> squeue::Entry {
     opcode::PollRemove::new(user_data)
+        .build()
+        .user_data(REMOVAL)
+        .flags(squeue::Flags::SKIP_SUCCESS)
+}
+
+/// A cancellation of the receive armed with `user_data`; the receive's own last
+/// completion (`ECANCELED`) says when it is done.
+fn cancellation(user_data: u64) -> squeue::Entry {
+    opcode::AsyncCancel::new(user_data)
         .build()
         .user_data(REMOVAL)
         .flags(squeue::Flags::SKIP_SUCCESS)
