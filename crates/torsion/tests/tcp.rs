@@ -231,6 +231,35 @@ impl Producer for Pull {
 }
 
 reactor_test! {
+    fn an_answer_to_bytes_that_came_with_the_end_of_input_goes_out_before_the_close(reactor: Reactor) {
+        // The client writes and shuts its sending side at once, so the bytes and the end of
+        // input may arrive together; the echo (no half-close) must still answer first.
+        let (port, n) = listen_local(&reactor, Rc::new(Echo::default));
+        let handle = reactor.handle();
+        let client = std::thread::spawn(move || {
+            use std::io::{Read, Write};
+            let mut answers = Vec::new();
+            for _ in 0..20 {
+                let mut s = std::net::TcpStream::connect(("127.0.0.1", n)).unwrap();
+                s.write_all(b"hello, echo\n").unwrap();
+                s.shutdown(std::net::Shutdown::Write).unwrap();
+                let mut got = Vec::new();
+                s.read_to_end(&mut got).unwrap();
+                answers.push(got);
+            }
+            handle.call_from_thread(|reactor| {
+                let _ = reactor.stop();
+            });
+            answers
+        });
+        common::safety_stop(&reactor, 20.0);
+        reactor.run().unwrap();
+        drop(port);
+        for answer in client.join().unwrap() {
+            assert_eq!(answer, b"hello, echo\n");
+        }
+    }
+
     fn echo_round_trip_then_clean_close(reactor: Reactor) {
         let (port, n) = listen_local(&reactor, Rc::new(Echo::default));
         let client = ClientRecorder::new(&reactor, b"hello, world", Some(12));

@@ -110,6 +110,12 @@ struct State {
     /// The buffer, producer, throttle and closing rules, shared with the other stream
     /// transports.
     core: StreamCore,
+    /// How many of the core's bytes the send on the ring in flight carries: consumed once
+    /// it has ended (none when it carries ciphertext).
+    ring_from_core: usize,
+    /// The ring delivered the end of input while output was still on its way: it waits,
+    /// with reading off, until the output is out (see `do_read`).
+    eof_deferred: bool,
 }
 
 impl Connection {
@@ -142,6 +148,8 @@ impl Connection {
                 lingering: false,
                 linger_deadline: None,
                 core: StreamCore::new(HIGH_WATER_MARK, LOW_WATER_MARK),
+                ring_from_core: 0,
+                eof_deferred: false,
             }),
             tls: RefCell::new(None),
             last_tls_info: RefCell::new(None),
@@ -278,9 +286,12 @@ impl Connection {
             let sock = self.socket.borrow();
             let Some(sock) = sock.as_ref() else { return };
             let mut tls = self.tls.borrow_mut();
-            match tls.as_mut() {
-                None => send_clear(sock.as_fd(), &mut st.core, usize::MAX),
-                Some(session) => send_tls(sock.as_fd(), &mut st, session),
+            match ring_send(&self.reactor, self.fd, &mut st, tls.as_mut()) {
+                Some(sent) => sent,
+                None => match tls.as_mut() {
+                    None => send_clear(sock.as_fd(), &mut st.core, usize::MAX),
+                    Some(session) => send_tls(sock.as_fd(), &mut st, session),
+                },
             }
         };
         let sent = match result {
@@ -335,6 +346,10 @@ impl Connection {
         }
         if release && self.reading_unpaused() {
             self.set_reading(true);
+        }
+        if std::mem::take(&mut self.state.borrow_mut().eof_deferred) {
+            // The end of input the ring delivered early is read now.
+            self.refresh_reading();
         }
         match next {
             Drained::Resume(producer) => producer.resume_producing(),
@@ -428,7 +443,9 @@ impl Connection {
             let outcome = session.receive(ciphertext, &mut plaintext);
             if outcome.is_err() {
                 // Best effort: the alert saying why.
-                if let Some(sock) = self.socket.borrow().as_ref() {
+                if let Some(sock) = self.socket.borrow().as_ref()
+                    && !self.reactor.ring_sending(self.fd)
+                {
                     let _ = session.send(sock.as_fd());
                 }
             }
@@ -543,6 +560,7 @@ impl Connection {
             && reason.check::<ConnectionDone>()
             && !session.close_notify_sent()
             && let Some(sock) = self.socket.borrow().as_ref()
+            && !self.reactor.ring_sending(self.fd)
         {
             // A clean end we did not start (the peer's close_notify or end of input):
             // answer with our close_notify, best effort, without waiting.
@@ -608,6 +626,72 @@ fn send_clear(fd: BorrowedFd<'_>, core: &mut StreamCore, limit: usize) -> Result
         }
     }
     Ok(Sent::Drained)
+}
+
+/// The most of the buffer one send on the ring carries.
+const RING_SEND_MAX: usize = 256 * 1024;
+
+/// Sends on the ring (io_uring), as [`send_clear`] and [`send_tls`] do on the socket: a copy
+/// of the buffered bytes (the ones written before TLS first), or the ciphertext waiting, in
+/// one send whose end comes back to `do_write`; [`Sent::Blocked`] until then. `None` when
+/// the connection is not on the ring.
+fn ring_send(
+    reactor: &Reactor,
+    fd: RawFd,
+    st: &mut State,
+    tls: Option<&mut TlsSession>,
+) -> Option<Result<Sent, io::Error>> {
+    if reactor.ring_sending(fd) {
+        return Some(Ok(Sent::Blocked));
+    }
+    let clear = match &tls {
+        None => st.core.buffered(),
+        Some(_) => st.clear_before_tls.min(st.core.buffered()),
+    };
+    if clear > 0 || tls.is_none() {
+        if clear == 0 {
+            return None;
+        }
+        let n = clear.min(RING_SEND_MAX);
+        let pending = &st.core.pending()[..n];
+        return match reactor.ring_send(fd, |out| out.extend_from_slice(pending)) {
+            Ok(false) => None,
+            Ok(true) => {
+                st.ring_from_core = n;
+                Some(Ok(Sent::Blocked))
+            }
+            Err(err) => Some(Err(err)),
+        };
+    }
+    let session = tls?;
+    if !reactor.on_ring(fd) {
+        return None;
+    }
+    loop {
+        if session.wants_write() {
+            return match reactor.ring_send(fd, |out| session.send_into(out)) {
+                Ok(false) => None,
+                Ok(true) => {
+                    st.ring_from_core = 0;
+                    Some(Ok(Sent::Blocked))
+                }
+                Err(err) => Some(Err(err)),
+            };
+        }
+        if st.core.buffered() == 0 {
+            return Some(Ok(Sent::Drained));
+        }
+        if session.close_notify_sent() {
+            // Written after the close began: dropped, as after `lose_write_connection`.
+            let n = st.core.buffered();
+            st.core.consume(n);
+            return Some(Ok(Sent::Drained));
+        }
+        match session.encrypt(st.core.pending()) {
+            0 => return Some(Ok(Sent::AwaitingHandshake)),
+            n => st.core.consume(n),
+        }
+    }
 }
 
 /// Sends over TLS: the bytes written before TLS started in the clear, then waiting
@@ -692,6 +776,15 @@ impl ReadDescriptor for Connection {
                     result?;
                 }
                 Taken::Got(Received::Copied(bytes)) => self.deliver(Ok(&bytes))?,
+                Taken::Got(Received::Eof) if self.output_on_its_way() => {
+                    // The ring may deliver the end of input with the bytes before it, whose
+                    // answer is not out yet: it waits for that, as it does with `recv`
+                    // (where the flush comes first).
+                    self.reactor.untake(self.fd, Received::Eof);
+                    self.state.borrow_mut().eof_deferred = true;
+                    self.reactor.remove_reader(self.fd);
+                    return Ok(());
+                }
                 Taken::Got(Received::Eof) => return self.deliver(Ok(&[])),
                 Taken::Got(Received::Failed(err)) => return self.deliver(Err(err)),
             }
@@ -701,6 +794,11 @@ impl ReadDescriptor for Connection {
 }
 
 impl Connection {
+    /// Whether output is buffered or being sent on the ring.
+    fn output_on_its_way(&self) -> bool {
+        self.state.borrow().core.buffered() > 0 || self.reactor.ring_sending(self.fd)
+    }
+
     /// One `recv` into the thread's shared read buffer, delivered.
     fn read_socket(&self) -> Result<(), Failure> {
         let mut buffer = super::read_buffer::take();
@@ -748,7 +846,22 @@ impl Connection {
 }
 
 impl WriteDescriptor for Connection {
+    /// Sends more: the socket has room (the other backends), or the send on the ring has
+    /// ended (io_uring), its bytes then consumed from the buffer.
     fn do_write(&self) -> Result<(), Failure> {
+        if let Some(sent) = self.reactor.take_sent(self.fd) {
+            let mut st = self.state.borrow_mut();
+            let from_core = std::mem::take(&mut st.ring_from_core);
+            if let Err(err) = sent {
+                drop(st);
+                tracing::debug!(target: "torsion::net", "send to {} failed: {err}", self.peer);
+                return Err(self.lost_reason(err));
+            }
+            if !st.core.is_lost() {
+                st.core.consume(from_core);
+                st.clear_before_tls = st.clear_before_tls.saturating_sub(from_core);
+            }
+        }
         self.send_buffered();
         Ok(())
     }

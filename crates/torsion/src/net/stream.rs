@@ -118,6 +118,10 @@ impl StreamCore {
     /// `n` bytes of [`pending`](StreamCore::pending) went out.
     pub(crate) fn consume(&mut self, n: usize) {
         self.sent = (self.sent + n).min(self.out.len());
+        if self.sent == self.out.len() {
+            self.out.clear();
+            self.sent = 0;
+        }
     }
 
     /// Takes every pending byte at once (a driver that moves whole buffers).
@@ -141,6 +145,12 @@ impl StreamCore {
     pub(crate) fn write(&mut self, data: &[u8]) -> Option<Written> {
         if self.lost || self.aborting || self.write_shut || self.write_shut_pending {
             return None;
+        }
+        if self.sent > 0 && self.sent >= self.out.len() / 2 {
+            // Sent bytes make at least half the buffer: drop them, so that a buffer that
+            // never quite drains (a send always in flight) does not grow for ever.
+            self.out.drain(..self.sent);
+            self.sent = 0;
         }
         self.out.extend_from_slice(data);
         let over = self.buffered() > self.high_water;

@@ -9,7 +9,7 @@ use std::os::fd::RawFd;
 use std::panic::{AssertUnwindSafe, catch_unwind};
 use std::rc::Rc;
 
-use super::backend::{Event, Interest, RingBuffer, Taken};
+use super::backend::{Event, Interest, Received, RingBuffer, Taken};
 use super::descriptors::Registration;
 use super::{FileDescriptor, Reactor, ReadDescriptor, WriteDescriptor};
 use crate::defer::Failure;
@@ -139,6 +139,38 @@ impl Reactor {
     /// [`Taken::NotOnRing`] when it is to `recv` itself.
     pub(crate) fn take_received(&self, fd: RawFd) -> Taken {
         self.inner.poller.borrow_mut().take_received(fd)
+    }
+
+    /// Sends on the ring for the stream socket `fd` what `fill` writes into the send's
+    /// buffer: `Ok(false)` when the transport is to send itself (not on io_uring). The
+    /// send's end is a writable event, then [`take_sent`](Reactor::take_sent).
+    pub(crate) fn ring_send(
+        &self,
+        fd: RawFd,
+        fill: impl FnOnce(&mut Vec<u8>),
+    ) -> std::io::Result<bool> {
+        self.inner.poller.borrow_mut().send(fd, fill)
+    }
+
+    /// How the stream socket `fd`'s last send on the ring ended, once it has.
+    pub(crate) fn take_sent(&self, fd: RawFd) -> Option<std::io::Result<usize>> {
+        self.inner.poller.borrow_mut().take_sent(fd)
+    }
+
+    /// Whether `fd` is a stream socket on the ring (io_uring), which sends and receives
+    /// through it.
+    pub(crate) fn on_ring(&self, fd: RawFd) -> bool {
+        self.inner.poller.borrow().on_ring(fd)
+    }
+
+    /// Whether the stream socket `fd` has a send on the ring not ended, or not taken.
+    pub(crate) fn ring_sending(&self, fd: RawFd) -> bool {
+        self.inner.poller.borrow().sending(fd)
+    }
+
+    /// Puts back what [`take_received`](Reactor::take_received) gave, to be taken first.
+    pub(crate) fn untake(&self, fd: RawFd, item: Received) {
+        self.inner.poller.borrow_mut().untake(fd, item);
     }
 
     /// Gives back a receive buffer [`take_received`](Reactor::take_received) handed out.

@@ -160,6 +160,16 @@ impl TlsSession {
         self.conn.write_tls(&mut SocketWriter(socket))
     }
 
+    /// Moves waiting ciphertext into `out` (for a send on the ring).
+    pub(crate) fn send_into(&mut self, out: &mut Vec<u8>) {
+        while self.conn.wants_write() {
+            match self.conn.write_tls(out) {
+                Ok(0) | Err(_) => break,
+                Ok(_) => {}
+            }
+        }
+    }
+
     /// Queues `close_notify` (once); plaintext given after it is refused.
     pub(crate) fn close_notify(&mut self) {
         if !self.close_notify_sent {

@@ -320,6 +320,53 @@ impl Poller {
         }
     }
 
+    /// Sends on the ring for the stream `fd` the bytes `fill` writes: `Ok(false)` when the
+    /// caller is to send itself (every backend but io_uring). See
+    /// `UringPoller::send`.
+    ///
+    /// # Errors
+    ///
+    /// `EBUSY` while the stream's last send has not ended or its end was not taken.
+    pub(crate) fn send(&mut self, fd: RawFd, fill: impl FnOnce(&mut Vec<u8>)) -> io::Result<bool> {
+        match self {
+            Poller::IoUring(p) => p.send(fd, fill),
+            Poller::Epoll(_) | Poller::Poll(_) => Ok(false),
+        }
+    }
+
+    /// Whether `fd` is a stream socket on the ring.
+    pub(crate) fn on_ring(&self, fd: RawFd) -> bool {
+        match self {
+            Poller::IoUring(p) => p.on_ring(fd),
+            Poller::Epoll(_) | Poller::Poll(_) => false,
+        }
+    }
+
+    /// How the stream `fd`'s last send on the ring ended, once it has (taken once).
+    pub(crate) fn take_sent(&mut self, fd: RawFd) -> Option<io::Result<usize>> {
+        match self {
+            Poller::IoUring(p) => p.take_sent(fd),
+            Poller::Epoll(_) | Poller::Poll(_) => None,
+        }
+    }
+
+    /// Whether the stream `fd` has a send on the ring that has not ended, or whose end was
+    /// not taken.
+    pub(crate) fn sending(&self, fd: RawFd) -> bool {
+        match self {
+            Poller::IoUring(p) => p.sending(fd),
+            Poller::Epoll(_) | Poller::Poll(_) => false,
+        }
+    }
+
+    /// Puts back what [`take_received`](Self::take_received) gave, to be taken first next
+    /// time.
+    pub(crate) fn untake(&mut self, fd: RawFd, item: Received) {
+        if let Poller::IoUring(p) = self {
+            p.untake(fd, item);
+        }
+    }
+
     /// Gives a receive buffer from [`take_received`](Self::take_received) back.
     pub(crate) fn give_back(&mut self, buffer: RingBuffer) {
         if let Poller::IoUring(p) = self {

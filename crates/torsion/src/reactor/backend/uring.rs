@@ -61,9 +61,21 @@ const RING_ENTRIES: u32 = 256;
 /// non-negative `i32`s).
 const REMOVAL: u64 = u64::MAX;
 
-/// The bit set in the `user_data` of a stream's receive (never in a poll's: a descriptor
-/// number is a non-negative `i32`, so bit 63 of `fd << 32` is clear).
+/// The bit set in the `user_data` of a stream's receive, and the one of its sends (never in
+/// a poll's: streams are descriptors below [`STREAM_FDS`]).
 const RECEIVE: u64 = 1 << 63;
+const SEND: u64 = 1 << 62;
+/// The bit added to a receive's or a send's `user_data` to make its cancellation's.
+const CANCEL: u64 = 1 << 61;
+/// Descriptors from this number on are not registered as streams (they are polled), so that
+/// `fd << 32` leaves bits 61 to 63 clear.
+const STREAM_FDS: RawFd = 1 << 29;
+/// The descriptor number in a receive's or a send's `user_data`.
+fn stream_fd(user_data: u64) -> RawFd {
+    ((user_data >> 32) & (STREAM_FDS as u64 - 1)) as RawFd
+}
+/// A send's buffer kept for the next send if it is no larger than this.
+const KEEP_SEND_CAPACITY: usize = 64 * 1024;
 
 /// The most receives a stream queues: at this many its receive is cancelled, and armed
 /// again once its reader has taken some, so a reader slower than its peer leaves the rest
@@ -118,7 +130,7 @@ pub(crate) enum Taken {
 
 /// The ring-side state of a stream socket (see the module doc).
 #[derive(Debug, Default)]
-struct StreamReceive {
+struct Stream {
     /// The `user_data` of its armed multishot receive.
     armed: Option<u64>,
     /// That receive's cancellation is submitted.
@@ -127,8 +139,25 @@ struct StreamReceive {
     ended: bool,
     /// What was received and not taken yet, in order.
     queue: VecDeque<Received>,
-    /// The wait that last reported the queue: one event per descriptor per wait.
+    /// The wait that last reported it, and where its event is in that wait's events: one
+    /// event per descriptor per wait.
     reported: u32,
+    reported_at: usize,
+    /// The send in flight.
+    send: Option<SendInFlight>,
+    /// How the last send ended, until its writer takes it: every byte sent, or the error.
+    sent: Option<io::Result<usize>>,
+    /// The last send's buffer, for the next.
+    spare: Vec<u8>,
+}
+
+/// A send on the ring: its bytes are the kernel's to read until its last completion.
+#[derive(Debug)]
+struct SendInFlight {
+    user_data: u64,
+    bytes: Vec<u8>,
+    /// How many the kernel has sent: a short send is submitted again for the rest.
+    done: usize,
 }
 
 /// One registered descriptor.
@@ -142,7 +171,7 @@ struct Entry {
     /// it is armed multishot until something asked for is reported.
     quiet: bool,
     /// A stream socket receiving on the ring ([`UringPoller::register_stream`]).
-    stream: Option<Box<StreamReceive>>,
+    stream: Option<Box<Stream>>,
 }
 
 impl Entry {
@@ -156,16 +185,14 @@ impl Entry {
         }
     }
 
-    /// The mask of the poll this descriptor needs, if it needs one: a stream that reads
-    /// learns of its input, end of input and errors from its receive, so it is polled for
-    /// writability only, and not at all when it does not write.
-    ///
-    /// A stream that does neither (a paused connection) is not polled at all, as the other
-    /// backends do not watch a connection that wants nothing: it learns of a hang-up once
-    /// it reads again.
+    /// The mask of the poll this descriptor needs, if it needs one. A stream needs none: it
+    /// learns of its input, end of input and errors from its receive, and of its output's
+    /// progress from its sends, which wait for room in the socket themselves. (One that
+    /// does neither, a paused connection, is not watched, as the other backends do not
+    /// watch a connection that wants nothing: it learns of a hang-up once it reads again.)
     fn poll_wanted(&self) -> Option<u32> {
         match &self.stream {
-            Some(_) => self.interest.writable.then_some(libc::POLLOUT as u32),
+            Some(_) => None,
             None => Some(poll_mask(self.interest)),
         }
     }
@@ -193,8 +220,18 @@ pub(crate) struct UringPoller {
     serial: u32,
     /// The buffers stream sockets receive into.
     buffers: BufferPool,
-    /// Receives submitted whose last completion has not come yet.
-    receiving: usize,
+    /// Receives and sends submitted whose last completion has not come yet: each holds
+    /// memory the kernel may use until then.
+    in_flight: usize,
+    /// The sends of streams deregistered while their send was in flight, kept until its
+    /// completion.
+    orphans: Vec<SendInFlight>,
+    /// Receives and sends cancelled whose last completion has not come yet. A
+    /// cancellation can miss its target while the kernel is running it (`ENOENT`,
+    /// `EALREADY`): it is then submitted again with the next wait, until the target ends.
+    cancelled: Vec<u64>,
+    /// Cancellations that missed, to submit again.
+    cancel_again: Vec<u64>,
     /// Whether this kernel takes multishot receives (6.0); cleared at the first refusal,
     /// after which stream sockets are polled and read as any descriptor.
     ring_receive: bool,
@@ -210,7 +247,7 @@ impl fmt::Debug for UringPoller {
         f.debug_struct("UringPoller")
             .field("registered", &self.registered)
             .field("to_arm", &self.to_arm.len())
-            .field("receiving", &self.receiving)
+            .field("in_flight", &self.in_flight)
             .finish_non_exhaustive()
     }
 }
@@ -225,15 +262,22 @@ impl UringPoller {
     /// `IORING_FEAT_EXT_ARG` (5.11) or `IORING_FEAT_NODROP` (5.5); other creation errors
     /// (`EMFILE`, `ENOMEM`) as they are.
     pub(crate) fn new() -> io::Result<UringPoller> {
-        let ring =
-            IoUring::builder()
-                .build(RING_ENTRIES)
-                .map_err(|err| match err.raw_os_error() {
-                    Some(libc::ENOSYS | libc::EPERM | libc::EACCES | libc::EINVAL) => {
-                        UringUnavailable::error(err)
-                    }
-                    _ => err,
-                })?;
+        // The ring is used by the reactor's thread alone, so the kernel need not interrupt
+        // it to post completions (5.19), which are then posted at its next system call.
+        // (Deferring them until it asks, `IORING_SETUP_DEFER_TASKRUN`, would hold a
+        // cancelled receive, and so the file, past `deregister`, and split one wait's
+        // readiness over several.)
+        let ring = IoUring::builder()
+            .setup_coop_taskrun()
+            .setup_taskrun_flag()
+            .build(RING_ENTRIES)
+            .or_else(|_| IoUring::builder().build(RING_ENTRIES))
+            .map_err(|err| match err.raw_os_error() {
+                Some(libc::ENOSYS | libc::EPERM | libc::EACCES | libc::EINVAL) => {
+                    UringUnavailable::error(err)
+                }
+                _ => err,
+            })?;
         let params = ring.params();
         if !params.is_feature_ext_arg() {
             return Err(UringUnavailable::error("no IORING_FEAT_EXT_ARG"));
@@ -248,7 +292,10 @@ impl UringPoller {
             to_arm: Vec::new(),
             serial: 0,
             buffers: BufferPool::default(),
-            receiving: 0,
+            in_flight: 0,
+            orphans: Vec::new(),
+            cancelled: Vec::new(),
+            cancel_again: Vec::new(),
             ring_receive: true,
             backlog: Vec::new(),
             waits: 0,
@@ -269,10 +316,11 @@ impl UringPoller {
         token: u64,
         interest: Interest,
     ) -> io::Result<()> {
-        if self.ring_receive && !self.buffers.is_started() {
+        let on_ring = self.ring_receive && fd < STREAM_FDS;
+        if on_ring && !self.buffers.is_started() {
             self.buffers.grow();
         }
-        self.add(fd, Entry::new(token, interest, self.ring_receive))
+        self.add(fd, Entry::new(token, interest, on_ring))
     }
 
     fn add(&mut self, fd: RawFd, entry: Entry) -> io::Result<()> {
@@ -332,13 +380,16 @@ impl UringPoller {
                     }
                 }
             }
-            queued = interest.readable && !stream.queue.is_empty();
+            queued = (interest.readable && !stream.queue.is_empty())
+                || (interest.writable && stream.sent.is_some());
         }
         if let Some(poll) = poll {
             self.push(removal(poll))?;
         }
         if let Some(receive) = cancel {
-            self.push(cancellation(receive))?;
+            // Submitted now (see `received`).
+            self.cancel(receive)?;
+            self.enter(|ring| ring.submit())?;
         }
         if queued {
             self.backlog.push(fd);
@@ -363,7 +414,12 @@ impl UringPoller {
         }
         if let Some(stream) = entry.stream {
             if let Some(receive) = stream.armed {
-                self.push(cancellation(receive))?;
+                self.cancel(receive)?;
+                submit = true;
+            }
+            if let Some(send) = stream.send {
+                self.cancel(send.user_data)?;
+                self.orphans.push(send);
                 submit = true;
             }
             for item in stream.queue {
@@ -401,14 +457,121 @@ impl UringPoller {
         Taken::Got(item)
     }
 
+    /// Sends on the ring for the stream `fd`, the bytes `fill` puts in the send's buffer
+    /// (a copy of the transport's, or ciphertext): `Ok(false)` if `fd` is not a stream on
+    /// the ring (the caller sends itself). The send waits for room in the socket; its end is
+    /// reported as a writable event, and [`take_sent`](Self::take_sent) says how it went.
+    ///
+    /// # Errors
+    ///
+    /// `EBUSY` while a send is in flight or its end not taken yet; an error queueing it.
+    pub(crate) fn send(&mut self, fd: RawFd, fill: impl FnOnce(&mut Vec<u8>)) -> io::Result<bool> {
+        let Some(Some(Entry {
+            stream: Some(stream),
+            ..
+        })) = usize::try_from(fd)
+            .ok()
+            .and_then(|i| self.entries.get_mut(i))
+        else {
+            return Ok(false);
+        };
+        if stream.send.is_some() || stream.sent.is_some() {
+            return Err(io::Error::from_raw_os_error(libc::EBUSY));
+        }
+        let mut bytes = std::mem::take(&mut stream.spare);
+        bytes.clear();
+        fill(&mut bytes);
+        if bytes.is_empty() {
+            stream.sent = Some(Ok(0));
+            return Ok(true);
+        }
+        let user_data = SEND | (u64::from(fd as u32) << 32) | u64::from(self.serial);
+        self.serial = self.serial.wrapping_add(1);
+        let entry = send_entry(fd, &bytes, user_data);
+        stream.send = Some(SendInFlight {
+            user_data,
+            bytes,
+            done: 0,
+        });
+        self.push(entry)?;
+        self.in_flight += 1;
+        Ok(true)
+    }
+
+    /// How the last send of the stream `fd` ended, once it has (taken once).
+    pub(crate) fn take_sent(&mut self, fd: RawFd) -> Option<io::Result<usize>> {
+        match usize::try_from(fd)
+            .ok()
+            .and_then(|i| self.entries.get_mut(i))
+        {
+            Some(Some(Entry {
+                stream: Some(stream),
+                ..
+            })) => stream.sent.take(),
+            _ => None,
+        }
+    }
+
+    /// Whether `fd` is registered as a stream on the ring.
+    pub(crate) fn on_ring(&self, fd: RawFd) -> bool {
+        matches!(
+            usize::try_from(fd).ok().and_then(|i| self.entries.get(i)),
+            Some(Some(Entry {
+                stream: Some(_),
+                ..
+            }))
+        )
+    }
+
+    /// Whether the stream `fd` has a send in flight, or one whose end was not taken.
+    pub(crate) fn sending(&self, fd: RawFd) -> bool {
+        matches!(
+            usize::try_from(fd).ok().and_then(|i| self.entries.get(i)),
+            Some(Some(Entry { stream: Some(stream), .. }))
+                if stream.send.is_some() || stream.sent.is_some()
+        )
+    }
+
     /// Whether stream sockets registered now receive on the ring.
     pub(crate) fn receives_streams(&self) -> bool {
         self.ring_receive
     }
 
+    /// Puts back what [`take_received`](Self::take_received) gave, to be taken first next
+    /// time (a transport not ready for it yet).
+    pub(crate) fn untake(&mut self, fd: RawFd, item: Received) {
+        if let Some(Some(Entry {
+            stream: Some(stream),
+            ..
+        })) = usize::try_from(fd)
+            .ok()
+            .and_then(|i| self.entries.get_mut(i))
+        {
+            stream.queue.push_front(item);
+            self.backlog.push(fd);
+        } else if let Received::Ring(buffer) = item {
+            self.buffers.give_back(buffer);
+        }
+    }
+
     /// Gives a receive buffer back to the ring, once its bytes are read.
     pub(crate) fn give_back(&mut self, buffer: RingBuffer) {
         self.buffers.give_back(buffer);
+    }
+
+    /// Cancels the receive or send submitted with `target` (see `cancelled`).
+    fn cancel(&mut self, target: u64) -> io::Result<()> {
+        if !self.cancelled.contains(&target) {
+            self.cancelled.push(target);
+        }
+        self.push(cancellation(target))
+    }
+
+    /// `target` has had its last completion: no cancellation is due for it any more.
+    fn ended(&mut self, target: u64) {
+        if !self.cancelled.is_empty() {
+            self.cancelled.retain(|&t| t != target);
+        }
     }
 
     fn entry_mut(&mut self, fd: RawFd) -> io::Result<&mut Entry> {
@@ -439,6 +602,15 @@ impl UringPoller {
     /// Arms a poll and/or a receive for every registered descriptor in `to_arm` that needs
     /// one and has none, and queues the buffers given back since the last wait.
     fn arm_pending(&mut self) -> io::Result<()> {
+        // Buffers first, so that a receive armed in the same submission finds them.
+        while let Some(provision) = self.buffers.next_provision(REMOVAL) {
+            self.push(provision)?;
+        }
+        for target in std::mem::take(&mut self.cancel_again) {
+            if self.cancelled.contains(&target) {
+                self.push(cancellation(target))?;
+            }
+        }
         let mut pending = std::mem::take(&mut self.to_arm);
         for &fd in &pending {
             let Some(Some(entry)) = self.entries.get(fd as usize) else {
@@ -468,7 +640,7 @@ impl UringPoller {
                     .build()
                     .user_data(user_data);
                 self.push(receive)?;
-                self.receiving += 1;
+                self.in_flight += 1;
                 if let Some(Some(Entry {
                     stream: Some(stream),
                     ..
@@ -480,9 +652,6 @@ impl UringPoller {
         }
         pending.clear();
         self.to_arm = pending;
-        while let Some(provision) = self.buffers.next_provision(REMOVAL) {
-            self.push(provision)?;
-        }
         Ok(())
     }
 
@@ -508,7 +677,7 @@ impl UringPoller {
         events.clear();
         self.waits = self.waits.wrapping_add(1);
         for fd in std::mem::take(&mut self.backlog) {
-            self.report_queued(fd, events);
+            self.report(fd, events);
         }
         let timeout = if events.is_empty() {
             timeout
@@ -554,9 +723,10 @@ impl UringPoller {
         }
     }
 
-    /// Reports `fd` readable if it is a stream that reads, has something queued, and was
-    /// not reported by this wait yet.
-    fn report_queued(&mut self, fd: RawFd, events: &mut Vec<Event>) {
+    /// Reports the stream `fd` if it has something for its transport: readable if it reads
+    /// and has something queued, writable if it writes and its send has ended. One event per
+    /// descriptor per wait: a second report adds to the first.
+    fn report(&mut self, fd: RawFd, events: &mut Vec<Event>) {
         let waits = self.waits;
         let Some(Some(entry)) = self.entries.get_mut(fd as usize) else {
             return;
@@ -564,16 +734,28 @@ impl UringPoller {
         let Some(stream) = entry.stream.as_mut() else {
             return;
         };
-        if entry.interest.readable && !stream.queue.is_empty() && stream.reported != waits {
-            stream.reported = waits;
-            events.push(Event {
-                token: entry.token,
-                readable: true,
-                writable: false,
-                hangup: false,
-                error: false,
-            });
+        let readable = entry.interest.readable && !stream.queue.is_empty();
+        let writable = entry.interest.writable && stream.sent.is_some();
+        if !readable && !writable {
+            return;
         }
+        if stream.reported == waits
+            && let Some(event) = events.get_mut(stream.reported_at)
+            && event.token == entry.token
+        {
+            event.readable |= readable;
+            event.writable |= writable;
+            return;
+        }
+        stream.reported = waits;
+        stream.reported_at = events.len();
+        events.push(Event {
+            token: entry.token,
+            readable,
+            writable,
+            hangup: false,
+            error: false,
+        });
     }
 
     /// Moves the completions out of the ring: an event for each current arm's, and the
@@ -596,8 +778,20 @@ impl UringPoller {
             if user_data == REMOVAL {
                 continue;
             }
+            if user_data & CANCEL != 0 {
+                // A cancellation that missed (its success is not posted).
+                let target = user_data & !CANCEL;
+                if self.cancelled.contains(&target) && !self.cancel_again.contains(&target) {
+                    self.cancel_again.push(target);
+                }
+                continue;
+            }
             if user_data & RECEIVE != 0 {
                 self.received(user_data, result, flags, events);
+                continue;
+            }
+            if user_data & SEND != 0 {
+                self.send_completed(user_data, result, events);
                 continue;
             }
             let fd = (user_data >> 32) as RawFd;
@@ -667,10 +861,11 @@ impl UringPoller {
     fn received(&mut self, user_data: u64, result: i32, flags: u32, events: &mut Vec<Event>) {
         let more = cqueue::more(flags);
         if !more {
-            self.receiving = self.receiving.saturating_sub(1);
+            self.in_flight = self.in_flight.saturating_sub(1);
+            self.ended(user_data);
         }
         let buffer = cqueue::buffer_select(flags);
-        let fd = ((user_data >> 32) & 0x7fff_ffff) as RawFd;
+        let fd = stream_fd(user_data);
         let current = matches!(
             self.entries.get(fd as usize),
             Some(Some(Entry { stream: Some(stream), .. })) if stream.armed == Some(user_data)
@@ -755,37 +950,115 @@ impl UringPoller {
             self.to_arm.push(fd);
         }
         if cancel {
-            // Queued like any submission; an error there shows again at the wait.
-            let _ = self.push(cancellation(user_data));
+            // Submitted now, not with the next wait, so that no more than what is on its
+            // way already is queued; an error there shows again at the wait.
+            if self.cancel(user_data).is_ok() {
+                let _ = self.enter(|ring| ring.submit());
+            }
         }
-        self.report_queued(fd, events);
+        self.report(fd, events);
+    }
+}
+
+impl UringPoller {
+    /// The completion of a stream's send: the rest submitted again after a short send,
+    /// else its end recorded and reported as a writable event.
+    fn send_completed(&mut self, user_data: u64, result: i32, events: &mut Vec<Event>) {
+        self.in_flight = self.in_flight.saturating_sub(1);
+        let fd = stream_fd(user_data);
+        let current = matches!(
+            self.entries.get(fd as usize),
+            Some(Some(Entry { stream: Some(stream), .. }))
+                if stream.send.as_ref().is_some_and(|send| send.user_data == user_data)
+        );
+        if !current {
+            // Of a stream deregistered since: its bytes can go now.
+            self.orphans.retain(|send| send.user_data != user_data);
+            self.ended(user_data);
+            return;
+        }
+        let Some(Some(Entry {
+            stream: Some(stream),
+            ..
+        })) = self.entries.get_mut(fd as usize)
+        else {
+            return;
+        };
+        let Some(send) = stream.send.as_mut() else {
+            return;
+        };
+        let (again, mut outcome) = match result {
+            n if n > 0 => {
+                send.done += n as usize;
+                let rest = &send.bytes[send.done.min(send.bytes.len())..];
+                let again = (!rest.is_empty()).then(|| send_entry(fd, rest, user_data));
+                (again, Ok(send.done))
+            }
+            0 => (None, Err(io::Error::from(io::ErrorKind::WriteZero))),
+            n if -n == libc::EINTR || -n == libc::EAGAIN => {
+                let rest = &send.bytes[send.done.min(send.bytes.len())..];
+                (Some(send_entry(fd, rest, user_data)), Ok(send.done))
+            }
+            n => (None, Err(io::Error::from_raw_os_error(-n))),
+        };
+        if let Some(again) = again {
+            // The rest stays where it is, in the stream's send, until this completes.
+            if self.push(again).is_ok() {
+                self.in_flight += 1;
+                return;
+            }
+            outcome = Err(io::Error::other(
+                "io_uring refused to queue the rest of a send",
+            ));
+        }
+        self.ended(user_data);
+        let Some(Some(Entry {
+            stream: Some(stream),
+            ..
+        })) = self.entries.get_mut(fd as usize)
+        else {
+            return;
+        };
+        if let Some(send) = stream.send.take()
+            && send.bytes.capacity() <= KEEP_SEND_CAPACITY
+        {
+            stream.spare = send.bytes;
+        }
+        stream.sent = Some(outcome);
+        self.report(fd, events);
     }
 }
 
 impl Drop for UringPoller {
-    /// Cancels every receive and waits (at most [`DROP_WAIT`]) for their last completions,
-    /// so the kernel is done with the receive buffers before they are freed; if it is not
-    /// by then, the buffers are leaked rather than freed under it.
+    /// Cancels every receive and send and waits (at most [`DROP_WAIT`]) for their last
+    /// completions, so the kernel is done with their buffers before they are freed; if it
+    /// is not by then, the buffers are leaked rather than freed under it.
     fn drop(&mut self) {
-        if self.receiving == 0 {
+        if self.in_flight == 0 {
             return;
         }
         let cancel_all = opcode::AsyncCancel2::new(types::CancelBuilder::any())
             .build()
             .user_data(REMOVAL);
         let deadline = Instant::now() + DROP_WAIT;
+        for entry in self.entries.iter_mut().flatten() {
+            if let Some(send) = entry.stream.as_mut().and_then(|stream| stream.send.take()) {
+                self.orphans.push(send);
+            }
+        }
+        self.entries.clear();
         if self.push(cancel_all).is_ok() {
             let mut events = Vec::new();
-            while self.receiving > 0 && Instant::now() < deadline {
+            while self.in_flight > 0 && Instant::now() < deadline {
                 let ts = types::Timespec::new().nsec(10_000_000);
                 let args = types::SubmitArgs::new().timespec(&ts);
                 let _ = self.ring.submitter().submit_with_args(1, &args);
-                self.entries.clear();
                 self.reap(&mut events);
             }
         }
-        if self.receiving > 0 {
+        if self.in_flight > 0 {
             std::mem::forget(std::mem::take(&mut self.buffers));
+            std::mem::forget(std::mem::take(&mut self.orphans));
         }
     }
 }
@@ -799,12 +1072,22 @@ fn removal(user_data: u64) -> squeue::Entry {
         .flags(squeue::Flags::SKIP_SUCCESS)
 }
 
-/// A cancellation of the receive armed with `user_data`; the receive's own last
+/// A send of `bytes` on `fd` (without `SIGPIPE`), which must stay where they are until its
+/// completion.
+fn send_entry(fd: RawFd, bytes: &[u8], user_data: u64) -> squeue::Entry {
+    let len = u32::try_from(bytes.len()).unwrap_or(u32::MAX);
+    opcode::Send::new(types::Fd(fd), bytes.as_ptr(), len)
+        .flags(libc::MSG_NOSIGNAL)
+        .build()
+        .user_data(user_data)
+}
+
+/// A cancellation of the receive or send submitted with `user_data`; its own last
 /// completion (`ECANCELED`) says when it is done.
 fn cancellation(user_data: u64) -> squeue::Entry {
     opcode::AsyncCancel::new(user_data)
         .build()
-        .user_data(REMOVAL)
+        .user_data(user_data | CANCEL)
         .flags(squeue::Flags::SKIP_SUCCESS)
 }
 
@@ -905,6 +1188,165 @@ mod tests {
         assert!(events[0].writable, "{events:?}");
         // Back to level-triggering: still writable, so reported again.
         assert!(wait(&mut poller, 1000)[0].writable);
+    }
+
+    /// Takes everything queued for `fd`, as bytes, up to the end of input (`true`).
+    fn take_all(poller: &mut UringPoller, fd: RawFd) -> (Vec<u8>, bool) {
+        let mut bytes = Vec::new();
+        loop {
+            match poller.take_received(fd) {
+                Taken::Got(Received::Ring(buffer)) => {
+                    bytes.extend_from_slice(&buffer);
+                    poller.give_back(buffer);
+                }
+                Taken::Got(Received::Copied(copy)) => bytes.extend_from_slice(&copy),
+                Taken::Got(Received::Eof) => return (bytes, true),
+                Taken::Got(Received::Failed(err)) => panic!("receive failed: {err}"),
+                Taken::Nothing => return (bytes, false),
+                Taken::NotOnRing => panic!("not on the ring"),
+            }
+        }
+    }
+
+    #[test]
+    fn a_stream_receives_on_the_ring_and_keeps_what_came_while_paused_in_order() {
+        let mut poller = UringPoller::new().unwrap();
+        let (a, mut b) = UnixStream::pair().unwrap();
+        let fd = a.as_raw_fd();
+        poller.register_stream(fd, 7, Interest::READABLE).unwrap();
+        assert_eq!(wait(&mut poller, 20), []);
+        b.write_all(b"one ").unwrap();
+        let events = wait(&mut poller, 1000);
+        assert_eq!(events.len(), 1, "{events:?}");
+        assert!(events[0].readable && events[0].token == 7, "{events:?}");
+        assert_eq!(take_all(&mut poller, fd), (b"one ".to_vec(), false));
+        // Paused: nothing is reported, and what comes meanwhile waits.
+        poller.reregister(fd, 7, Interest::NONE).unwrap();
+        assert_eq!(wait(&mut poller, 20), []);
+        b.write_all(b"two ").unwrap();
+        assert_eq!(wait(&mut poller, 50), []);
+        b.write_all(b"three").unwrap();
+        drop(b);
+        poller.reregister(fd, 7, Interest::READABLE).unwrap();
+        let mut got = Vec::new();
+        let mut eof = false;
+        for _ in 0..10 {
+            if eof {
+                break;
+            }
+            let events = wait(&mut poller, 1000);
+            assert!(events.iter().all(|e| e.readable), "{events:?}");
+            let (bytes, end) = take_all(&mut poller, fd);
+            got.extend(bytes);
+            eof = end;
+        }
+        assert_eq!(got, b"two three");
+        assert!(eof, "the end of input follows the bytes");
+    }
+
+    #[test]
+    fn a_stream_nobody_takes_from_holds_a_bounded_queue_and_the_peer_blocks() {
+        let mut poller = UringPoller::new().unwrap();
+        let (a, mut b) = UnixStream::pair().unwrap();
+        let fd = a.as_raw_fd();
+        poller.register_stream(fd, 1, Interest::READABLE).unwrap();
+        // A peer writing 32 MiB as fast as it can, on its own thread.
+        b.set_write_timeout(Some(Duration::from_millis(300)))
+            .unwrap();
+        let writer = std::thread::spawn(move || {
+            let chunk = [5u8; 16 * 1024];
+            let mut sent = 0;
+            while sent < 32 * 1024 * 1024 {
+                match b.write(&chunk) {
+                    Ok(n) => sent += n,
+                    Err(_) => break, // blocked for 300 ms: the reader holds back
+                }
+            }
+            (sent, b)
+        });
+        let mut most = 0;
+        while !writer.is_finished() {
+            let _ = wait(&mut poller, 10);
+            let queued = poller.entries[fd as usize]
+                .as_ref()
+                .and_then(|e| e.stream.as_ref())
+                .map_or(0, |s| s.queue.len());
+            most = most.max(queued);
+        }
+        let (sent, _b) = writer.join().unwrap();
+        // What the kernel had completed when the queue filled is queued too: at most one
+        // buffer pool's worth (64 of 64 KiB), not the 32 MiB.
+        assert!(most <= 64, "{most} receives queued");
+        assert!(sent < 32 * 1024 * 1024, "the peer never blocked");
+        // Everything arrives once the reader takes it.
+        let mut got = 0;
+        while got < sent {
+            let _ = wait(&mut poller, 1000);
+            got += take_all(&mut poller, fd).0.len();
+        }
+        assert_eq!(got, sent);
+    }
+
+    #[test]
+    fn a_send_on_the_ring_reports_its_end_as_writable() {
+        let mut poller = UringPoller::new().unwrap();
+        let (a, mut b) = UnixStream::pair().unwrap();
+        let fd = a.as_raw_fd();
+        poller.register_stream(fd, 3, Interest::WRITABLE).unwrap();
+        // 1 MiB: more than the socket takes at once, so the send waits for the reader.
+        let payload: Vec<u8> = (0..1024 * 1024).map(|i| (i % 251) as u8).collect();
+        assert!(
+            poller
+                .send(fd, |out| out.extend_from_slice(&payload))
+                .unwrap()
+        );
+        assert!(poller.sending(fd));
+        let err = poller.send(fd, |out| out.push(0)).unwrap_err();
+        assert_eq!(err.raw_os_error(), Some(libc::EBUSY));
+        let reader = std::thread::spawn(move || {
+            let mut got = vec![0u8; 1024 * 1024];
+            b.read_exact(&mut got).unwrap();
+            got
+        });
+        let mut ended = None;
+        for _ in 0..100 {
+            let events = wait(&mut poller, 100);
+            if events.iter().any(|e| e.writable && e.token == 3) {
+                ended = poller.take_sent(fd);
+                break;
+            }
+        }
+        assert_eq!(ended.map(|r| r.unwrap()), Some(payload.len()));
+        assert!(!poller.sending(fd));
+        assert_eq!(reader.join().unwrap(), payload);
+    }
+
+    #[test]
+    fn a_stream_deregistered_with_a_send_in_flight_lets_go_of_it_safely() {
+        let mut poller = UringPoller::new().unwrap();
+        let (a, b) = UnixStream::pair().unwrap();
+        let fd = a.as_raw_fd();
+        poller.register_stream(fd, 3, Interest::BOTH).unwrap();
+        // The peer never reads: the send stays in flight.
+        assert!(
+            poller
+                .send(fd, |out| out.resize(4 * 1024 * 1024, 1))
+                .unwrap()
+        );
+        let _ = wait(&mut poller, 20);
+        poller.deregister(fd).unwrap();
+        drop(a);
+        assert!(!poller.on_ring(fd));
+        // The cancelled send completes; its bytes were kept until then.
+        for _ in 0..20 {
+            let _ = wait(&mut poller, 20);
+            if poller.in_flight == 0 {
+                break;
+            }
+        }
+        assert_eq!(poller.in_flight, 0);
+        assert!(poller.orphans.is_empty());
+        drop(b);
     }
 
     #[test]
