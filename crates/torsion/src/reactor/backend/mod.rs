@@ -58,8 +58,9 @@ pub enum BackendKind {
     /// POSIX `poll(2)`: the portable fallback, O(n) in the registered descriptors per wait
     /// (Twisted's `pollreactor`).
     Poll,
-    /// Linux io_uring (5.11 or later): readiness polls armed in a ring, submitted with the
-    /// wait in one `io_uring_enter` per loop iteration. Probed when a reactor is built:
+    /// Linux io_uring (5.11 or later; 6.0 for its completion-based connections): stream
+    /// connections receive and send through the ring, other descriptors are polled in it,
+    /// and all of it goes with the wait in one `io_uring_enter` per loop iteration. Probed when a reactor is built:
     /// where the kernel or a seccomp profile refuses io_uring, building fails with a clear
     /// error; [`BackendKind::auto`] falls back to epoll instead.
     IoUring,

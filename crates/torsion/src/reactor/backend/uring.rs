@@ -1,26 +1,28 @@
-//! The io_uring backend (no Twisted counterpart: Twisted has no io_uring reactor), here a
-//! level-triggered readiness poller on an io_uring instance.
+//! The io_uring backend (no Twisted counterpart: Twisted has no io_uring reactor): a
+//! completion-based receiver and sender for stream connections, and a level-triggered
+//! readiness poller for every other descriptor, on one io_uring instance.
 //!
-//! Every registered descriptor has at most one single-shot `IORING_OP_POLL_ADD` armed in the
-//! ring. Its completion is the readiness event; the descriptor is armed again at the next
-//! wait, and since arming checks readiness at once, a descriptor that is still ready
-//! completes again straight away: level-triggered, as the other backends are. All the arms
-//! of one loop iteration and the wait itself go to the kernel in **one `io_uring_enter`**
-//! (epoll needs no call to re-arm, so the count of system calls per event is the same; what
-//! this backend adds is the ring the completion-based transports are to use). The wait's
-//! timeout rides on the same call (`IORING_ENTER_EXT_ARG`), and the reactor's waker is an
-//! eventfd polled like any descriptor.
+//! **Stream sockets** (a connection's, registered with [`UringPoller::register_stream`]) are
+//! not polled. While the connection wants to read, a multishot `IORING_OP_RECV` is armed on
+//! it, receiving into the ring's shared buffers (`uring_buffers.rs`, so an idle connection
+//! holds no read buffer); each completion's bytes (or the end of input, or the error) are
+//! queued on the descriptor and reported as a readable event, and the connection's
+//! `do_read` takes them with [`UringPoller::take_received`] instead of calling `recv`. When
+//! it stops wanting to read, or has [`MAX_QUEUED`] receives it has not taken, the receive
+//! is cancelled, and what arrives meanwhile stays queued (copied out, so the shared buffers
+//! are not held) until it reads again: nothing is lost or reordered, and a slow reader
+//! leaves the rest to TCP's flow control. Its output goes in one `IORING_OP_SEND` at a time
+//! ([`UringPoller::send`]), from a buffer the send owns until its last completion; a short
+//! send is finished here, and the end is reported as a writable event, with
+//! [`UringPoller::take_sent`] saying how it went. So a message costs no system call of its
+//! own: the loop's one `io_uring_enter` per iteration carries every submission and wait.
 //!
-//! **Stream sockets receive on the ring.** A connection registered as a stream
-//! ([`UringPoller::register_stream`]) gets no readability poll: while it wants to read, a
-//! multishot `IORING_OP_RECV` is armed on it, receiving into the ring's shared buffers
-//! (`uring_buffers.rs`), and each completion's bytes (or its end of input, or its error) are
-//! queued on the descriptor and reported as a readable event; the connection's `do_read`
-//! takes them with [`UringPoller::take_received`] instead of calling `recv`. When it stops
-//! wanting to read, the receive is cancelled, and what arrives meanwhile stays queued (in
-//! its own copy, so the shared buffers are not held) until it reads again: nothing is lost
-//! and nothing is reordered. A poll is still armed for writability, and, while it does not
-//! read, for hang-ups and errors, as for any descriptor.
+//! **Other descriptors** (listening sockets, pipes, UDP, the reactor's waker, a user's
+//! descriptors) have at most one single-shot `IORING_OP_POLL_ADD` armed in the ring. Its
+//! completion is the readiness event; the descriptor is armed again at the next wait, and
+//! since arming checks readiness at once, a descriptor that is still ready completes again
+//! straight away: level-triggered, as the other backends are. The arms go to the kernel
+//! with the wait, whose timeout rides on the same call (`IORING_ENTER_EXT_ARG`).
 //!
 //! Where the kernel or a seccomp profile (Docker's and containerd's defaults) refuses
 //! io_uring, [`UringPoller::new`] fails with [`UringUnavailable`]'s message; the reactor
@@ -34,18 +36,23 @@
 //! - `deregister` removes the armed poll from the ring before it returns (one
 //!   `io_uring_enter`): an armed poll holds a reference to the file, and a socket closed
 //!   right after must really close (send its FIN) then, not at the next wait.
-//! - A stream descriptor has at most one receive armed; completions of an earlier one
-//!   (cancelled, or of a number since reused) are dropped, their buffers given back. Nothing
-//!   but the ring reads a stream socket, so the queue holds its bytes in order.
+//! - A stream descriptor has at most one receive and one send in flight; completions of
+//!   earlier ones (cancelled, or of a number since reused) are dropped, their buffers given
+//!   back. Nothing but the ring reads or writes a stream socket, so the queue holds its
+//!   bytes in order and its sends go out in order.
+//! - Memory the kernel may touch (provided buffers, a send's bytes) is freed only after
+//!   the last completion of the operation using it: a deregistered stream's send is kept
+//!   in `orphans`, and dropping the ring cancels everything and waits (or leaks).
+//! - `deregister` submits the cancellation of a stream's receive and send at once, as it
+//!   does a poll's removal, for the same reason.
 //! - Regular files and directories are refused with `EPERM`, as epoll refuses them, so the
 //!   callers' fallbacks for them work alike on both.
 
+use std::collections::VecDeque;
 use std::fmt;
 use std::io;
 use std::os::fd::RawFd;
 use std::time::{Duration, Instant};
-
-use std::collections::VecDeque;
 
 use io_uring::{IoUring, cqueue, opcode, squeue, types};
 
