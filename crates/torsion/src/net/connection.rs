@@ -787,6 +787,8 @@ impl ReadDescriptor for Connection {
                 }
                 Taken::Got(Received::Eof) => return self.deliver(Ok(&[])),
                 Taken::Got(Received::Failed(err)) => return self.deliver(Err(err)),
+                // Only a listening socket accepts.
+                Taken::Got(Received::Accepted(_)) => return Ok(()),
             }
         }
         Ok(())

@@ -3,7 +3,9 @@
 //!
 //! Accepting follows Twisted's `Port.doRead`: up to a growing number of accepts per
 //! readiness event, a protocol built for each, and a descriptor held in reserve so that
-//! running out of descriptors (EMFILE) refuses pending clients instead of spinning.
+//! running out of descriptors (EMFILE) refuses pending clients instead of spinning. On
+//! io_uring the ring accepts (a multishot accept) and each event hands over what it
+//! accepted, in place of `accept4`.
 //!
 //! Invariant: the factory's `start_factory` runs when the port starts listening and its
 //! `stop_factory` once it stops, each once however the port ends.
@@ -24,6 +26,7 @@ use crate::defer::{Deferred, Failure};
 use crate::error::CannotListen;
 use crate::net::Address;
 use crate::protocol::Factory;
+use crate::reactor::backend::{Received, Taken};
 use crate::reactor::{FileDescriptor, Reactor, ReadDescriptor};
 use crate::time::ReactorTime;
 
@@ -99,7 +102,7 @@ impl Port {
             listening: Cell::new(true),
             on_close: RefCell::new(on_close),
         });
-        if let Err(source) = reactor.add_reader(inner.clone()) {
+        if let Err(source) = reactor.add_listener(inner.clone()) {
             inner.listening.set(false);
             inner.close();
             return Err(CannotListen {
@@ -124,6 +127,9 @@ pub(crate) fn address_label(address: &Address) -> String {
 
 impl PortInner {
     fn close(&self) {
+        // Kept registered while not accepting on io_uring (what it accepted meanwhile
+        // stays queued): removed for good before the socket closes.
+        self.reactor.remove_stream(self.fd);
         drop(self.socket.borrow_mut().take());
         let on_close = self.on_close.borrow_mut().take();
         if let Some(on_close) = on_close {
@@ -132,7 +138,34 @@ impl PortInner {
         crate::protocol::factory_stopped(&self.factory);
     }
 
+    /// The next connection: one the ring accepted (io_uring), or one `accept4`.
     fn accept_one(&self) -> Result<Option<(Socket, Address)>, Errno> {
+        match self.reactor.take_received(self.fd) {
+            Taken::NotOnRing => self.accept_socket(),
+            Taken::Got(Received::Accepted(fd)) => {
+                let peer = rustix::net::getpeername(&fd).ok().flatten();
+                Ok(Some((Socket::from(fd), self.peer_address(peer))))
+            }
+            Taken::Got(Received::Failed(err)) => Err(err
+                .raw_os_error()
+                .map_or(Errno::IO, Errno::from_raw_os_error)),
+            Taken::Nothing | Taken::Got(_) => Ok(None),
+        }
+    }
+
+    /// The address of a connection's peer as its port's kind says it.
+    fn peer_address(&self, addr: Option<rustix::net::SocketAddrAny>) -> Address {
+        match self.host {
+            Address::Unix(_) => super::unix::unix_address_of_any(addr),
+            _ => Address::Tcp(
+                addr.and_then(|a| SocketAddr::try_from(a).ok())
+                    .unwrap_or_else(|| SocketAddr::from(([0, 0, 0, 0], 0))),
+            ),
+        }
+    }
+
+    /// One `accept4` on the listening socket.
+    fn accept_socket(&self) -> Result<Option<(Socket, Address)>, Errno> {
         let sock = self.socket.borrow();
         let Some(sock) = sock.as_ref() else {
             return Ok(None);
@@ -142,16 +175,7 @@ impl PortInner {
                 sock.as_fd(),
                 SocketFlags::NONBLOCK | SocketFlags::CLOEXEC,
             ) {
-                Ok((fd, addr)) => {
-                    let peer = match self.host {
-                        Address::Unix(_) => super::unix::unix_address_of_any(addr),
-                        _ => Address::Tcp(
-                            addr.and_then(|a| SocketAddr::try_from(a).ok())
-                                .unwrap_or_else(|| SocketAddr::from(([0, 0, 0, 0], 0))),
-                        ),
-                    };
-                    return Ok(Some((Socket::from(fd), peer)));
-                }
+                Ok((fd, addr)) => return Ok(Some((Socket::from(fd), self.peer_address(addr)))),
                 Err(Errno::INTR) => continue,
                 Err(err) => return Err(err),
             }
@@ -170,7 +194,7 @@ impl PortInner {
         let reserve = self.reserve.borrow_mut().take();
         if let Some(reserve) = reserve {
             drop(reserve);
-            if let Ok(Some((sock, _))) = self.accept_one() {
+            if let Ok(Some((sock, _))) = self.accept_socket() {
                 let _ = sock.set_linger(Some(Duration::ZERO));
                 drop(sock);
             }
@@ -182,7 +206,7 @@ impl PortInner {
             .call_later(Duration::from_millis(100), move || {
                 if let Some(me) = me.upgrade()
                     && me.listening.get()
-                    && let Err(err) = me.reactor.add_reader(me.clone())
+                    && let Err(err) = me.reactor.add_listener(me.clone())
                 {
                     crate::log::error!(target: "torsion::tcp", "cannot resume accepting: {err}");
                 }

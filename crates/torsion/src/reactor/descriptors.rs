@@ -50,9 +50,10 @@ pub trait WriteDescriptor: FileDescriptor {
 pub(crate) struct Registration {
     pub(crate) fd: RawFd,
     pub(crate) generation: u32,
-    /// A connection's stream socket, which only its transport reads: on io_uring its input
-    /// is received on the ring (`add_stream_reader`).
-    pub(crate) stream: bool,
+    /// A connection's stream socket, which only its transport reads and writes, or a
+    /// listening socket only its port accepts on: on io_uring its input is received on the
+    /// ring (`add_stream_reader`, `add_listener`).
+    pub(crate) ring: Option<super::backend::RingRole>,
     pub(crate) reader: Option<Rc<dyn ReadDescriptor>>,
     pub(crate) writer: Option<Rc<dyn WriteDescriptor>>,
     /// Where the descriptor was first added, for dirty-reactor reports.

@@ -9,7 +9,7 @@ use std::os::fd::RawFd;
 use std::panic::{AssertUnwindSafe, catch_unwind};
 use std::rc::Rc;
 
-use super::backend::{Event, Interest, Received, RingBuffer, Taken};
+use super::backend::{Event, Interest, Received, RingBuffer, RingRole, Taken};
 use super::descriptors::Registration;
 use super::{FileDescriptor, Reactor, ReadDescriptor, WriteDescriptor};
 use crate::defer::Failure;
@@ -112,7 +112,19 @@ impl Reactor {
         let fd = reader.fileno();
         self.update_fd(fd, |r| {
             r.reader = Some(reader);
-            r.stream = true;
+            r.ring = Some(RingRole::Connection);
+        })
+    }
+
+    /// [`add_reader`](Reactor::add_reader) for a listening socket that only `port`
+    /// accepts on: on io_uring it accepts on the ring (a multishot accept), and its
+    /// `do_read` takes the connections with [`take_received`](Reactor::take_received).
+    #[track_caller]
+    pub(crate) fn add_listener(&self, port: Rc<dyn ReadDescriptor>) -> std::io::Result<()> {
+        let fd = port.fileno();
+        self.update_fd(fd, |r| {
+            r.reader = Some(port);
+            r.ring = Some(RingRole::Listener);
         })
     }
 
@@ -123,7 +135,7 @@ impl Reactor {
         let fd = writer.fileno();
         self.update_fd(fd, |r| {
             r.writer = Some(writer);
-            r.stream = true;
+            r.ring = Some(RingRole::Connection);
         })
     }
 
@@ -245,15 +257,15 @@ impl Reactor {
                     generation,
                     reader: None,
                     writer: None,
-                    stream: false,
+                    ring: None,
                     added_at: std::panic::Location::caller(),
                 };
                 change(&mut reg);
                 let interest = interest_of(&reg);
                 let key = self.inner.descriptors.borrow().vacant_key();
                 let mut poller = self.inner.poller.borrow_mut();
-                if reg.stream {
-                    poller.register_stream(fd, token(key, generation), interest)?;
+                if let Some(role) = reg.ring {
+                    poller.register_stream(fd, token(key, generation), interest, role)?;
                 } else {
                     poller.register(fd, token(key, generation), interest)?;
                 }
@@ -273,16 +285,16 @@ impl Reactor {
         let Some(key) = self.inner.by_fd.borrow().get(&fd).copied() else {
             return Ok(());
         };
-        let (interest, generation, stream, old) = {
+        let (interest, generation, ring, old) = {
             let mut descriptors = self.inner.descriptors.borrow_mut();
             let Some(reg) = descriptors.get_mut(key) else {
                 return Ok(());
             };
             let before = (reg.reader.clone(), reg.writer.clone());
             change(reg);
-            (interest_of(reg), reg.generation, reg.stream, before)
+            (interest_of(reg), reg.generation, reg.ring, before)
         };
-        if interest.is_none() && !(stream && self.inner.poller.borrow().receives_streams()) {
+        if interest.is_none() && !(ring.is_some() && self.inner.poller.borrow().on_ring(fd)) {
             drop(old);
             self.remove_fd(fd);
             return Ok(());
@@ -292,8 +304,8 @@ impl Reactor {
         if matches!(&result, Err(e) if e.raw_os_error() == Some(libc::ENOENT)) {
             // The descriptor number was closed and reused without being removed first
             // (epoll forgot it): register the new one.
-            result = if stream {
-                poller.register_stream(fd, token(key, generation), interest)
+            result = if let Some(role) = ring {
+                poller.register_stream(fd, token(key, generation), interest, role)
             } else {
                 poller.register(fd, token(key, generation), interest)
             };

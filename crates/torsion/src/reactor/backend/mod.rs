@@ -26,6 +26,15 @@ mod uring;
 mod uring_buffers;
 
 pub(crate) use uring::{Received, Taken};
+
+/// What a stream socket the ring receives for is (see [`Poller::register_stream`]).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum RingRole {
+    /// A connection: the ring receives its bytes and sends its output.
+    Connection,
+    /// A listening socket: the ring accepts its connections.
+    Listener,
+}
 pub(crate) use uring_buffers::RingBuffer;
 
 use std::fmt;
@@ -280,9 +289,11 @@ impl Poller {
     }
 
     /// Starts watching the stream socket `fd` (a connection's, which nothing but its
-    /// transport reads), as [`register`](Self::register) does. On io_uring its input is then
-    /// received on the ring and taken with [`take_received`](Self::take_received); the
-    /// other backends watch it as any descriptor.
+    /// transport reads and writes, or a listening one, which nothing but its port accepts
+    /// on), as [`register`](Self::register) does. On io_uring its input (bytes, or
+    /// connections) is then received on the ring and taken with
+    /// [`take_received`](Self::take_received); the other backends watch it as any
+    /// descriptor.
     ///
     /// # Errors
     ///
@@ -292,22 +303,12 @@ impl Poller {
         fd: RawFd,
         token: u64,
         interest: Interest,
+        role: RingRole,
     ) -> io::Result<()> {
         match self {
             Poller::Epoll(p) => p.register(fd, token, interest),
             Poller::Poll(p) => p.register(fd, token, interest),
-            Poller::IoUring(p) => p.register_stream(fd, token, interest),
-        }
-    }
-
-    /// Whether stream sockets receive on the ring here (io_uring, on a kernel with multishot
-    /// receives): a stream that wants nothing then stays registered, so that what was
-    /// received for it stays queued; on the other backends it is deregistered, and its
-    /// input waits in the kernel.
-    pub(crate) fn receives_streams(&self) -> bool {
-        match self {
-            Poller::IoUring(p) => p.receives_streams(),
-            Poller::Epoll(_) | Poller::Poll(_) => false,
+            Poller::IoUring(p) => p.register_stream(fd, token, interest, role),
         }
     }
 

@@ -16,8 +16,11 @@
 //! send is finished here, and the end is reported as a writable event, with
 //! [`UringPoller::take_sent`] saying how it went. So a message costs no system call of its
 //! own: the loop's one `io_uring_enter` per iteration carries every submission and wait.
+//! **Listening sockets** registered as such accept the same way: a multishot
+//! `IORING_OP_ACCEPT` queues the connections (at most [`MAX_ACCEPTED`] not taken), which the
+//! port takes in place of `accept4`; what nobody took is closed with the registration.
 //!
-//! **Other descriptors** (listening sockets, pipes, UDP, the reactor's waker, a user's
+//! **Other descriptors** (pipes, UDP, the reactor's waker, a user's
 //! descriptors) have at most one single-shot `IORING_OP_POLL_ADD` armed in the ring. Its
 //! completion is the readiness event; the descriptor is armed again at the next wait, and
 //! since arming checks readiness at once, a descriptor that is still ready completes again
@@ -51,13 +54,13 @@
 use std::collections::VecDeque;
 use std::fmt;
 use std::io;
-use std::os::fd::RawFd;
+use std::os::fd::{FromRawFd, OwnedFd, RawFd};
 use std::time::{Duration, Instant};
 
 use io_uring::{IoUring, cqueue, opcode, squeue, types};
 
 use super::uring_buffers::{self, BufferPool, RingBuffer};
-use super::{Event, Interest, timeout_millis};
+use super::{Event, Interest, RingRole, timeout_millis};
 
 /// Submission queue slots; the completion queue gets twice as many, and the kernel keeps
 /// any overflow (`IORING_FEAT_NODROP`), so this only bounds a batch between two enters.
@@ -72,6 +75,8 @@ const REMOVAL: u64 = u64::MAX;
 /// a poll's: streams are descriptors below [`STREAM_FDS`]).
 const RECEIVE: u64 = 1 << 63;
 const SEND: u64 = 1 << 62;
+/// Both bits: a listening socket's multishot accept.
+const ACCEPT: u64 = RECEIVE | SEND;
 /// The bit added to a receive's or a send's `user_data` to make its cancellation's.
 const CANCEL: u64 = 1 << 61;
 /// Descriptors from this number on are not registered as streams (they are polled), so that
@@ -88,6 +93,9 @@ const KEEP_SEND_CAPACITY: usize = 64 * 1024;
 /// again once its reader has taken some, so a reader slower than its peer leaves the rest
 /// in the kernel (and TCP's flow control slows the peer), as with `recv`.
 const MAX_QUEUED: usize = 4;
+/// The same for the connections a listening socket accepted and its port has not taken
+/// (a port takes up to 100 per event, as Twisted's `numberAccepts`).
+const MAX_ACCEPTED: usize = 128;
 
 /// How long dropping the ring waits for its cancelled receives to complete.
 const DROP_WAIT: Duration = Duration::from_secs(1);
@@ -120,6 +128,8 @@ pub(crate) enum Received {
     Copied(Vec<u8>),
     /// End of input.
     Eof,
+    /// A connection a listening socket accepted (non-blocking, close-on-exec).
+    Accepted(OwnedFd),
     /// The receive failed with the socket's error.
     Failed(io::Error),
 }
@@ -138,7 +148,9 @@ pub(crate) enum Taken {
 /// The ring-side state of a stream socket (see the module doc).
 #[derive(Debug, Default)]
 struct Stream {
-    /// The `user_data` of its armed multishot receive.
+    /// A listening socket, which accepts on the ring instead of receiving.
+    listener: bool,
+    /// The `user_data` of its armed multishot receive (or accept).
     armed: Option<u64>,
     /// That receive's cancellation is submitted.
     cancelling: bool,
@@ -156,6 +168,17 @@ struct Stream {
     sent: Option<io::Result<usize>>,
     /// The last send's buffer, for the next.
     spare: Vec<u8>,
+}
+
+impl Stream {
+    /// How many completions it queues before its receive or accept is cancelled.
+    fn limit(&self) -> usize {
+        if self.listener {
+            MAX_ACCEPTED
+        } else {
+            MAX_QUEUED
+        }
+    }
 }
 
 /// A send on the ring: its bytes are the kernel's to read until its last completion.
@@ -182,13 +205,18 @@ struct Entry {
 }
 
 impl Entry {
-    fn new(token: u64, interest: Interest, stream: bool) -> Entry {
+    fn new(token: u64, interest: Interest, role: Option<RingRole>) -> Entry {
         Entry {
             token,
             interest,
             armed: None,
             quiet: false,
-            stream: stream.then(Box::default),
+            stream: role.map(|role| {
+                Box::new(Stream {
+                    listener: role == RingRole::Listener,
+                    ..Stream::default()
+                })
+            }),
         }
     }
 
@@ -210,7 +238,7 @@ impl Entry {
             && self
                 .stream
                 .as_ref()
-                .is_some_and(|s| s.armed.is_none() && !s.ended && s.queue.len() < MAX_QUEUED)
+                .is_some_and(|s| s.armed.is_none() && !s.ended && s.queue.len() < s.limit())
     }
 }
 
@@ -242,6 +270,8 @@ pub(crate) struct UringPoller {
     /// Whether this kernel takes multishot receives (6.0); cleared at the first refusal,
     /// after which stream sockets are polled and read as any descriptor.
     ring_receive: bool,
+    /// The same for multishot accepts (5.19).
+    ring_accept: bool,
     /// Streams whose queue still held something when one item was taken: reported again
     /// by the next wait, which then does not block.
     backlog: Vec<RawFd>,
@@ -304,6 +334,7 @@ impl UringPoller {
             cancelled: Vec::new(),
             cancel_again: Vec::new(),
             ring_receive: true,
+            ring_accept: true,
             backlog: Vec::new(),
             waits: 0,
         })
@@ -312,22 +343,28 @@ impl UringPoller {
     /// Starts watching `fd`; `EEXIST` if it is registered, `EPERM` for a regular file or a
     /// directory (as epoll), `EBADF` if it is not open.
     pub(crate) fn register(&mut self, fd: RawFd, token: u64, interest: Interest) -> io::Result<()> {
-        self.add(fd, Entry::new(token, interest, false))
+        self.add(fd, Entry::new(token, interest, None))
     }
 
-    /// Starts watching the stream socket `fd`, whose input is received on the ring and
-    /// taken with [`take_received`](Self::take_received) (see the module doc).
+    /// Starts watching the stream socket `fd`, whose input (a connection's bytes, a
+    /// listening socket's connections) is received on the ring and taken with
+    /// [`take_received`](Self::take_received) (see the module doc).
     pub(crate) fn register_stream(
         &mut self,
         fd: RawFd,
         token: u64,
         interest: Interest,
+        role: RingRole,
     ) -> io::Result<()> {
-        let on_ring = self.ring_receive && fd < STREAM_FDS;
-        if on_ring && !self.buffers.is_started() {
+        let supported = match role {
+            RingRole::Connection => self.ring_receive,
+            RingRole::Listener => self.ring_accept,
+        };
+        let on_ring = supported && fd < STREAM_FDS;
+        if on_ring && role == RingRole::Connection && !self.buffers.is_started() {
             self.buffers.grow();
         }
-        self.add(fd, Entry::new(token, interest, on_ring))
+        self.add(fd, Entry::new(token, interest, on_ring.then_some(role)))
     }
 
     fn add(&mut self, fd: RawFd, entry: Entry) -> io::Result<()> {
@@ -539,11 +576,6 @@ impl UringPoller {
         )
     }
 
-    /// Whether stream sockets registered now receive on the ring.
-    pub(crate) fn receives_streams(&self) -> bool {
-        self.ring_receive
-    }
-
     /// Puts back what [`take_received`](Self::take_received) gave, to be taken first next
     /// time (a transport not ready for it yet).
     pub(crate) fn untake(&mut self, fd: RawFd, item: Received) {
@@ -627,7 +659,9 @@ impl UringPoller {
                 (None, Some(mask)) => Some((mask, entry.quiet)),
                 _ => None,
             };
-            let receive = entry.receive_wanted();
+            let receive = entry
+                .receive_wanted()
+                .then(|| entry.stream.as_ref().is_some_and(|s| s.listener));
             if let Some((mask, quiet)) = poll {
                 let user_data = (u64::from(fd as u32) << 32) | u64::from(self.serial);
                 self.serial = self.serial.wrapping_add(1);
@@ -640,12 +674,18 @@ impl UringPoller {
                     entry.armed = Some(user_data);
                 }
             }
-            if receive {
-                let user_data = RECEIVE | (u64::from(fd as u32) << 32) | u64::from(self.serial);
+            if let Some(listener) = receive {
+                let tag = if listener { ACCEPT } else { RECEIVE };
+                let user_data = tag | (u64::from(fd as u32) << 32) | u64::from(self.serial);
                 self.serial = self.serial.wrapping_add(1);
-                let receive = opcode::RecvMulti::new(types::Fd(fd), uring_buffers::GROUP)
-                    .build()
-                    .user_data(user_data);
+                let receive = if listener {
+                    opcode::AcceptMulti::new(types::Fd(fd))
+                        .flags(libc::SOCK_NONBLOCK | libc::SOCK_CLOEXEC)
+                        .build()
+                } else {
+                    opcode::RecvMulti::new(types::Fd(fd), uring_buffers::GROUP).build()
+                };
+                let receive = receive.user_data(user_data);
                 self.push(receive)?;
                 self.in_flight += 1;
                 if let Some(Some(Entry {
@@ -791,6 +831,10 @@ impl UringPoller {
                 if self.cancelled.contains(&target) && !self.cancel_again.contains(&target) {
                     self.cancel_again.push(target);
                 }
+                continue;
+            }
+            if user_data & ACCEPT == ACCEPT {
+                self.accepted(user_data, result, flags, events);
                 continue;
             }
             if user_data & RECEIVE != 0 {
@@ -948,7 +992,7 @@ impl UringPoller {
         if let Some(item) = item {
             stream.queue.push_back(item);
         }
-        let full = stream.queue.len() >= MAX_QUEUED;
+        let full = stream.queue.len() >= stream.limit();
         let cancel = full && more && !stream.cancelling;
         if cancel {
             stream.cancelling = true;
@@ -1032,6 +1076,82 @@ impl UringPoller {
             stream.spare = send.bytes;
         }
         stream.sent = Some(outcome);
+        self.report(fd, events);
+    }
+}
+
+impl UringPoller {
+    /// One completion of a listening socket's multishot accept: the connection (or the
+    /// error, such as `EMFILE`, for the port to act on) queued, the socket reported, and
+    /// the accept armed again if it ended.
+    fn accepted(&mut self, user_data: u64, result: i32, flags: u32, events: &mut Vec<Event>) {
+        let more = cqueue::more(flags);
+        if !more {
+            self.in_flight = self.in_flight.saturating_sub(1);
+            self.ended(user_data);
+        }
+        // SAFETY: a non-negative result of an accept is a descriptor the kernel has just
+        // opened for this process; nothing else knows of it, so it is owned here from now
+        // on (and closed if nobody takes it).
+        let connection = (result >= 0).then(|| unsafe { OwnedFd::from_raw_fd(result) });
+        let fd = stream_fd(user_data);
+        let Some(Some(entry)) = self.entries.get_mut(fd as usize) else {
+            return;
+        };
+        let listening = entry.interest.readable;
+        let token = entry.token;
+        let Some(stream) = entry
+            .stream
+            .as_mut()
+            .filter(|stream| stream.armed == Some(user_data))
+        else {
+            return;
+        };
+        if !more {
+            stream.armed = None;
+            stream.cancelling = false;
+        }
+        let item = match connection {
+            Some(connection) => Some(Received::Accepted(connection)),
+            None => match -result {
+                libc::ECANCELED | libc::EINTR | libc::EAGAIN | libc::ECONNABORTED | libc::EPERM => {
+                    None
+                }
+                libc::EINVAL if stream.queue.is_empty() => {
+                    // A kernel without multishot accepts (before 5.19): this socket, and
+                    // every one registered from now on, is polled and accepts with
+                    // `accept4`.
+                    self.ring_accept = false;
+                    entry.stream = None;
+                    if entry.armed.is_none() {
+                        self.to_arm.push(fd);
+                    }
+                    events.push(Event {
+                        token,
+                        readable: listening,
+                        writable: false,
+                        hangup: false,
+                        error: false,
+                    });
+                    return;
+                }
+                errno => Some(Received::Failed(io::Error::from_raw_os_error(errno))),
+            },
+        };
+        if let Some(item) = item {
+            stream.queue.push_back(item);
+        }
+        let full = stream.queue.len() >= stream.limit();
+        let cancel = full && more && !stream.cancelling;
+        if cancel {
+            stream.cancelling = true;
+        }
+        if !more && listening && !full {
+            self.to_arm.push(fd);
+        }
+        if cancel && self.cancel(user_data).is_ok() {
+            let _ = self.enter(|ring| ring.submit());
+        }
         self.report(fd, events);
     }
 }
@@ -1209,6 +1329,7 @@ mod tests {
                 Taken::Got(Received::Copied(copy)) => bytes.extend_from_slice(&copy),
                 Taken::Got(Received::Eof) => return (bytes, true),
                 Taken::Got(Received::Failed(err)) => panic!("receive failed: {err}"),
+                Taken::Got(Received::Accepted(_)) => panic!("a connection accepted"),
                 Taken::Nothing => return (bytes, false),
                 Taken::NotOnRing => panic!("not on the ring"),
             }
@@ -1220,7 +1341,9 @@ mod tests {
         let mut poller = UringPoller::new().unwrap();
         let (a, mut b) = UnixStream::pair().unwrap();
         let fd = a.as_raw_fd();
-        poller.register_stream(fd, 7, Interest::READABLE).unwrap();
+        poller
+            .register_stream(fd, 7, Interest::READABLE, RingRole::Connection)
+            .unwrap();
         assert_eq!(wait(&mut poller, 20), []);
         b.write_all(b"one ").unwrap();
         let events = wait(&mut poller, 1000);
@@ -1256,7 +1379,9 @@ mod tests {
         let mut poller = UringPoller::new().unwrap();
         let (a, mut b) = UnixStream::pair().unwrap();
         let fd = a.as_raw_fd();
-        poller.register_stream(fd, 1, Interest::READABLE).unwrap();
+        poller
+            .register_stream(fd, 1, Interest::READABLE, RingRole::Connection)
+            .unwrap();
         // A peer writing 32 MiB as fast as it can, on its own thread.
         b.set_write_timeout(Some(Duration::from_millis(300)))
             .unwrap();
@@ -1299,7 +1424,9 @@ mod tests {
         let mut poller = UringPoller::new().unwrap();
         let (a, mut b) = UnixStream::pair().unwrap();
         let fd = a.as_raw_fd();
-        poller.register_stream(fd, 3, Interest::WRITABLE).unwrap();
+        poller
+            .register_stream(fd, 3, Interest::WRITABLE, RingRole::Connection)
+            .unwrap();
         // 1 MiB: more than the socket takes at once, so the send waits for the reader.
         let payload: Vec<u8> = (0..1024 * 1024).map(|i| (i % 251) as u8).collect();
         assert!(
@@ -1333,7 +1460,9 @@ mod tests {
         let mut poller = UringPoller::new().unwrap();
         let (a, b) = UnixStream::pair().unwrap();
         let fd = a.as_raw_fd();
-        poller.register_stream(fd, 3, Interest::BOTH).unwrap();
+        poller
+            .register_stream(fd, 3, Interest::BOTH, RingRole::Connection)
+            .unwrap();
         // The peer never reads: the send stays in flight.
         assert!(
             poller
@@ -1354,6 +1483,53 @@ mod tests {
         assert_eq!(poller.in_flight, 0);
         assert!(poller.orphans.is_empty());
         drop(b);
+    }
+
+    #[test]
+    fn a_listening_socket_accepts_on_the_ring_and_closes_what_nobody_took() {
+        let mut poller = UringPoller::new().unwrap();
+        let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        listener.set_nonblocking(true).unwrap();
+        let address = listener.local_addr().unwrap();
+        let fd = listener.as_raw_fd();
+        poller
+            .register_stream(fd, 9, Interest::READABLE, RingRole::Listener)
+            .unwrap();
+        assert_eq!(wait(&mut poller, 20), []);
+        let clients: Vec<_> = (0..3)
+            .map(|_| std::net::TcpStream::connect(address).unwrap())
+            .collect();
+        let mut accepted = Vec::new();
+        for _ in 0..20 {
+            if accepted.len() == 3 {
+                break;
+            }
+            let events = wait(&mut poller, 500);
+            assert!(
+                events.iter().all(|e| e.readable && e.token == 9),
+                "{events:?}"
+            );
+            while let Taken::Got(item) = poller.take_received(fd) {
+                match item {
+                    Received::Accepted(connection) => accepted.push(connection),
+                    other => panic!("{other:?}"),
+                }
+            }
+        }
+        assert_eq!(accepted.len(), 3);
+        // One more, accepted and never taken: deregistering closes it, and its client sees
+        // the end of input.
+        let mut late = std::net::TcpStream::connect(address).unwrap();
+        for _ in 0..20 {
+            if !wait(&mut poller, 100).is_empty() {
+                break;
+            }
+        }
+        poller.deregister(fd).unwrap();
+        late.set_read_timeout(Some(Duration::from_secs(2))).unwrap();
+        let mut buf = [0u8; 1];
+        assert_eq!(late.read(&mut buf).unwrap_or(0), 0);
+        drop(clients);
     }
 
     #[test]
