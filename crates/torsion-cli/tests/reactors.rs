@@ -1,7 +1,6 @@
 //! The runner's reactor choices end to end: `--reactor io_uring|auto`, and `--workers N`
 //! (N reactors on N threads sharing the port with `SO_REUSEPORT`).
 
-use std::io::{Read, Write};
 use std::net::{SocketAddr, TcpListener};
 
 use rustix::process::Signal;
@@ -9,14 +8,6 @@ use torsion::reactor::backend::BackendKind;
 
 mod common;
 use common::*;
-
-fn echo_once(addr: SocketAddr, data: &[u8]) -> Vec<u8> {
-    let mut stream = connect(addr);
-    stream.write_all(data).expect("send");
-    let mut answer = vec![0u8; data.len()];
-    stream.read_exact(&mut answer).expect("echo");
-    answer
-}
 
 /// A loopback port free a moment ago, for runners whose workers must agree on one (with
 /// port 0 each worker would get its own).
@@ -53,7 +44,7 @@ fn io_uring_and_auto_serve_echo_and_the_log_names_the_backend() {
         let mut runner =
             Torsion::start(["--reactor", choice, "echo", "--listen", ANY_LOOPBACK_PORT]);
         let addr = runner.listening();
-        assert_eq!(echo_once(addr, b"over the ring"), b"over the ring");
+        assert_eq!(fetch_echo(addr, b"over the ring"), b"over the ring");
         let started = runner.wait_for_log("saying it started", |l| l.contains(" started: "));
         assert!(started.contains("reactor io_uring"), "{choice}: {started}");
         runner.signal(Signal::TERM);
@@ -80,7 +71,7 @@ fn two_workers_both_listen_on_the_port_serve_every_client_and_stop_together() {
     assert!(threads >= 2, "{threads} threads");
     for i in 0..50u32 {
         let data = format!("client {i}");
-        assert_eq!(echo_once(addr, data.as_bytes()), data.as_bytes());
+        assert_eq!(fetch_echo(addr, data.as_bytes()), data.as_bytes());
     }
     runner.signal(Signal::TERM);
     let stopped = runner.stop();

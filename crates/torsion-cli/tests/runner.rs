@@ -604,15 +604,6 @@ fn systemd_is_told_ready_then_stopping() {
     );
 }
 
-/// Sends `data` to an echo server and reads as much back.
-fn fetch_echo(addr: SocketAddr, data: &[u8]) -> Vec<u8> {
-    let mut stream = connect(addr);
-    stream.write_all(data).expect("send");
-    let mut answer = vec![0u8; data.len()];
-    stream.read_exact(&mut answer).expect("echo");
-    answer
-}
-
 /// 11. The command line: `--help` lists the five plugins; a plugin's `--help` its
 ///     options; an unknown plugin is a usage error (exit 2).
 #[test]

@@ -6,7 +6,7 @@
 
 use std::ffi::{OsStr, OsString};
 use std::fs;
-use std::io::{ErrorKind, Read};
+use std::io::{ErrorKind, Read, Write};
 use std::net::{SocketAddr, TcpListener, TcpStream};
 use std::os::unix::process::ExitStatusExt;
 use std::path::{Path, PathBuf};
@@ -508,6 +508,15 @@ pub fn connect(addr: SocketAddr) -> TcpStream {
     stream.set_read_timeout(Some(IO_TIMEOUT)).expect("timeout");
     stream.set_write_timeout(Some(IO_TIMEOUT)).expect("timeout");
     stream
+}
+
+/// Sends `data` on a new connection and reads as many bytes back (an echo's answer).
+pub fn fetch_echo(addr: SocketAddr, data: &[u8]) -> Vec<u8> {
+    let mut stream = connect(addr);
+    stream.write_all(data).expect("send");
+    let mut answer = vec![0u8; data.len()];
+    stream.read_exact(&mut answer).expect("echo");
+    answer
 }
 
 /// Everything the server sends until it closes, and in how many reads it came.

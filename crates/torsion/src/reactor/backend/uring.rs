@@ -267,6 +267,9 @@ pub(crate) struct UringPoller {
     cancelled: Vec<u64>,
     /// Cancellations that missed, to submit again.
     cancel_again: Vec<u64>,
+    /// Multishot polls found quiet twice, to be removed with the next submission (pushed
+    /// by `arm_pending`, where a failure to submit is reported).
+    removals: Vec<u64>,
     /// Whether this kernel takes multishot receives (6.0); cleared at the first refusal,
     /// after which stream sockets are polled and read as any descriptor.
     ring_receive: bool,
@@ -333,6 +336,7 @@ impl UringPoller {
             orphans: Vec::new(),
             cancelled: Vec::new(),
             cancel_again: Vec::new(),
+            removals: Vec::new(),
             ring_receive: true,
             ring_accept: true,
             backlog: Vec::new(),
@@ -650,6 +654,9 @@ impl UringPoller {
                 self.push(cancellation(target))?;
             }
         }
+        for user_data in std::mem::take(&mut self.removals) {
+            self.push(removal(user_data))?;
+        }
         let mut pending = std::mem::take(&mut self.to_arm);
         for &fd in &pending {
             let Some(Some(entry)) = self.entries.get(fd as usize) else {
@@ -815,7 +822,6 @@ impl UringPoller {
     /// wake-up of the file rather than at once, and goes back to single-shot polls (and so
     /// to level-triggering) as soon as it reports something asked for.
     fn reap(&mut self, events: &mut Vec<Event>) {
-        let mut removals = Vec::new();
         let completions: Vec<(u64, i32, u32)> = self
             .ring
             .completion()
@@ -890,7 +896,7 @@ impl UringPoller {
                 }
                 entry.quiet = false;
                 if more {
-                    removals.push(user_data);
+                    self.removals.push(user_data);
                 }
             } else if !reported {
                 entry.quiet = true;
@@ -900,10 +906,6 @@ impl UringPoller {
             if reported {
                 events.push(event);
             }
-        }
-        for user_data in removals {
-            // A full queue is submitted by `push`; an error there shows again at the wait.
-            let _ = self.push(removal(user_data));
         }
     }
 
