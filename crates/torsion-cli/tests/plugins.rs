@@ -786,10 +786,20 @@ fn proxy_reports_a_failed_download_and_does_not_cache_it() {
 #[test]
 fn proxy_with_a_refused_server_keeps_serving() {
     let reactor = Reactor::new().unwrap();
-    // A port nobody listens on.
-    let closed = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
-    let upstream = closed.local_addr().unwrap().port();
-    drop(closed);
+    // A port nobody listens on: bound and never listening, so it refuses connections and
+    // no other test can be given it meanwhile (a port merely freed could be).
+    let closed = rustix::net::socket(
+        rustix::net::AddressFamily::INET,
+        rustix::net::SocketType::STREAM,
+        None,
+    )
+    .unwrap();
+    rustix::net::bind(&closed, &std::net::SocketAddr::from(([127, 0, 0, 1], 0))).unwrap();
+    let upstream = rustix::net::getsockname(&closed)
+        .ok()
+        .and_then(|a| std::net::SocketAddr::try_from(a).ok())
+        .unwrap()
+        .port();
     let port = start_proxy(&reactor, upstream);
     let results = run_client(&reactor, 20.0, move || {
         (0..2)
