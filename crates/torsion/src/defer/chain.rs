@@ -6,48 +6,40 @@
 //! canceller, a waker, a drop of user values). Take what is needed out, release, call, put
 //! back.
 
-use std::any::Any;
 use std::cell::{Cell, RefCell};
-use std::collections::VecDeque;
 use std::panic::{AssertUnwindSafe, Location, catch_unwind};
-use std::rc::Rc;
+use std::rc::{Rc, Weak};
 use std::task::Waker;
 
 use super::Failure;
+use super::erased::Erased;
+use super::steps::Steps;
 
-/// Storage for a typed value behind the erased chain: `value()` returns `&mut Option<T>`.
-pub(crate) trait Slot: 'static {
-    fn value(&mut self) -> &mut dyn Any;
-}
-
-impl<T: 'static> Slot for Option<T> {
-    fn value(&mut self) -> &mut dyn Any {
-        self
-    }
-}
-
-/// The current result of a chain: a typed value in a slot, or a failure.
+/// The current result of a chain: a typed value, or a failure.
 pub(crate) enum Outcome {
-    Ok(Box<dyn Slot>),
+    Ok(Erased),
     Err(Failure),
 }
 
 impl Outcome {
+    /// A value.
+    pub(crate) fn value<T: 'static>(value: T) -> Outcome {
+        Outcome::Ok(Erased::new(value))
+    }
+
     /// Takes the value out as a `T`. A mismatch cannot happen through the typed API; it is
     /// reported as a failure rather than a panic all the same.
     pub(crate) fn into_result<T: 'static>(self) -> Result<T, Failure> {
         match self {
-            Outcome::Ok(mut slot) => take_value(&mut *slot),
+            Outcome::Ok(value) => value.take().map_err(|_| type_mismatch()),
             Outcome::Err(f) => Err(f),
         }
     }
 }
 
-pub(crate) fn take_value<T: 'static>(slot: &mut dyn Slot) -> Result<T, Failure> {
-    slot.value()
-        .downcast_mut::<Option<T>>()
-        .and_then(Option::take)
-        .ok_or_else(|| Failure::msg("internal error: Deferred result of an unexpected type"))
+/// The failure for a value of a type a step did not expect.
+pub(crate) fn type_mismatch() -> Failure {
+    Failure::msg("internal error: Deferred result of an unexpected type")
 }
 
 /// What a step asks the loop to do next.
@@ -58,13 +50,24 @@ pub(crate) enum Next {
     Wait(Rc<Chain>),
 }
 
-/// One link of the chain: a callback, an errback, or both.
-pub(crate) trait Step: 'static {
-    fn run(self: Box<Self>, input: Outcome) -> Next;
+/// One link of the chain: a callback, an errback, or both, stored without an allocation
+/// when small (`node`), and the function that knows its type and runs it (`run`).
+pub(crate) struct Step {
+    node: Erased,
+    run: fn(Erased, Outcome) -> Next,
+}
+
+impl Step {
+    pub(crate) fn new<N: 'static>(node: N, run: fn(Erased, Outcome) -> Next) -> Step {
+        Step {
+            node: Erased::new(node),
+            run,
+        }
+    }
 }
 
 enum Entry {
-    User(Box<dyn Step>),
+    User(Step),
     /// Hands this chain's result on to a chain that waits for it (Twisted's `_CONTINUE`).
     Continue(Rc<Chain>),
 }
@@ -79,9 +82,15 @@ pub(crate) enum Canceller {
     /// count on a chain means a handle outside it.)
     Once(OnceCanceller),
     /// An internal canceller that may leave the result to be decided later (a spawned
-    /// future decides its own result after what it awaits is cancelled). It returns whether
-    /// `Cancelled` should follow when the Deferred is still unfired.
-    Reusable(Rc<dyn Fn() -> bool>),
+    /// future decides its own result after what it awaits is cancelled). Gone, it counts
+    /// as a canceller that did nothing.
+    Reusable(Weak<dyn ReusableCanceller>),
+}
+
+/// What a [`Canceller::Reusable`] does (a spawned task's cancel).
+pub(crate) trait ReusableCanceller {
+    /// Cancels; returns whether `Cancelled` should follow when the Deferred is still unfired.
+    fn cancel(self: Rc<Self>) -> bool;
 }
 
 /// One chain's state. Shared (`Rc`) between the consuming handle, resolvers, and chains
@@ -106,7 +115,7 @@ struct State {
     cancelled: bool,
     running: bool,
     paused: u32,
-    steps: VecDeque<Entry>,
+    steps: Steps<Entry>,
     canceller: Option<Canceller>,
     /// A canceller is running: its Resolver going away is not an abandonment.
     cancelling: bool,
@@ -128,7 +137,7 @@ impl Chain {
                 cancelled: false,
                 running: false,
                 paused: 0,
-                steps: VecDeque::new(),
+                steps: Steps::default(),
                 canceller: None,
                 cancelling: false,
                 chained_to: None,
@@ -295,7 +304,7 @@ impl Chain {
     }
 
     /// Appends a step and runs it at once if the chain has fired.
-    pub(crate) fn push(self: &Rc<Self>, step: Box<dyn Step>) {
+    pub(crate) fn push(self: &Rc<Self>, step: Step) {
         let fired = {
             let mut s = self.state.borrow_mut();
             s.steps.push_back(Entry::User(step));
@@ -394,7 +403,9 @@ impl Chain {
                 call_guarded(f, &current);
                 true
             }
-            Some(Canceller::Reusable(f)) => match catch_unwind(AssertUnwindSafe(|| f())) {
+            Some(Canceller::Reusable(f)) => match catch_unwind(AssertUnwindSafe(|| {
+                f.upgrade().is_none_or(|task| task.cancel())
+            })) {
                 Ok(errback) => errback,
                 Err(payload) => {
                     crate::log::error!(
@@ -433,7 +444,7 @@ fn run(start: Rc<Chain>) {
         // The loop already running this chain picks new steps up.
         return;
     }
-    let mut stack: Vec<Rc<Chain>> = Vec::new();
+    let mut stack = Parents::default();
     let mut current = start;
     loop {
         let mut finished = true;
@@ -475,7 +486,8 @@ fn run(start: Rc<Chain>) {
                     };
                     s.running = true;
                     drop(s);
-                    let next = match catch_unwind(AssertUnwindSafe(|| step.run(input))) {
+                    let next = match catch_unwind(AssertUnwindSafe(|| (step.run)(step.node, input)))
+                    {
                         Ok(next) => next,
                         Err(payload) => Next::Done(Outcome::Err(Failure::from_panic(&*payload))),
                     };
@@ -515,6 +527,28 @@ fn run(start: Rc<Chain>) {
     }
 }
 
+/// The chains `run` returns to once the chain it handed a result on to is done: a stack whose
+/// top is kept apart, so the common hand-off of one level allocates nothing.
+#[derive(Default)]
+struct Parents {
+    top: Option<Rc<Chain>>,
+    below: Vec<Rc<Chain>>,
+}
+
+impl Parents {
+    fn push(&mut self, chain: Rc<Chain>) {
+        if let Some(previous) = self.top.replace(chain) {
+            self.below.push(previous);
+        }
+    }
+
+    fn pop(&mut self) -> Option<Rc<Chain>> {
+        let top = self.top.take();
+        self.top = self.below.pop();
+        top
+    }
+}
+
 /// Wakes a future awaiting this chain once it holds a final result.
 fn wake_waiter(chain: &Chain) {
     let waker = {
@@ -538,7 +572,7 @@ thread_local! {
     static TEARDOWN: Cell<u32> = const { Cell::new(0) };
     /// Steps of dropped chains, emptied in a loop so that dropping a deep nest of waiting
     /// chains never recurses.
-    static GRAVEYARD: RefCell<Vec<VecDeque<Entry>>> = const { RefCell::new(Vec::new()) };
+    static GRAVEYARD: RefCell<Vec<Steps<Entry>>> = const { RefCell::new(Vec::new()) };
     static DRAINING: Cell<bool> = const { Cell::new(false) };
     /// Where work goes that must not run inside the callback running now: the running
     /// reactor's `call_soon` queue, installed by `Reactor::run` (this layer does not know
@@ -553,10 +587,10 @@ impl Drop for State {
         if let Some(Outcome::Err(failure)) = self.result.take() {
             report_unhandled(failure);
         }
-        let steps = std::mem::take(&mut self.steps);
-        if steps.is_empty() {
+        if self.steps.is_empty() {
             return;
         }
+        let steps = std::mem::take(&mut self.steps);
         let queued = GRAVEYARD.try_with(|g| g.borrow_mut().push(steps)).is_ok();
         if !queued || DRAINING.with(|d| d.replace(true)) {
             return;

@@ -13,7 +13,8 @@ use std::rc::{Rc, Weak};
 use std::task::{Context, Poll};
 
 use super::Failure;
-use super::chain::{Canceller, Chain, FireError, Next, Outcome, Slot, Step, take_value};
+use super::chain::{Canceller, Chain, FireError, Next, Outcome, Step, type_mismatch};
+use super::erased::Erased;
 use crate::error::AlreadyCalled;
 
 /// A result that will arrive later, with a chain of callbacks and errbacks to process it
@@ -140,7 +141,7 @@ impl<T: 'static> Resolver<T> {
     /// Fires with a value, or fails with [`AlreadyCalled`] if the Deferred already fired.
     /// After a cancel, the value is dropped and `Ok` is returned.
     pub fn try_callback(&self, value: T) -> Result<(), AlreadyCalled> {
-        map_fire(self.chain.fire(Outcome::Ok(Box::new(Some(value)))))
+        map_fire(self.chain.fire(Outcome::value(value)))
     }
 
     /// Fails, or returns [`AlreadyCalled`] if the Deferred already fired.
@@ -176,6 +177,21 @@ impl<T: 'static> Resolver<T> {
             chain,
             _type: PhantomData,
         }
+    }
+}
+
+/// A [`Resolver`] whose value type is forgotten, able only to fail its Deferred (what a
+/// spawned task keeps to report a panic, without boxing a closure for it).
+pub(crate) struct Failer(Resolver<std::convert::Infallible>);
+
+impl Failer {
+    pub(crate) fn new<T: 'static>(resolver: &Resolver<T>) -> Failer {
+        Failer(Resolver::from_chain(resolver.chain.clone()))
+    }
+
+    /// See [`Resolver::try_errback`].
+    pub(crate) fn try_errback(&self, failure: Failure) -> Result<(), AlreadyCalled> {
+        self.0.try_errback(failure)
     }
 }
 
@@ -223,57 +239,47 @@ impl<U: 'static> IntoOutcome for Deferred<U> {
     }
 }
 
-/// One step of a chain, typed: `h` takes `Result<T, Failure>` (only the sides it handles)
-/// and the step keeps its own output in `out`, so a step costs one allocation.
-struct Node<T, U, H> {
-    h: Option<H>,
-    out: Option<U>,
+/// One step of a chain, typed: `h` takes `Result<T, Failure>` (only the sides it handles).
+/// Stored in the chain without an allocation when small; [`run_node`] knows its type.
+struct Node<T, H> {
+    h: H,
     on_ok: bool,
     on_err: bool,
     _input: PhantomData<fn(T)>,
 }
 
-impl<T: 'static, U: 'static, H: 'static> Slot for Node<T, U, H> {
-    fn value(&mut self) -> &mut dyn std::any::Any {
-        &mut self.out
-    }
-}
-
-impl<T, U, H> Step for Node<T, U, H>
+/// Runs a [`Node`] on the chain's result (the `run` of its [`Step`]).
+fn run_node<T, U, H>(node: Erased, input: Outcome) -> Next
 where
     T: 'static,
     U: 'static,
     H: FnOnce(Result<T, Failure>) -> Resolved<U> + 'static,
 {
-    fn run(mut self: Box<Self>, input: Outcome) -> Next {
-        let arg = match input {
-            Outcome::Ok(mut slot) => {
-                if !self.on_ok {
-                    // An errback-only step: the value passes through untouched (T == U).
-                    return Next::Done(Outcome::Ok(slot));
-                }
-                take_value::<T>(&mut *slot)
+    let Ok(node) = node.take::<Node<T, H>>() else {
+        return Next::Done(Outcome::Err(type_mismatch()));
+    };
+    let arg = match input {
+        Outcome::Ok(value) => {
+            if !node.on_ok {
+                // An errback-only step: the value passes through untouched (T == U).
+                return Next::Done(Outcome::Ok(value));
             }
-            Outcome::Err(failure) => {
-                if !self.on_err {
-                    return Next::Done(Outcome::Err(failure));
-                }
-                Err(failure)
+            match value.take::<T>() {
+                Ok(value) => Ok(value),
+                Err(_) => return Next::Done(Outcome::Err(type_mismatch())),
             }
-        };
-        let Some(h) = self.h.take() else {
-            return Next::Done(Outcome::Err(Failure::msg(
-                "internal error: a Deferred step ran twice",
-            )));
-        };
-        match h(arg) {
-            Resolved::Value(v) => {
-                self.out = Some(v);
-                Next::Done(Outcome::Ok(self))
-            }
-            Resolved::Failure(f) => Next::Done(Outcome::Err(f)),
-            Resolved::Deferred(d) => d.into_next(),
         }
+        Outcome::Err(failure) => {
+            if !node.on_err {
+                return Next::Done(Outcome::Err(failure));
+            }
+            Err(failure)
+        }
+    };
+    match (node.h)(arg) {
+        Resolved::Value(v) => Next::Done(Outcome::value(v)),
+        Resolved::Failure(f) => Next::Done(Outcome::Err(f)),
+        Resolved::Deferred(d) => d.into_next(),
     }
 }
 
@@ -308,10 +314,7 @@ impl<T: 'static> Deferred<T> {
     /// A Deferred already fired with `value` (Twisted's `succeed`).
     #[track_caller]
     pub fn succeed(value: T) -> Deferred<T> {
-        Deferred::from_chain(Chain::fired(
-            Location::caller(),
-            Outcome::Ok(Box::new(Some(value))),
-        ))
+        Deferred::from_chain(Chain::fired(Location::caller(), Outcome::value(value)))
     }
 
     /// A Deferred already failed with `failure` (Twisted's `fail`).
@@ -334,13 +337,13 @@ impl<T: 'static> Deferred<T> {
     where
         H: FnOnce(Result<T, Failure>) -> Resolved<U> + 'static,
     {
-        self.chain.push(Box::new(Node::<T, U, H> {
-            h: Some(h),
-            out: None,
+        let node = Node::<T, H> {
+            h,
             on_ok,
             on_err,
             _input: PhantomData,
-        }));
+        };
+        self.chain.push(Step::new(node, run_node::<T, U, H>));
         Deferred::from_chain(self.chain)
     }
 
@@ -621,9 +624,7 @@ pub fn maybe_deferred<R: IntoOutcome>(f: impl FnOnce() -> R) -> Deferred<R::Outp
     let location = Location::caller();
     match std::panic::catch_unwind(std::panic::AssertUnwindSafe(f)) {
         Ok(r) => match r.into_resolved() {
-            Resolved::Value(v) => {
-                Deferred::from_chain(Chain::fired(location, Outcome::Ok(Box::new(Some(v)))))
-            }
+            Resolved::Value(v) => Deferred::from_chain(Chain::fired(location, Outcome::value(v))),
             Resolved::Failure(f) => Deferred::from_chain(Chain::fired(location, Outcome::Err(f))),
             Resolved::Deferred(d) => d,
         },

@@ -25,7 +25,8 @@ use std::thread::{self, ThreadId};
 
 use slab::Slab;
 
-use crate::defer::chain::{Canceller, Chain};
+use crate::defer::chain::{Canceller, Chain, ReusableCanceller};
+use crate::defer::deferred::Failer;
 use crate::defer::{Deferred, DeferredHandle, Failure};
 
 type BoxFuture = Pin<Box<dyn Future<Output = ()>>>;
@@ -49,7 +50,7 @@ struct Task {
     awaiting: RefCell<Vec<DeferredHandle>>,
     waker: Waker,
     /// Fails the task's Deferred (when its future panics).
-    fail: Box<dyn Fn(Failure)>,
+    fail: Failer,
     spawned_at: &'static Location<'static>,
 }
 
@@ -222,7 +223,7 @@ impl Executor {
                 self.finish(task);
                 drop(future);
                 let failure = Failure::from_panic(&*payload).passed_through(task.spawned_at);
-                (task.fail)(failure);
+                let _ = task.fail.try_errback(failure);
             }
         }
     }
@@ -296,7 +297,7 @@ where
     let chain = Chain::new(location);
     let deferred = Deferred::<T>::from_chain(chain.clone());
     let resolver = crate::defer::Resolver::<T>::from_chain(chain.clone());
-    let on_panic = resolver.clone();
+    let fail = Failer::new(&resolver);
     let wrapped = async move {
         match future.await {
             Ok(value) => {
@@ -325,26 +326,29 @@ where
                     generation,
                     remote: ex.remote.clone(),
                 })),
-                fail: Box::new(move |f| {
-                    let _ = on_panic.try_errback(f);
-                }),
+                fail,
                 spawned_at: location,
             });
             entry.insert(task.clone());
             task
         };
         let weak: Weak<Task> = Rc::downgrade(&task);
-        chain.set_canceller(Canceller::Reusable(Rc::new(move || cancel_task(&weak))));
+        chain.set_canceller(Canceller::Reusable(weak));
         ex.poll_task(&task);
     });
     deferred
 }
 
-/// The canceller of a spawned task's Deferred; returns whether `Cancelled` should follow.
-fn cancel_task(task: &Weak<Task>) -> bool {
-    let Some(task) = task.upgrade() else {
-        return true;
-    };
+/// The canceller of a spawned task's Deferred.
+impl ReusableCanceller for Task {
+    fn cancel(self: Rc<Self>) -> bool {
+        cancel_task(self)
+    }
+}
+
+/// Cancels what the task awaits, or drops it when it awaits nothing live; returns whether
+/// `Cancelled` should follow.
+fn cancel_task(task: Rc<Task>) -> bool {
     let awaiting = std::mem::take(&mut *task.awaiting.borrow_mut());
     let live: Vec<DeferredHandle> = awaiting.into_iter().filter(|h| !h.is_fired()).collect();
     if live.is_empty() {

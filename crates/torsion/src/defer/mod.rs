@@ -7,10 +7,12 @@
 //! [`spawn`] runs `async` code as a Deferred (`executor.rs`: Twisted's `inlineCallbacks`).
 
 pub(crate) mod chain;
-mod deferred;
+pub(crate) mod deferred;
+mod erased;
 pub(crate) mod executor;
 mod failure;
 mod list;
+mod steps;
 mod sync;
 
 pub use deferred::{
