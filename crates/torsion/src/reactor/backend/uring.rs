@@ -972,17 +972,7 @@ impl UringPoller {
                     // A kernel without multishot receives (before 6.0): this stream, and
                     // every one registered from now on, is polled and read with `recv`.
                     self.ring_receive = false;
-                    entry.stream = None;
-                    if entry.armed.is_none() {
-                        self.to_arm.push(fd);
-                    }
-                    events.push(Event {
-                        token: entry.token,
-                        readable: reading,
-                        writable: false,
-                        hangup: false,
-                        error: false,
-                    });
+                    back_to_readiness(entry, fd, reading, &mut self.to_arm, events);
                     return;
                 }
                 errno => {
@@ -1082,6 +1072,29 @@ impl UringPoller {
     }
 }
 
+/// Moves a registration whose ring operation the kernel refused (`EINVAL`: no multishot
+/// receive or accept) to readiness: its ring state goes, it is armed for polling, and it is
+/// reported now (`readable` as its interest says) so its reads or accepts go on by syscall.
+fn back_to_readiness(
+    entry: &mut Entry,
+    fd: RawFd,
+    readable: bool,
+    to_arm: &mut Vec<RawFd>,
+    events: &mut Vec<Event>,
+) {
+    entry.stream = None;
+    if entry.armed.is_none() {
+        to_arm.push(fd);
+    }
+    events.push(Event {
+        token: entry.token,
+        readable,
+        writable: false,
+        hangup: false,
+        error: false,
+    });
+}
+
 impl UringPoller {
     /// One completion of a listening socket's multishot accept: the connection (or the
     /// error, such as `EMFILE`, for the port to act on) queued, the socket reported, and
@@ -1101,7 +1114,6 @@ impl UringPoller {
             return;
         };
         let listening = entry.interest.readable;
-        let token = entry.token;
         let Some(stream) = entry
             .stream
             .as_mut()
@@ -1124,17 +1136,7 @@ impl UringPoller {
                     // every one registered from now on, is polled and accepts with
                     // `accept4`.
                     self.ring_accept = false;
-                    entry.stream = None;
-                    if entry.armed.is_none() {
-                        self.to_arm.push(fd);
-                    }
-                    events.push(Event {
-                        token,
-                        readable: listening,
-                        writable: false,
-                        hangup: false,
-                        error: false,
-                    });
+                    back_to_readiness(entry, fd, listening, &mut self.to_arm, events);
                     return;
                 }
                 errno => Some(Received::Failed(io::Error::from_raw_os_error(errno))),
